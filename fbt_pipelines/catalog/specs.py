@@ -1,0 +1,119 @@
+"""Market (contract root) specifications loaded from the built-in TOML table."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from fbt_pipelines.errors import CatalogError
+
+BUILTIN_TABLE = Path(__file__).with_name("markets.toml")
+MONTH_CODES = "FGHJKMNQUVXZ"
+
+
+@dataclass(frozen=True)
+class ContractSpec:
+    """One futures market (a contract root).
+
+    Attributes
+    ----------
+    root : str
+        Contract root, e.g. ``"ES"``.
+    multiplier : float
+        Point value: contract currency per 1.0 price point (ES: 50 USD).
+    tick_size : float
+        Minimum price increment in points (ES: 0.25).
+    cycle : str
+        Listed month codes, e.g. ``"HMUZ"``.
+    commission : float
+        Contract currency per contract per side.
+    initial_margin, maintenance_margin : float
+        Contract currency per contract.
+    roll_days_before : int
+        Default roll: business days before last trade (or first notice).
+    """
+
+    root: str
+    name: str
+    exchange: str
+    asset_class: str
+    currency: str
+    multiplier: float
+    tick_size: float
+    cycle: str
+    expiry_rule: str
+    first_notice_rule: str
+    roll_days_before: int
+    commission: float
+    initial_margin: float
+    maintenance_margin: float
+    sample: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def tick_value(self) -> float:
+        """Contract currency per tick (ES: 12.50 USD)."""
+        return self.tick_size * self.multiplier
+
+    @property
+    def physically_delivered(self) -> bool:
+        return self.first_notice_rule != "none"
+
+
+def _spec_from_row(root: str, row: Mapping[str, object], source: str) -> ContractSpec:
+    from fbt_pipelines.catalog import expiry  # local: expiry imports specs' constants
+
+    required = [f for f in ContractSpec.__dataclass_fields__ if f not in ("root", "sample")]
+    missing = [f for f in required if f not in row]
+    if missing:
+        raise CatalogError(f"{source}: market [{root}] is missing {', '.join(missing)}")
+    values = {f: row[f] for f in required}
+    for name in ("multiplier", "tick_size", "commission", "initial_margin", "maintenance_margin"):
+        v = float(values[name])  # type: ignore[arg-type]
+        if not math.isfinite(v) or v < 0 or (name in ("multiplier", "tick_size") and v == 0):
+            raise CatalogError(f"{source}: market [{root}] has invalid {name}={values[name]!r}")
+        values[name] = v
+    cycle = str(values["cycle"])
+    if not cycle or any(c not in MONTH_CODES for c in cycle):
+        raise CatalogError(f"{source}: market [{root}] has invalid cycle {cycle!r} (month codes {MONTH_CODES})")
+    if values["expiry_rule"] not in expiry.EXPIRY_RULES:
+        raise CatalogError(
+            f"{source}: market [{root}] has unknown expiry_rule {values['expiry_rule']!r}; "
+            f"known: {', '.join(sorted(expiry.EXPIRY_RULES))}"
+        )
+    if values["first_notice_rule"] not in expiry.FIRST_NOTICE_RULES:
+        raise CatalogError(
+            f"{source}: market [{root}] has unknown first_notice_rule {values['first_notice_rule']!r}; "
+            f"known: {', '.join(sorted(expiry.FIRST_NOTICE_RULES))}"
+        )
+    values["roll_days_before"] = int(values["roll_days_before"])  # type: ignore[arg-type]
+    sample = MappingProxyType({k: float(v) for k, v in dict(row.get("sample", {})).items()})  # type: ignore[arg-type]
+    return ContractSpec(root=root, sample=sample, **values)  # type: ignore[arg-type]
+
+
+def parse_catalog(text: str, source: str) -> dict[str, ContractSpec]:
+    """Parse a TOML market table (one ``[ROOT]`` table per market)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{source}: not valid TOML: {exc}") from exc
+    return {root: _spec_from_row(root, row, source) for root, row in sorted(data.items())}
+
+
+@lru_cache(maxsize=1)
+def load_catalog() -> Mapping[str, ContractSpec]:
+    """The built-in market table, keyed by root (sorted)."""
+    return MappingProxyType(parse_catalog(BUILTIN_TABLE.read_text(), str(BUILTIN_TABLE)))
+
+
+def market_spec(root: str) -> ContractSpec:
+    """Spec of one market; clear error for an unknown root."""
+    catalog = load_catalog()
+    try:
+        return catalog[root]
+    except KeyError:
+        raise CatalogError(f"unknown market {root!r}; known: {', '.join(catalog)}") from None

@@ -1,0 +1,1 @@
+"""Futures math: roll schedules, back-adjustment, roll costs."""

@@ -1,0 +1,120 @@
+"""Continuous contracts from per-contract bars and a roll schedule."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from fbt_pipelines.catalog.contracts import Contract
+from fbt_pipelines.errors import RollError
+from fbt_pipelines.futures.roll_schedule import first_contract, validate_roll_schedule
+
+CONTINUOUS_COLUMNS = [
+    "root", "method", "ts", "contract", "open", "high", "low", "close", "raw_close",
+    "volume", "open_interest", "days_to_expiry", "roll",
+]
+
+
+class AdjustmentMethod(str, Enum):
+    """How earlier segments are shifted so the series has no roll gaps.
+
+    - ``none``:   raw prices stitched; the roll gap stays in the series.
+    - ``panama``: difference back-adjustment. Each earlier segment gets
+      ``+ sum(gap_j)`` over all later rolls j, ``gap = to_close - from_close``
+      on the roll date. Point changes inside a segment equal the raw
+      contract's, so P&L in points x multiplier is exact; the level can go
+      non-positive far back.
+    - ``ratio``:  multiplicative back-adjustment. Each earlier segment is
+      multiplied by ``prod(ratio_j)``, ``ratio = to_close / from_close``.
+      Percentage changes equal the raw contract's; point changes do not.
+
+    In every method the last segment equals the raw prices of the current
+    contract.
+    """
+
+    NONE = "none"
+    PANAMA = "panama"
+    RATIO = "ratio"
+
+
+def stitch_segments(
+    bars: pd.DataFrame, schedule: pd.DataFrame, contracts: Sequence[Contract]
+) -> pd.DataFrame:
+    """Raw stitched series: for each session the contract held per the schedule.
+
+    ``bars`` are long per-contract bars (contract, ts, open, high, low, close,
+    volume, open_interest). Returns one row per session with the held
+    contract's raw OHLC and a ``segment`` number (0 = oldest).
+    """
+    validate_roll_schedule(schedule)
+    if bars.empty:
+        raise RollError("no bars to build a continuous series from")
+    closes = bars.pivot(index="ts", columns="contract", values="close").sort_index()
+    start = first_contract(schedule, closes, contracts)
+    sessions = closes.index
+    roll_ts = pd.DatetimeIndex(pd.to_datetime(schedule["roll_date"]))
+    if roll_ts.tz is None and sessions.tz is not None:
+        roll_ts = roll_ts.tz_localize(sessions.tz)
+    segment = np.searchsorted(roll_ts.values, sessions.values, side="right")
+    held = np.array([start] + list(schedule["to_contract"]), dtype=object)[segment]
+    frame = pd.DataFrame({"ts": sessions, "contract": held, "segment": segment})
+    merged = frame.merge(bars, on=["ts", "contract"], how="left")
+    # Sessions before the first contract trades, or gaps in the held contract: drop,
+    # except they must not hide a missing roll-date price (validated in the schedule).
+    merged = merged.dropna(subset=["close"]).reset_index(drop=True)
+    return merged
+
+
+def back_adjust(
+    bars: pd.DataFrame,
+    schedule: pd.DataFrame,
+    contracts: Sequence[Contract],
+    method: AdjustmentMethod | str = AdjustmentMethod.PANAMA,
+) -> pd.DataFrame:
+    """Continuous prices of one market by ``method`` (see :class:`AdjustmentMethod`).
+
+    Returns :data:`CONTINUOUS_COLUMNS`: adjusted OHLC (points), the held
+    contract, its raw close, volume and open interest, calendar days to its
+    last trade, and ``roll`` = True on each roll date (first session in the
+    new contract).
+    """
+    method = AdjustmentMethod(method)
+    stitched = stitch_segments(bars, schedule, contracts)
+    n_rolls = len(schedule)
+    seg = stitched["segment"].to_numpy()
+    if method is AdjustmentMethod.PANAMA:
+        gaps = schedule["gap"].to_numpy(float)
+        later_sum = np.concatenate([np.cumsum(gaps[::-1])[::-1], [0.0]])  # sum of gaps of rolls >= k
+        shift = later_sum[seg]
+        adjust = lambda x: x + shift  # noqa: E731
+    elif method is AdjustmentMethod.RATIO:
+        ratios = schedule["ratio"].to_numpy(float)
+        if n_rolls and (ratios <= 0).any():
+            raise RollError("ratio adjustment needs positive prices on every roll date")
+        later_prod = np.concatenate([np.cumprod(ratios[::-1])[::-1], [1.0]])
+        factor = later_prod[seg]
+        adjust = lambda x: x * factor  # noqa: E731
+    else:
+        adjust = lambda x: x  # noqa: E731
+    last_trade = {c.contract_id: pd.Timestamp(c.last_trade, tz="UTC") for c in contracts}
+    ts = pd.DatetimeIndex(stitched["ts"])
+    expiry = pd.DatetimeIndex(stitched["contract"].map(last_trade))
+    out = pd.DataFrame({
+        "root": stitched["root"],
+        "method": method.value,
+        "ts": stitched["ts"],
+        "contract": stitched["contract"],
+        "open": adjust(stitched["open"].to_numpy(float)),
+        "high": adjust(stitched["high"].to_numpy(float)),
+        "low": adjust(stitched["low"].to_numpy(float)),
+        "close": adjust(stitched["close"].to_numpy(float)),
+        "raw_close": stitched["close"].to_numpy(float),
+        "volume": stitched["volume"],
+        "open_interest": stitched["open_interest"],
+        "days_to_expiry": (expiry - ts).days.astype("int64"),
+        "roll": np.r_[False, seg[1:] != seg[:-1]],
+    })
+    return out[CONTINUOUS_COLUMNS]

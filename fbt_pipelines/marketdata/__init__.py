@@ -1,0 +1,1 @@
+"""Market data: sample-data generator, bar-file readers and validation."""

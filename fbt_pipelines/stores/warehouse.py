@@ -1,0 +1,258 @@
+"""The DuckDB warehouse: schema, ingest transaction, partition reads and writes.
+
+Every function takes an open ``duckdb.DuckDBPyConnection``; the caller owns
+the connection (a Dagster resource, the CLI, a test). Values always travel as
+bound parameters or registered frames, never spliced into SQL; table and
+column names come only from the constants in this module.
+
+Times are stored as ``TIMESTAMPTZ`` in UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable
+
+import duckdb
+import pandas as pd
+
+from fbt_pipelines.marketdata.bar_files import ParsedBarFile, file_hash
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS markets (
+    root VARCHAR PRIMARY KEY, name VARCHAR, exchange VARCHAR, asset_class VARCHAR,
+    currency VARCHAR, multiplier DOUBLE, tick_size DOUBLE, cycle VARCHAR,
+    expiry_rule VARCHAR, first_notice_rule VARCHAR, roll_days_before INTEGER,
+    commission DOUBLE, initial_margin DOUBLE, maintenance_margin DOUBLE
+);
+CREATE TABLE IF NOT EXISTS contracts (
+    contract VARCHAR PRIMARY KEY, root VARCHAR, year INTEGER, month INTEGER,
+    first_notice DATE, last_trade DATE
+);
+CREATE TABLE IF NOT EXISTS ingests (
+    ingest_id VARCHAR PRIMARY KEY, path VARCHAR, contract VARCHAR, root VARCHAR,
+    content_hash VARCHAR, rows_read INTEGER, accepted INTEGER, quarantined INTEGER,
+    status VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS bars (
+    contract VARCHAR, root VARCHAR, interval VARCHAR, ts TIMESTAMPTZ,
+    open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE,
+    volume BIGINT, open_interest BIGINT, ingest_id VARCHAR,
+    PRIMARY KEY (contract, interval, ts)
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    ingest_id VARCHAR, file VARCHAR, line INTEGER, raw VARCHAR, reason VARCHAR
+);
+"""
+
+# Tables written whole-partition-at-a-time by the assets (created from the
+# first frame written). The key column names the partition (market root).
+RESULT_TABLES = {
+    "roll_schedule": "root",
+    "continuous_prices": "root",
+    "features": "root",
+    "predictions": "root",
+    "backtest_runs": "root",
+    "backtest_equity": "root",
+    "backtest_trades": "root",
+    "model_runs": "model_name",
+    "portfolio_equity": "portfolio",
+    "portfolio_positions": "portfolio",
+    "risk_report": "portfolio",
+}
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Outcome of one file ingest."""
+
+    ingest_id: str
+    path: str
+    contract: str
+    status: str  # "ok" | "skipped" (same bytes already ingested)
+    rows_read: int
+    accepted: int
+    quarantined: int
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the core tables if they do not exist."""
+    conn.execute(SCHEMA)
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def ingest_bar_file(conn: duckdb.DuckDBPyConnection, parsed: ParsedBarFile, interval: str = "1d") -> IngestResult:
+    """Store one parsed file in one transaction: an ``ingests`` row, its
+    accepted ``bars`` (upsert on (contract, interval, ts)) and its
+    ``quarantine`` rows. The same bytes ingested again change nothing."""
+    ingest_id = file_hash(f"{parsed.contract}:{interval}:{parsed.content_hash}".encode())[:24]
+    ensure_schema(conn)
+    done = conn.execute(
+        "SELECT rows_read, accepted, quarantined FROM ingests WHERE ingest_id = ? AND status = 'ok'", [ingest_id]
+    ).fetchone()
+    if done:
+        return IngestResult(ingest_id, str(parsed.path), parsed.contract, "skipped", *done)
+    started = dt.datetime.now(dt.UTC)
+    bars = parsed.bars.assign(interval=interval, ingest_id=ingest_id)
+    rejects = pd.DataFrame(
+        [(ingest_id, r.file, r.line, r.raw, r.reason) for r in parsed.rejects],
+        columns=["ingest_id", "file", "line", "raw", "reason"],
+    )
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.register("incoming_bars", bars)
+        conn.execute(
+            """
+            INSERT INTO bars BY NAME
+            SELECT contract, root, interval, ts, open, high, low, close, volume, open_interest, ingest_id
+            FROM incoming_bars
+            ON CONFLICT (contract, interval, ts) DO UPDATE SET
+                open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+                volume = excluded.volume, open_interest = excluded.open_interest, ingest_id = excluded.ingest_id
+            """
+        )
+        if len(rejects):
+            conn.register("incoming_rejects", rejects)
+            conn.execute("INSERT INTO quarantine BY NAME SELECT * FROM incoming_rejects")
+        conn.execute(
+            "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)",
+            [ingest_id, str(parsed.path), parsed.contract, parsed.root, parsed.content_hash,
+             parsed.rows_read, len(bars), len(rejects), started, dt.datetime.now(dt.UTC)],
+        )
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.unregister("incoming_bars")
+        if len(rejects):
+            conn.unregister("incoming_rejects")
+    return IngestResult(ingest_id, str(parsed.path), parsed.contract, "ok", parsed.rows_read, len(bars), len(rejects))
+
+
+def write_markets(conn: duckdb.DuckDBPyConnection, markets: pd.DataFrame, contracts: pd.DataFrame) -> None:
+    """Replace the ``markets`` and ``contracts`` reference tables in one transaction."""
+    ensure_schema(conn)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.register("incoming_markets", markets)
+        conn.register("incoming_contracts", contracts)
+        conn.execute("DELETE FROM markets")
+        conn.execute("INSERT INTO markets BY NAME SELECT * FROM incoming_markets")
+        conn.execute("DELETE FROM contracts")
+        conn.execute("INSERT INTO contracts BY NAME SELECT * FROM incoming_contracts")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.unregister("incoming_markets")
+        conn.unregister("incoming_contracts")
+
+
+def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, frame: pd.DataFrame) -> int:
+    """Atomically replace every row of ``table`` whose partition column equals
+    ``key`` with ``frame`` (which must carry that column). Returns rows written.
+
+    The table is created from the frame's schema on first write; a frame with
+    a different schema replaces the table only if it holds no other partition.
+    """
+    if table not in RESULT_TABLES:
+        raise ValueError(f"{table!r} is not a result table ({', '.join(RESULT_TABLES)})")
+    key_col = RESULT_TABLES[table]
+    if key_col not in frame.columns:
+        raise ValueError(f"frame for {table} lacks its partition column {key_col!r}")
+    if len(frame) and not (frame[key_col] == key).all():
+        raise ValueError(f"frame for {table} holds rows outside partition {key_col}={key!r}")
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.register("incoming_frame", frame)
+        if not table_exists(conn, table):
+            conn.execute(f"CREATE TABLE {table} AS SELECT * FROM incoming_frame LIMIT 0")
+        else:
+            existing = [r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                [table]).fetchall()]
+            if existing != list(frame.columns):
+                others = conn.execute(f"SELECT count(*) FROM {table} WHERE {key_col} <> ?", [key]).fetchone()[0]
+                if others:
+                    raise ValueError(
+                        f"{table}: columns changed ({existing} -> {list(frame.columns)}) while other "
+                        f"partitions hold {others} rows; rematerialize all partitions"
+                    )
+                conn.execute(f"DROP TABLE {table}")
+                conn.execute(f"CREATE TABLE {table} AS SELECT * FROM incoming_frame LIMIT 0")
+        conn.execute(f"DELETE FROM {table} WHERE {key_col} = ?", [key])
+        conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_frame")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.unregister("incoming_frame")
+    return len(frame)
+
+
+def read_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, order_by: Iterable[str] = ()) -> pd.DataFrame:
+    """All rows of a result table for one partition key (empty frame if none)."""
+    if table not in RESULT_TABLES:
+        raise ValueError(f"{table!r} is not a result table ({', '.join(RESULT_TABLES)})")
+    if not table_exists(conn, table):
+        return pd.DataFrame()
+    order = list(order_by)
+    cols = {r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+    bad = [c for c in order if c not in cols]
+    if bad:
+        raise ValueError(f"{table} has no column(s) {bad}")
+    sql = f"SELECT * FROM {table} WHERE {RESULT_TABLES[table]} = ?"
+    if order:
+        sql += " ORDER BY " + ", ".join(order)
+    return conn.execute(sql, [key]).df()
+
+
+def read_bars(conn: duckdb.DuckDBPyConnection, root: str, interval: str = "1d") -> pd.DataFrame:
+    """Per-contract bars of one market, ordered by (ts, contract)."""
+    ensure_schema(conn)
+    return conn.execute(
+        """SELECT contract, root, ts, open, high, low, close, volume, open_interest
+           FROM bars WHERE root = ? AND interval = ? ORDER BY ts, contract""",
+        [root, interval],
+    ).df()
+
+
+def read_contracts(conn: duckdb.DuckDBPyConnection, root: str) -> pd.DataFrame:
+    ensure_schema(conn)
+    return conn.execute(
+        "SELECT * FROM contracts WHERE root = ? ORDER BY last_trade", [root]
+    ).df()
+
+
+def bar_quality(conn: duckdb.DuckDBPyConnection, root: str) -> dict[str, int]:
+    """Counts of rows breaking OHLC rules or duplicated keys in stored bars."""
+    ensure_schema(conn)
+    bad_ohlc, dupes, rows = conn.execute(
+        """
+        SELECT
+          count(*) FILTER (WHERE NOT (high >= greatest(open, close, low) AND low <= least(open, close, high))),
+          count(*) - count(DISTINCT (contract, interval, ts)),
+          count(*)
+        FROM bars WHERE root = ?
+        """,
+        [root],
+    ).fetchone()
+    return {"bad_ohlc": int(bad_ohlc), "duplicates": int(dupes), "rows": int(rows)}
+
+
+def quarantine_count(conn: duckdb.DuckDBPyConnection, root: str) -> int:
+    ensure_schema(conn)
+    return int(conn.execute(
+        "SELECT count(*) FROM quarantine q JOIN ingests i USING (ingest_id) WHERE i.root = ?", [root]
+    ).fetchone()[0])
