@@ -65,3 +65,21 @@ def listed_contracts(spec: ContractSpec, first_year: int, last_year: int) -> lis
     ``[first_year, last_year]``, ordered by last trade date."""
     months = [MONTH_CODES.index(c) + 1 for c in spec.cycle]
     return sorted(make_contract(spec, y, m) for y in range(first_year, last_year + 1) for m in months)
+
+
+def contracts_from_frame(frame) -> list[Contract]:
+    """Contracts from rows of the warehouse ``contracts`` table."""
+    import pandas as pd  # local: keep this module importable without pandas at call sites
+
+    out = []
+    for row in frame.itertuples(index=False):
+        fn = row.first_notice
+        out.append(Contract(
+            last_trade=pd.Timestamp(row.last_trade).date(),
+            contract_id=row.contract,
+            root=row.root,
+            year=int(row.year),
+            month=int(row.month),
+            first_notice=None if fn is None or pd.isna(fn) else pd.Timestamp(fn).date(),
+        ))
+    return sorted(out)

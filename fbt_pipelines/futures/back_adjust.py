@@ -58,7 +58,8 @@ def stitch_segments(
     roll_ts = pd.DatetimeIndex(pd.to_datetime(schedule["roll_date"]))
     if roll_ts.tz is None and sessions.tz is not None:
         roll_ts = roll_ts.tz_localize(sessions.tz)
-    segment = np.searchsorted(roll_ts.values, sessions.values, side="right")
+    # sessions up to and including a roll date stay in the old segment
+    segment = np.searchsorted(roll_ts.values, sessions.values, side="left")
     held = np.array([start] + list(schedule["to_contract"]), dtype=object)[segment]
     frame = pd.DataFrame({"ts": sessions, "contract": held, "segment": segment})
     merged = frame.merge(bars, on=["ts", "contract"], how="left")
@@ -78,8 +79,8 @@ def back_adjust(
 
     Returns :data:`CONTINUOUS_COLUMNS`: adjusted OHLC (points), the held
     contract, its raw close, volume and open interest, calendar days to its
-    last trade, and ``roll`` = True on each roll date (first session in the
-    new contract).
+    last trade, and ``roll`` = True on each roll date (the last session in
+    the old contract; the switch happens at its close).
     """
     method = AdjustmentMethod(method)
     stitched = stitch_segments(bars, schedule, contracts)
@@ -115,6 +116,29 @@ def back_adjust(
         "volume": stitched["volume"],
         "open_interest": stitched["open_interest"],
         "days_to_expiry": (expiry - ts).days.astype("int64"),
-        "roll": np.r_[False, seg[1:] != seg[:-1]],
+        "roll": np.r_[seg[1:] != seg[:-1], False],
     })
     return out[CONTINUOUS_COLUMNS]
+
+
+def roll_continuity_errors(continuous: pd.DataFrame, bars: pd.DataFrame, tolerance: float = 1e-9) -> int:
+    """Bars where the continuous series' point change differs from the held
+    contract's own change (Panama) -- including the bar after each roll, which
+    must move like the new contract, not jump by the roll gap.
+
+    For bar t held in contract c: ``close[t] - close[t-1]`` must equal
+    ``raw(c, t) - raw(c, t-1)``. Returns the number of violating bars.
+    """
+    raw = bars.pivot(index="ts", columns="contract", values="close")
+    ts = pd.DatetimeIndex(continuous["ts"])
+    held = continuous["contract"].to_numpy()
+    pos = raw.index.get_indexer(ts)
+    col = raw.columns.get_indexer(held)
+    values = raw.to_numpy()
+    now = values[pos, col]
+    prev_pos = np.r_[-1, pos[:-1]]
+    prev = np.where(prev_pos >= 0, values[np.maximum(prev_pos, 0), col], np.nan)
+    expected = now[1:] - prev[1:]
+    actual = np.diff(continuous["close"].to_numpy(float))
+    bad = ~np.isclose(actual, expected, rtol=0, atol=tolerance) & np.isfinite(expected)
+    return int(bad.sum() + (~np.isfinite(expected)).sum())

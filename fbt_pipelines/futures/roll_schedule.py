@@ -5,11 +5,13 @@ construction: roll dates strictly increase, contracts chain (each roll's
 ``to_contract`` is the next roll's ``from_contract``), prices are finite.
 
 Convention, used by :mod:`fbt_pipelines.futures.back_adjust` and the engine:
-on ``roll_date`` the position is carried in ``from_contract`` through that
-session's close and then switched into ``to_contract`` at the close. The
-continuous series shows ``to_contract`` from ``roll_date`` on, and the gap is
-measured on the roll date's closes: ``gap = to_close - from_close`` (points),
-``ratio = to_close / from_close``.
+``roll_date`` is the last session held in ``from_contract``; at its close the
+position is switched (sell ``from_contract`` at ``from_close``, buy
+``to_contract`` at ``to_close``). The continuous series shows
+``from_contract`` through ``roll_date`` and ``to_contract`` from the next
+session, so every bar of the series is the contract actually held during that
+bar. The gap is measured on the roll date's closes: ``gap = to_close -
+from_close`` (points), ``ratio = to_close / from_close``.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from fbt_pipelines.marketdata.bar_files import ParsedBarFile, file_hash
+from fbt_pipelines.versioning import frame_version
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS markets (
@@ -43,6 +44,10 @@ CREATE TABLE IF NOT EXISTS bars (
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     ingest_id VARCHAR, file VARCHAR, line INTEGER, raw VARCHAR, reason VARCHAR
+);
+CREATE TABLE IF NOT EXISTS data_versions (
+    tbl VARCHAR, key VARCHAR, data_version VARCHAR, rows BIGINT, updated_at TIMESTAMPTZ,
+    PRIMARY KEY (tbl, key)
 );
 """
 
@@ -157,9 +162,10 @@ def write_markets(conn: duckdb.DuckDBPyConnection, markets: pd.DataFrame, contra
         conn.unregister("incoming_contracts")
 
 
-def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, frame: pd.DataFrame) -> int:
+def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, frame: pd.DataFrame) -> str:
     """Atomically replace every row of ``table`` whose partition column equals
-    ``key`` with ``frame`` (which must carry that column). Returns rows written.
+    ``key`` with ``frame`` (which must carry that column), and record the
+    frame's content hash in ``data_versions``. Returns that data version.
 
     The table is created from the frame's schema on first write; a frame with
     a different schema replaces the table only if it holds no other partition.
@@ -171,6 +177,8 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
         raise ValueError(f"frame for {table} lacks its partition column {key_col!r}")
     if len(frame) and not (frame[key_col] == key).all():
         raise ValueError(f"frame for {table} holds rows outside partition {key_col}={key!r}")
+    ensure_schema(conn)
+    version = frame_version(frame)
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.register("incoming_frame", frame)
@@ -191,13 +199,24 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
                 conn.execute(f"CREATE TABLE {table} AS SELECT * FROM incoming_frame LIMIT 0")
         conn.execute(f"DELETE FROM {table} WHERE {key_col} = ?", [key])
         conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_frame")
+        conn.execute(
+            "INSERT OR REPLACE INTO data_versions VALUES (?, ?, ?, ?, ?)",
+            [table, key, version, len(frame), dt.datetime.now(dt.UTC)],
+        )
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
     finally:
         conn.unregister("incoming_frame")
-    return len(frame)
+    return version
+
+
+def partition_version(conn: duckdb.DuckDBPyConnection, table: str, key: str) -> str | None:
+    """Data version last written for (table, key), or None."""
+    ensure_schema(conn)
+    row = conn.execute("SELECT data_version FROM data_versions WHERE tbl = ? AND key = ?", [table, key]).fetchone()
+    return row[0] if row else None
 
 
 def read_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, order_by: Iterable[str] = ()) -> pd.DataFrame:
@@ -216,6 +235,16 @@ def read_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, order_
     if order:
         sql += " ORDER BY " + ", ".join(order)
     return conn.execute(sql, [key]).df()
+
+
+def read_table(conn: duckdb.DuckDBPyConnection, table: str, order_by: Iterable[str] = ()) -> pd.DataFrame:
+    """Every row of a result table (all partitions)."""
+    if table not in RESULT_TABLES:
+        raise ValueError(f"{table!r} is not a result table ({', '.join(RESULT_TABLES)})")
+    if not table_exists(conn, table):
+        return pd.DataFrame()
+    order = [c for c in order_by if c.isidentifier()]
+    return conn.execute(f"SELECT * FROM {table}" + (" ORDER BY " + ", ".join(order) if order else "")).df()
 
 
 def read_bars(conn: duckdb.DuckDBPyConnection, root: str, interval: str = "1d") -> pd.DataFrame:

@@ -1,0 +1,123 @@
+"""Stage 5: the multi-market portfolio, its risk report and tear sheet."""
+
+import pandas as pd
+from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult,
+                     MetadataValue, asset)
+from pydantic import Field
+
+from assets._support import WRITER_POOL, announce, md_table
+from assets.backtests import backtests
+from fbt_pipelines.catalog import market_spec
+from fbt_pipelines.engine.backtest import backtest_market
+from fbt_pipelines.engine.futures_engine import EngineConfig
+from fbt_pipelines.portfolio.portfolio import combine_markets
+from fbt_pipelines.portfolio.sizing import VolTargetConfig
+from fbt_pipelines.reports.tear_sheet import write_tear_sheet
+from fbt_pipelines.risk.metrics import risk_metrics
+from fbt_pipelines.stores import warehouse as wh
+from fbt_pipelines.versioning import code_version, frame_version
+from resources import BusResource, FilesResource, WarehouseResource
+
+PORTFOLIO = "main"
+
+
+class PortfolioConfig(Config):
+    strategy: str = Field(default="sma_crossover", description="Strategy traded in every market.")
+    params: dict[str, float] = Field(default={"fast": 20, "slow": 100}, description="Its parameters.")
+    capital: float = Field(default=10_000_000.0, description="Portfolio capital, USD.")
+    annual_risk_target: float = Field(default=0.20, description="Annualised volatility target of the portfolio.")
+    idm: float = Field(default=1.5, description="Instrument diversification multiplier.")
+    slippage_ticks: float = 1.0
+
+
+@asset(group_name="portfolio", kinds={"duckdb"}, deps=[backtests], pool=WRITER_POOL)
+def portfolio(context: AssetExecutionContext, config: PortfolioConfig, warehouse: WarehouseResource,
+              bus: BusResource) -> MaterializeResult:
+    """Equal-weight, volatility-targeted portfolio across every market in whole contracts: daily P&L, equity, margin and positions (USD)."""
+    sizing = VolTargetConfig(capital=config.capital, annual_risk_target=config.annual_risk_target, idm=config.idm)
+    engine = EngineConfig(initial_capital=config.capital, slippage_ticks=config.slippage_ticks)
+    with warehouse.connect() as conn:
+        prices = wh.read_table(conn, "continuous_prices", order_by=["root", "ts"])
+        preds = wh.read_table(conn, "predictions", order_by=["root", "ts"])
+    roots = sorted(prices["root"].unique())
+    weight = 1.0 / len(roots)
+    paths, pnl_by_market = {}, {}
+    for root in roots:
+        mp = prices[prices["root"] == root].reset_index(drop=True)
+        mpred = preds[preds["root"] == root] if len(preds) else None
+        bt = backtest_market(mp, market_spec(root), config.strategy, config.params, sizing, engine, mpred, weight)
+        paths[root] = bt.result.bars
+        pnl_by_market[root] = bt.result.net_pnl
+    equity, positions = combine_markets(paths, config.capital)
+    equity = equity.assign(portfolio=PORTFOLIO)
+    positions = positions.assign(portfolio=PORTFOLIO)
+    with warehouse.connect() as conn:
+        version = wh.replace_partition(conn, "portfolio_equity", PORTFOLIO, equity)
+        wh.replace_partition(conn, "portfolio_positions", PORTFOLIO, positions)
+    announce(context, bus.get(), markets=len(roots), final_equity=float(equity["equity"].iloc[-1]))
+    by_market = pd.DataFrame({"market": list(pnl_by_market), "net_pnl_usd": list(pnl_by_market.values())})
+    return MaterializeResult(metadata={
+        "markets": len(roots), "final_equity_usd": float(equity["equity"].iloc[-1]),
+        "max_margin_usd": float(equity["margin"].max()), "pnl_by_market": md_table(by_market, ",.0f"),
+        "data_version": MetadataValue.text(version),
+    })
+
+
+class RiskLimits(Config):
+    max_drawdown: float = Field(default=0.35, description="Largest tolerated peak-to-trough loss (fraction).")
+    max_var_99: float = Field(default=0.05, description="Largest tolerated one-day historical VaR 99% (fraction).")
+    max_margin_to_equity: float = Field(default=0.5, description="Largest tolerated margin / equity.")
+
+
+@asset(
+    group_name="portfolio", kinds={"duckdb"}, deps=[portfolio], pool=WRITER_POOL,
+    check_specs=[
+        AssetCheckSpec("max_drawdown_limit", asset="risk_report", description="Max drawdown within the limit."),
+        AssetCheckSpec("var_limit", asset="risk_report", description="One-day VaR 99% within the limit."),
+        AssetCheckSpec("margin_limit", asset="risk_report", description="Margin / equity within the limit."),
+    ],
+)
+def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: WarehouseResource) -> MaterializeResult:
+    """Portfolio risk from daily equity: CAGR, vol, Sharpe, Sortino, Calmar, max drawdown, historical VaR/CVaR 95 and 99."""
+    with warehouse.connect() as conn:
+        equity = wh.read_partition(conn, "portfolio_equity", PORTFOLIO, order_by=["ts"])
+        m = risk_metrics(equity.set_index("ts")["equity"])
+        margin_ratio = float((equity["margin"] / equity["equity"]).max())
+        row = pd.DataFrame([{"portfolio": PORTFOLIO, **m.as_dict(), "max_margin_to_equity": margin_ratio,
+                             "data_version": frame_version(equity), "code_version": code_version()}])
+        wh.replace_partition(conn, "risk_report", PORTFOLIO, row)
+    shown = {k: v for k, v in m.as_dict().items() if isinstance(v, float)}
+    return MaterializeResult(
+        metadata={**shown, "max_margin_to_equity": margin_ratio},
+        check_results=[
+            AssetCheckResult(check_name="max_drawdown_limit", passed=bool(m.max_drawdown <= config.max_drawdown),
+                             metadata={"max_drawdown": m.max_drawdown, "limit": config.max_drawdown}),
+            AssetCheckResult(check_name="var_limit", passed=bool(m.var_99 <= config.max_var_99),
+                             metadata={"var_99": m.var_99, "limit": config.max_var_99}),
+            AssetCheckResult(check_name="margin_limit", passed=margin_ratio <= config.max_margin_to_equity,
+                             metadata={"max_margin_to_equity": margin_ratio, "limit": config.max_margin_to_equity}),
+        ],
+    )
+
+
+@asset(group_name="portfolio", kinds={"plotly", "html"}, deps=[risk_report])
+def tear_sheet(context: AssetExecutionContext, warehouse: WarehouseResource, files: FilesResource) -> MaterializeResult:
+    """Self-contained HTML tear sheet of the portfolio: equity, drawdown, risk table, P&L by market, provenance."""
+    with warehouse.connect() as conn:
+        equity = wh.read_partition(conn, "portfolio_equity", PORTFOLIO, order_by=["ts"])
+        positions = wh.read_partition(conn, "portfolio_positions", PORTFOLIO)
+        report = wh.read_partition(conn, "risk_report", PORTFOLIO).iloc[0]
+    pnl = positions.groupby("root")["pnl"].sum()
+    metrics = {
+        "CAGR": f"{report['cagr']:.2%}", "Annual vol": f"{report['annual_vol']:.2%}",
+        "Sharpe": f"{report['sharpe']:.2f}", "Sortino": f"{report['sortino']:.2f}",
+        "Max drawdown": f"{report['max_drawdown']:.2%}", "VaR 95 / 99 (1d)": f"{report['var_95']:.2%} / {report['var_99']:.2%}",
+        "CVaR 95 / 99 (1d)": f"{report['cvar_95']:.2%} / {report['cvar_99']:.2%}",
+        "Final equity": f"{equity['equity'].iloc[-1]:,.0f} USD",
+    }
+    provenance = {"portfolio": PORTFOLIO, "data version": report["data_version"], "code version": code_version(),
+                  "run id": context.run_id}
+    path = write_tear_sheet(files.reports() / "tear_sheet.html", "fbt portfolio tear sheet", equity,
+                            metrics, pnl, provenance)
+    return MaterializeResult(metadata={"path": MetadataValue.path(str(path)),
+                                       "sharpe": float(report["sharpe"]), "bytes": path.stat().st_size})

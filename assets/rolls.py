@@ -1,0 +1,88 @@
+"""Stage 2: roll schedule and continuous (back-adjusted) prices per market."""
+
+from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, DataVersion, MaterializeResult,
+                     MetadataValue, asset)
+
+from assets._support import WRITER_POOL, announce, date_range, md_table
+from assets.partitions import market_partitions
+from assets.raw_bars import raw_bars
+from fbt_pipelines.catalog import market_spec
+from fbt_pipelines.catalog.contracts import contracts_from_frame
+from fbt_pipelines.futures.back_adjust import AdjustmentMethod, back_adjust, roll_continuity_errors
+from fbt_pipelines.futures.roll_schedule import calendar_roll_schedule
+from fbt_pipelines.stores import warehouse as wh
+from resources import BusResource, WarehouseResource
+
+MAX_ROLL_GAP = 0.10  # a roll gap above 10% of price is a data error, not a term structure
+
+
+@asset(
+    partitions_def=market_partitions, group_name="futures", kinds={"duckdb"}, deps=[raw_bars], pool=WRITER_POOL,
+    check_specs=[AssetCheckSpec("roll_gaps_plausible", asset="roll_schedule", blocking=True,
+                                description=f"Every roll's |to/from - 1| < {MAX_ROLL_GAP:.0%}.")],
+)
+def roll_schedule(context: AssetExecutionContext, warehouse: WarehouseResource, bus: BusResource) -> MaterializeResult:
+    """Roll dates, N business days before last trade (first notice if physically delivered), with the price gap and ratio on each roll date."""
+    root = context.partition_key
+    spec = market_spec(root)
+    with warehouse.connect() as conn:
+        bars = wh.read_bars(conn, root)
+        contracts = contracts_from_frame(wh.read_contracts(conn, root))
+        closes = bars.pivot(index="ts", columns="contract", values="close").sort_index()
+        schedule = calendar_roll_schedule(root, contracts, closes, spec.roll_days_before)
+        version = wh.replace_partition(conn, "roll_schedule", root, schedule)
+    worst = float((schedule["ratio"] - 1).abs().max()) if len(schedule) else 0.0
+    announce(context, bus.get(), rolls=len(schedule), data_version=version)
+    return MaterializeResult(
+        metadata={
+            "rolls": len(schedule), "rule": f"calendar, {spec.roll_days_before} business days before",
+            "date_range": date_range(schedule["roll_date"]),
+            "mean_gap_points": float(schedule["gap"].mean()) if len(schedule) else 0.0,
+            "last_rolls": md_table(schedule.tail(5)[["roll_date", "from_contract", "to_contract", "gap", "ratio"]]
+                                   .assign(roll_date=lambda d: d["roll_date"].dt.strftime("%Y-%m-%d")), ",.4f"),
+        },
+        data_version=DataVersion(version),
+        check_results=[AssetCheckResult(check_name="roll_gaps_plausible", passed=worst < MAX_ROLL_GAP,
+                                        metadata={"worst_abs_ratio_minus_1": worst})],
+    )
+
+
+@asset(
+    partitions_def=market_partitions, group_name="futures", kinds={"duckdb"}, deps=[roll_schedule], pool=WRITER_POOL,
+    check_specs=[
+        AssetCheckSpec("no_gaps_at_rolls", asset="continuous_prices", blocking=True,
+                       description="Every bar's point change equals the held contract's own change, across rolls too."),
+        AssetCheckSpec("last_segment_is_raw", asset="continuous_prices", blocking=True,
+                       description="Adjusted prices equal the current contract's raw prices on the last segment."),
+    ],
+)
+def continuous_prices(context: AssetExecutionContext, warehouse: WarehouseResource, bus: BusResource) -> MaterializeResult:
+    """Panama back-adjusted continuous contract: adjusted OHLC in points, the held contract, its raw close and days to expiry."""
+    root = context.partition_key
+    with warehouse.connect() as conn:
+        bars = wh.read_bars(conn, root)
+        contracts = contracts_from_frame(wh.read_contracts(conn, root))
+        schedule = wh.read_partition(conn, "roll_schedule", root, order_by=["roll_date"])
+        prices = back_adjust(bars, schedule, contracts, AdjustmentMethod.PANAMA)
+        version = wh.replace_partition(conn, "continuous_prices", root, prices)
+    gaps = roll_continuity_errors(prices, bars)
+    last = prices[prices["contract"] == prices["contract"].iloc[-1]]
+    last_diff = float((last["close"] - last["raw_close"]).abs().max())
+    non_positive = bool((prices["low"] <= 0).any())
+    announce(context, bus.get(), rows=len(prices), data_version=version)
+    return MaterializeResult(
+        metadata={
+            "rows": len(prices), "date_range": date_range(prices["ts"]), "method": "panama",
+            "rolls": int(prices["roll"].sum()), "current_contract": str(prices["contract"].iloc[-1]),
+            "last_close": float(prices["close"].iloc[-1]),
+            "non_positive_prices": non_positive,
+            "total_adjustment_points": float(prices["close"].iloc[0] - prices["raw_close"].iloc[0]),
+            "data_version": MetadataValue.text(version),
+        },
+        data_version=DataVersion(version),
+        check_results=[
+            AssetCheckResult(check_name="no_gaps_at_rolls", passed=gaps == 0, metadata={"bad_bars": gaps}),
+            AssetCheckResult(check_name="last_segment_is_raw", passed=last_diff == 0.0,
+                             metadata={"max_abs_diff_points": last_diff}),
+        ],
+    )

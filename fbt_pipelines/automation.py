@@ -1,0 +1,114 @@
+"""Jobs, schedules and sensors of the code location (Dagster wiring)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from dagster import (AssetSelection, DefaultScheduleStatus, DefaultSensorStatus, RunRequest, SensorEvaluationContext,
+                     SkipReason, define_asset_job, schedule, sensor)
+
+from assets.backtests import backtests
+from assets.catalog import market_catalog
+from assets.ml import features, model, predictions
+from assets.partitions import market_partitions
+from assets.portfolio import portfolio, risk_report, tear_sheet
+from assets.raw_bars import raw_bars
+from assets.rolls import continuous_prices, roll_schedule
+from fbt_pipelines.catalog import load_catalog
+from fbt_pipelines.engine.strategies import validate_params
+from fbt_pipelines.errors import StrategyError
+from fbt_pipelines.stores.bus import BusUnavailable
+from resources import BusResource, FilesResource
+
+catalog_job = define_asset_job("catalog", AssetSelection.assets(market_catalog),
+                               description="Write the contract catalogue to the warehouse.")
+ingest_job = define_asset_job(
+    "ingest_market", AssetSelection.assets(raw_bars, roll_schedule, continuous_prices, features),
+    partitions_def=market_partitions,
+    description="One market: ingest landing files, roll schedule, continuous prices, features.",
+)
+train_job = define_asset_job("train_model", AssetSelection.assets(model),
+                             description="Train the direction model on every market; register it in MLflow.")
+backtest_job = define_asset_job(
+    "backtest_market", AssetSelection.assets(predictions, backtests), partitions_def=market_partitions,
+    description="One market: out-of-sample predictions and every strategy's backtest.",
+)
+portfolio_job = define_asset_job("portfolio_report", AssetSelection.assets(portfolio, risk_report, tear_sheet),
+                                 description="Portfolio across markets, risk report, tear sheet.")
+
+# The order `fbt demo` runs them in: the whole lineage graph.
+PIPELINE = [
+    (catalog_job.name, False),
+    (ingest_job.name, True),
+    (train_job.name, False),
+    (backtest_job.name, True),
+    (portfolio_job.name, False),
+]
+
+
+@schedule(job=ingest_job, cron_schedule="30 22 * * 1-5", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.STOPPED)
+def daily_ingest(context):
+    """After the US close (22:30 UTC, weekdays): ingest every market's landing folder."""
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    for root in market_partitions.get_partition_keys():
+        yield RunRequest(run_key=f"{root}-{day}", partition_key=root)
+
+
+def landing_fingerprint(files: FilesResource, root: str) -> str:
+    """Hash of (name, size, mtime) of a market's landing files."""
+    h = hashlib.sha256()
+    folder = files.landing(root)
+    for p in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+@sensor(job=ingest_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
+def landing_files_sensor(context: SensorEvaluationContext, files: FilesResource):
+    """New or changed files in a market's landing folder start that market's ingest."""
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    requests = []
+    for root in market_partitions.get_partition_keys():
+        fp = landing_fingerprint(files, root)
+        if fp != cursor.get(root) and files.landing(root).is_dir():
+            requests.append(RunRequest(run_key=f"{root}-{fp}", partition_key=root))
+            cursor[root] = fp
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
+    return requests or SkipReason("no new landing files")
+
+
+def request_to_run(body: dict) -> RunRequest:
+    """A queued backtest request -> a run of ``backtest_market`` (validated)."""
+    market = body.get("market")
+    if market not in load_catalog():
+        raise StrategyError(f"request {body.get('request_id')}: unknown market {market!r}")
+    strategy = body.get("strategy", "sma_crossover")
+    params = validate_params(strategy, body.get("params", {}))
+    return RunRequest(
+        run_key=str(body["request_id"]), partition_key=market,
+        run_config={"ops": {"backtests": {"config": {"strategies": {strategy: params}}}}},
+        tags={"fbt/request_id": str(body["request_id"]), "fbt/strategy": strategy},
+    )
+
+
+@sensor(job=backtest_job, minimum_interval_seconds=10, default_status=DefaultSensorStatus.STOPPED)
+def backtest_request_sensor(context: SensorEvaluationContext, bus: BusResource):
+    """Backtest requests from the Redis stream (consumer group) become runs; the
+    request id is the run key, so a redelivered request never runs twice."""
+    b = bus.get()
+    try:
+        entries = b.read_requests("dagster-sensor", count=20)
+    except BusUnavailable as exc:
+        return SkipReason(f"Redis unavailable, backtest requests not read: {exc}")
+    runs = []
+    for entry_id, body in entries:
+        try:
+            runs.append(request_to_run(body))
+        except StrategyError as exc:
+            context.log.error(str(exc))
+            b.publish("request_rejected", {"request_id": body.get("request_id"), "reason": str(exc)})
+        b.ack(entry_id)
+    return runs or SkipReason("no backtest requests")

@@ -1,0 +1,52 @@
+"""The fbt code location: assets, checks, resources, jobs, schedules, sensors.
+
+Resources are chosen here, once: local defaults under ``FBT_HOME`` unless the
+environment names other services (``REDIS_URL``, ``MLFLOW_TRACKING_URI``,
+``FBT_WAREHOUSE``), passed as ``EnvVar`` so their values never show in the UI.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar, load_assets_from_modules
+
+import assets.backtests
+import assets.catalog
+import assets.ml
+import assets.portfolio
+import assets.raw_bars
+import assets.rolls
+from fbt_pipelines.automation import (backtest_job, backtest_request_sensor, catalog_job, daily_ingest, ingest_job,
+                                      landing_files_sensor, portfolio_job, train_job)
+from fbt_pipelines.config import DEFAULT_REDIS_URL, paths
+from resources import BusResource, FilesResource, TrackingResource, WarehouseResource
+
+
+def _env_or(name: str, default: str):
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def local_resources() -> dict[str, object]:
+    """Resources for this machine: state under FBT_HOME, services from the environment."""
+    p = paths()
+    return {
+        "warehouse": WarehouseResource(database=_env_or("FBT_WAREHOUSE", str(p.warehouse))),
+        "bus": BusResource(url=_env_or("REDIS_URL", DEFAULT_REDIS_URL)),
+        "tracking": TrackingResource(tracking_uri=_env_or("MLFLOW_TRACKING_URI", p.mlflow_tracking_uri),
+                                     artifact_root=str(p.mlflow_artifacts)),
+        "files": FilesResource(landing_dir=str(p.landing), reports_dir=str(p.reports)),
+    }
+
+
+ALL_ASSETS = load_assets_from_modules(
+    [assets.catalog, assets.raw_bars, assets.rolls, assets.ml, assets.backtests, assets.portfolio]
+)
+
+defs = Definitions(
+    assets=ALL_ASSETS,
+    jobs=[catalog_job, ingest_job, train_job, backtest_job, portfolio_job],
+    schedules=[daily_ingest],
+    sensors=[landing_files_sensor, backtest_request_sensor],
+    resources=local_resources(),
+)

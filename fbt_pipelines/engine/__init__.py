@@ -1,0 +1,1 @@
+"""Backtest engines and strategy templates."""

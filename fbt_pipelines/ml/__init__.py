@@ -1,0 +1,1 @@
+"""Features, labels and model training (scikit-learn; no MLflow here)."""

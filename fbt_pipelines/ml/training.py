@@ -1,0 +1,116 @@
+"""Train a direction classifier on an in-sample window; predict out of sample.
+
+The split is by time: rows with ``ts <= train_end`` train the model, except
+the last ``horizon`` sessions before ``train_end`` whose labels look past it
+(purged). Predictions start after ``train_end`` plus an embargo of
+``embargo_days`` calendar days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+
+from fbt_pipelines.ml.features import FEATURE_COLUMNS
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Frozen training settings (hashed into the model's MLflow run)."""
+
+    train_end: str = "2018-12-31"
+    horizon: int = 5
+    embargo_days: int = 10
+    n_estimators: int = 200
+    max_depth: int = 5
+    min_samples_leaf: int = 50
+    seed: int = 0
+    features: tuple[str, ...] = field(default=tuple(FEATURE_COLUMNS))
+
+    def params(self) -> dict[str, object]:
+        d = asdict(self)
+        d["features"] = ",".join(self.features)
+        return d
+
+    @property
+    def train_end_ts(self) -> pd.Timestamp:
+        return pd.Timestamp(self.train_end, tz="UTC")
+
+    @property
+    def predict_from_ts(self) -> pd.Timestamp:
+        return self.train_end_ts + pd.Timedelta(days=self.embargo_days)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    model: RandomForestClassifier
+    config: TrainingConfig
+    metrics: dict[str, float]
+    importances: pd.Series
+    train_rows: int
+    test_rows: int
+
+
+def split_in_out_of_sample(frame: pd.DataFrame, config: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) rows of a features+label frame, purged and embargoed."""
+    usable = frame.dropna(subset=list(config.features))
+    ts = pd.to_datetime(usable["ts"], utc=True)
+    # purge: a training label must be known by train_end (horizon sessions ~ horizon*7/5 days)
+    purge_from = config.train_end_ts - pd.Timedelta(days=int(np.ceil(config.horizon * 7 / 5)) + 1)
+    train = usable[(ts <= purge_from)].dropna(subset=["label"])
+    test = usable[ts > config.predict_from_ts]
+    return train, test
+
+
+def train_direction_model(frame: pd.DataFrame, config: TrainingConfig) -> TrainedModel:
+    """Fit a RandomForest on the in-sample rows; score it on the later rows.
+
+    Metrics (out of sample, rows with a known label): accuracy, AUC, log loss,
+    Brier score, and the base rate of up moves.
+    """
+    train, test = split_in_out_of_sample(frame, config)
+    if len(train) < 100:
+        raise ValueError(f"only {len(train)} training rows before {config.train_end}; need >= 100")
+    model = RandomForestClassifier(
+        n_estimators=config.n_estimators, max_depth=config.max_depth,
+        min_samples_leaf=config.min_samples_leaf, random_state=config.seed, n_jobs=1,
+    )
+    model.fit(train[list(config.features)].to_numpy(float), train["label"].to_numpy(int))
+    scored = test.dropna(subset=["label"])
+    metrics: dict[str, float] = {"train_rows": float(len(train)), "test_rows": float(len(scored))}
+    if len(scored) and scored["label"].nunique() == 2:
+        y = scored["label"].to_numpy(int)
+        p = model.predict_proba(scored[list(config.features)].to_numpy(float))[:, 1]
+        metrics.update({
+            "oos_accuracy": float(accuracy_score(y, p > 0.5)),
+            "oos_auc": float(roc_auc_score(y, p)),
+            "oos_log_loss": float(log_loss(y, p, labels=[0, 1])),
+            "oos_brier": float(brier_score_loss(y, p)),
+            "oos_base_rate": float(y.mean()),
+        })
+    importances = pd.Series(model.feature_importances_, index=list(config.features)).sort_values(ascending=False)
+    return TrainedModel(model, config, metrics, importances, len(train), len(scored))
+
+
+def predict_out_of_sample(model, features: pd.DataFrame, config: TrainingConfig,
+                          model_version: str) -> pd.DataFrame:
+    """Probabilities of an up move for rows after train_end + embargo only.
+
+    Returns root, ts, prob_up, model_version, train_end.
+    """
+    usable = features.dropna(subset=list(config.features))
+    ts = pd.to_datetime(usable["ts"], utc=True)
+    oos = usable[ts > config.predict_from_ts]
+    prob = model.predict_proba(oos[list(config.features)].to_numpy(float))[:, 1] if len(oos) else np.array([])
+    return pd.DataFrame({
+        "root": oos["root"].to_numpy(),
+        "ts": oos["ts"].to_numpy(),
+        "prob_up": prob,
+        "model_version": model_version,
+        "train_end": config.train_end_ts,
+    })

@@ -1,0 +1,1 @@
+"""Position sizing in whole contracts and the multi-market portfolio."""

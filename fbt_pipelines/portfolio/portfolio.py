@@ -1,0 +1,40 @@
+"""Combine per-market backtests into one portfolio (USD)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def combine_markets(results: dict[str, pd.DataFrame], capital: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Portfolio equity and positions from per-market engine paths.
+
+    Parameters
+    ----------
+    results
+        root -> engine ``bars`` frame (ts, position, pnl, margin, costs, close),
+        every market run on the same ``capital`` in USD.
+    capital
+        Starting equity of the portfolio, USD.
+
+    Returns
+    -------
+    equity
+        ts, pnl (sum of market P&L, USD), equity (capital + cumulative pnl),
+        margin (sum, USD), costs (sum, USD), gross_positions (sum of |contracts|).
+        Sessions where a market does not trade add 0 P&L for it.
+    positions
+        ts, root, position (contracts), close (adjusted points), pnl (USD).
+    """
+    if not results:
+        raise ValueError("no market results to combine")
+    frames = []
+    for root, bars in sorted(results.items()):
+        frames.append(bars.assign(root=root, gross=bars["position"].abs()))
+    long = pd.concat(frames, ignore_index=True)
+    agg = long.groupby("ts", sort=True).agg(
+        pnl=("pnl", "sum"), margin=("margin", "sum"), costs=("costs", "sum"), gross_positions=("gross", "sum")
+    ).reset_index()
+    agg["equity"] = capital + agg["pnl"].cumsum()
+    equity = agg[["ts", "pnl", "equity", "margin", "costs", "gross_positions"]]
+    positions = long[["ts", "root", "position", "close", "pnl"]].sort_values(["ts", "root"]).reset_index(drop=True)
+    return equity, positions

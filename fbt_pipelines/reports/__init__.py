@@ -1,0 +1,1 @@
+"""Tear sheets and exports."""

@@ -1,0 +1,1 @@
+"""Risk: drawdowns, VaR/CVaR and performance ratios of a daily equity curve."""

@@ -1,0 +1,118 @@
+"""The MLflow adapter: experiments, model training runs, registry, backtest runs.
+
+Local default: a SQLite backend and an artifact folder under
+``$FBT_HOME/mlflow``; any tracking URI by configuration. Experiments are
+created with their ``artifact_location`` under the artifact root so nothing
+lands in ``./mlruns``. Models are stored with skops (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from fbt_pipelines.ml.training import TrainedModel
+
+MODEL_EXPERIMENT = "fbt-models"
+BACKTEST_EXPERIMENT = "fbt-backtests"
+CHAMPION = "champion"
+# Types inside a RandomForest that skops must be told to trust on load; the
+# models are ours (trained by this code), never a third party's file.
+SKOPS_TRUSTED = ["sklearn.tree._tree.Tree", "numpy.dtype"]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    version: str
+    run_id: str
+    experiment_id: str
+
+
+class Tracking:
+    """MLflow tracking + registry at ``tracking_uri``."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = Path(artifact_root) if artifact_root else None
+        if self.artifact_root is not None:
+            self.artifact_root.mkdir(parents=True, exist_ok=True)
+
+    def _activate(self) -> MlflowClient:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        return MlflowClient(self.tracking_uri, self.tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        """Id of experiment ``name``, created (artifacts under the root) if new."""
+        client = self._activate()
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = (self.artifact_root / name).as_uri() if self.artifact_root else None
+        return client.create_experiment(name, artifact_location=location)
+
+    def log_training(self, trained: TrainedModel, model_name: str, sample: pd.DataFrame,
+                     tags: Mapping[str, str] | None = None) -> RegisteredModel:
+        """One MLflow run for a training: params, OOS metrics, feature
+        importances (CSV), the model with its signature; registered under
+        ``model_name`` with alias ``champion``."""
+        client = self._activate()
+        exp_id = self.experiment_id(MODEL_EXPERIMENT)
+        features = list(trained.config.features)
+        x = sample[features].astype(float).head(50)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{model_name}", tags=dict(tags or {})) as run:
+            mlflow.log_params(trained.config.params())
+            mlflow.log_metrics(trained.metrics)
+            with tempfile.TemporaryDirectory(dir=self.artifact_root) as tmp:
+                path = Path(tmp) / "feature_importances.csv"
+                trained.importances.rename("importance").to_csv(path, index_label="feature")
+                mlflow.log_artifact(str(path))
+            info = mlflow.sklearn.log_model(
+                trained.model, name="model", serialization_format="skops",
+                skops_trusted_types=SKOPS_TRUSTED,
+                signature=infer_signature(x, trained.model.predict_proba(x.to_numpy())[:, 1]),
+                registered_model_name=model_name,
+            )
+            run_id = run.info.run_id
+        version = str(info.registered_model_version)
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        return RegisteredModel(model_name, version, run_id, exp_id)
+
+    def load_champion(self, model_name: str) -> tuple[Any, RegisteredModel]:
+        """The model behind alias ``champion`` and its registry entry."""
+        client = self._activate()
+        mv = client.get_model_version_by_alias(model_name, CHAMPION)
+        model = mlflow.sklearn.load_model(f"models:/{model_name}@{CHAMPION}")
+        exp_id = client.get_run(mv.run_id).info.experiment_id
+        return model, RegisteredModel(model_name, str(mv.version), mv.run_id, exp_id)
+
+    def log_backtest(self, run_name: str, params: Mapping[str, Any], metrics: Mapping[str, float],
+                     tags: Mapping[str, str], tables: Mapping[str, pd.DataFrame] | None = None,
+                     experiment: str = BACKTEST_EXPERIMENT) -> str:
+        """One MLflow run for one backtest; ``tables`` are logged as CSV artifacts."""
+        self._activate()
+        exp_id = self.experiment_id(experiment)
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags)) as run:
+            mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if pd.notna(v)})
+            if tables:
+                with tempfile.TemporaryDirectory(dir=self.artifact_root) as tmp:
+                    for name, frame in tables.items():
+                        path = Path(tmp) / f"{name}.csv"
+                        frame.to_csv(path, index=False)
+                        mlflow.log_artifact(str(path))
+            return run.info.run_id
+
+    def runs_url(self, ui_base: str, experiment: str) -> str:
+        """Link to an experiment's runs table in the MLflow UI."""
+        return f"{ui_base.rstrip('/')}/#/experiments/{self.experiment_id(experiment)}/runs"

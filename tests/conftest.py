@@ -1,0 +1,84 @@
+"""Shared fixtures.
+
+``redis_url``: a Redis for the whole session. Uses ``REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``) when it answers, but on database 15 of that
+server; otherwise starts a private ``redis-server`` for the session. If
+neither works the session fails loudly: Redis-backed code must not be
+silently skipped.
+
+``bus``: a :class:`Bus` on a unique key prefix per test; that prefix's keys
+are deleted afterwards (SCAN + DEL, never FLUSHDB).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
+import redis
+
+from fbt_pipelines.config import DEFAULT_REDIS_URL
+from fbt_pipelines.local_services import redis_reachable, start_local_redis
+from fbt_pipelines.stores.bus import Bus
+
+TEST_DB = 15
+
+
+def _with_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "db"])
+    return urlunsplit(parts._replace(path=f"/{db}", query=query))
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if redis_reachable(configured):
+        yield _with_db(configured, TEST_DB)
+        return
+    data_dir = tmp_path_factory.mktemp("redis")
+    try:
+        url, proc = start_local_redis(data_dir)
+    except Exception as exc:  # noqa: BLE001 - report any failure loudly
+        pytest.fail(
+            f"No Redis for the tests: {configured} does not answer and starting a "
+            f"private redis-server failed: {exc}",
+            pytrace=False,
+        )
+    try:
+        yield url
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def delete_prefix(url: str, prefix: str) -> int:
+    """Delete every key under ``<prefix>:`` (SCAN + DEL); returns how many."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+        return len(keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def bus(redis_url: str) -> Iterator[Bus]:
+    prefix = f"fbttest-{uuid.uuid4().hex[:12]}"
+    b = Bus(redis_url, prefix=prefix)
+    try:
+        yield b
+    finally:
+        b.close()
+        delete_prefix(redis_url, prefix)
