@@ -137,6 +137,7 @@ def _print_summary() -> None:
     from fbt_pipelines.stores.summary import market_summary, portfolio_summary
 
     with duckdb.connect(str(paths().warehouse), read_only=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
         markets = market_summary(conn)
         port = portfolio_summary(conn)
     table = Table(title="Per market: data, rolls and backtests (vol-targeted, net P&L in USD after costs)")

@@ -82,3 +82,16 @@ def bus(redis_url: str) -> Iterator[Bus]:
     finally:
         b.close()
         delete_prefix(redis_url, prefix)
+
+
+@pytest.fixture
+def fbt_home(tmp_path, monkeypatch, redis_url: str):
+    """A private FBT_HOME (and REDIS_URL pointing at the test Redis) for one test."""
+    home = tmp_path / "fbt_home"
+    home.mkdir()
+    monkeypatch.setenv("FBT_HOME", str(home))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("FBT_WAREHOUSE", raising=False)
+    return home

@@ -33,6 +33,9 @@ from fbt_pipelines.errors import FbtError
 log = logging.getLogger("fbt.bus")
 
 T = TypeVar("T")
+# URLs already reported down in this process: a pipeline builds a Bus per run,
+# and the trader should see one warning per outage, not one per run.
+_REPORTED_DOWN: set[str] = set()
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -46,7 +49,8 @@ class Bus:
 
     The connection is opened lazily on first use. After a failed probe the
     Bus stays "unavailable" for ``retry_interval`` seconds before probing
-    again; the warning is logged once per outage, not once per call.
+    again; the warning is logged once per outage and process, not once per
+    call or per Bus.
     """
 
     def __init__(
@@ -70,7 +74,6 @@ class Bus:
         self._client: redis.Redis | None = None
         self._up: bool | None = None  # None: not probed yet
         self._last_probe = 0.0
-        self._warned = False
         self._group_ready = False
 
     # -- connection -------------------------------------------------------
@@ -93,14 +96,15 @@ class Bus:
         except _CONNECTION_ERRORS as exc:
             self._mark_down(exc)
             return False
-        self._up, self._warned = True, False
+        self._up = True
+        _REPORTED_DOWN.discard(self.url)
         return True
 
     def _mark_down(self, exc: BaseException) -> None:
         self._up, self._group_ready = False, False
         self._last_probe = time.monotonic()
-        if not self._warned:
-            self._warned = True
+        if self.url not in _REPORTED_DOWN:
+            _REPORTED_DOWN.add(self.url)
             log.warning("Redis at %s is unreachable (%s); cache and events skipped", self.url, exc)
 
     def _soft(self, default: T, fn: Callable[[redis.Redis], T]) -> T:

@@ -82,7 +82,10 @@ class IngestResult:
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the core tables if they do not exist."""
+    """Pin the session to UTC (TIMESTAMPTZ values come back in the session's
+    zone, which would otherwise follow the machine's) and create the core
+    tables if they do not exist."""
+    conn.execute("SET TimeZone = 'UTC'")
     conn.execute(SCHEMA)
 
 

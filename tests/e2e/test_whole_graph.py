@@ -1,0 +1,163 @@
+"""End to end: the whole lineage graph materialized by Dagster on a small sample.
+
+Real components throughout: a DuckDB file, the test Redis, an MLflow SQLite
+store, and a Dagster instance recording every materialization.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import empyrical
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
+from mlflow.tracking import MlflowClient
+
+from fbt_pipelines.catalog import market_spec
+from fbt_pipelines.catalog.expiry import business_day_offset
+from fbt_pipelines.config import paths
+from fbt_pipelines.marketdata.sample_data import write_sample_data
+from fbt_pipelines.stores.tracking import BACKTEST_EXPERIMENT
+
+MARKETS = ["ES", "CL"]
+STAGES = [
+    (["market_catalog"], False),
+    (["raw_bars", "roll_schedule", "continuous_prices", "features"], True),
+    (["model"], False),
+    (["predictions", "backtests"], True),
+    (["portfolio", "risk_report", "tear_sheet"], False),
+]
+ALL_KEYS = [k for keys, _ in STAGES for k in keys]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory, redis_url):
+    """Materialize every stage once for the module; yield (home, instance, results)."""
+    home = tmp_path_factory.mktemp("fbt_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FBT_HOME", str(home))
+    mp.setenv("REDIS_URL", redis_url)
+    for var in ("MLFLOW_TRACKING_URI", "FBT_WAREHOUSE", "DAGSTER_HOME"):
+        mp.delenv(var, raising=False)
+    write_sample_data(paths().landing, [market_spec(m) for m in MARKETS], dt.date(2015, 1, 2), dt.date(2020, 12, 31))
+    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+
+    from fbt_pipelines.instance import ensure_dagster_home
+
+    ensure_dagster_home()  # $FBT_HOME/dagster with the repo's dagster.yaml, as `make demo` uses
+    instance = DagsterInstance.get()
+    resources = local_resources()
+    results = []
+    for keys, partitioned in STAGES:
+        for partition in (MARKETS if partitioned else [None]):
+            result = materialize(ALL_ASSETS, selection=AssetSelection.assets(*keys), partition_key=partition,
+                                 resources=resources, instance=instance)
+            assert result.success
+            results.append(result)
+    yield home, instance, results
+    instance.dispose()
+    mp.undo()
+
+
+def query(home, sql: str, params=()) -> pd.DataFrame:
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        return conn.execute(sql, list(params)).df()
+
+
+def test_every_asset_materialized_and_every_check_passed(graph):
+    _, instance, results = graph
+    for key in ALL_KEYS:
+        assert instance.get_latest_materialization_event(AssetKey(key)) is not None, key
+    evaluations = [e for r in results for e in r.get_asset_check_evaluations()]
+    assert len(evaluations) >= 15
+    failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
+    assert failed == []
+
+
+def test_bars_ingested_for_each_market(graph):
+    home, _, _ = graph
+    per_root = query(home, "SELECT root, count(*) AS n, count(DISTINCT contract) AS c FROM bars GROUP BY root ORDER BY root")
+    assert per_root["root"].tolist() == ["CL", "ES"]
+    files = {m: len(list((home / "landing" / m).glob("*.csv"))) for m in MARKETS}
+    ingests = query(home, "SELECT root, count(*) AS n, sum(accepted) AS acc FROM ingests GROUP BY root ORDER BY root")
+    assert dict(zip(ingests["root"], ingests["n"])) == files
+    assert dict(zip(per_root["root"], per_root["n"])) == dict(zip(ingests["root"], ingests["acc"]))
+    assert query(home, "SELECT count(*) AS n FROM quarantine")["n"].iloc[0] == 0
+
+
+def test_roll_dates_follow_the_calendar_rule(graph):
+    home, _, _ = graph
+    rolls = query(home, """SELECT r.*, c.last_trade FROM roll_schedule r JOIN contracts c ON c.contract = r.from_contract
+                           WHERE r.root = 'ES' ORDER BY roll_date""")
+    # ES: 6 years x 4 quarterly rolls, minus the ones before the data starts
+    assert 22 <= len(rolls) <= 24
+    for row in rolls.itertuples():
+        expected = business_day_offset(row.last_trade.date(), -market_spec("ES").roll_days_before)
+        assert row.roll_date.date() == expected
+        assert row.gap == pytest.approx(row.to_close - row.from_close, abs=1e-9)
+
+
+def test_continuous_prices_end_on_raw_prices_of_the_current_contract(graph):
+    home, _, _ = graph
+    for root in MARKETS:
+        cp = query(home, "SELECT * FROM continuous_prices WHERE root = ? ORDER BY ts", [root])
+        last = cp[cp["contract"] == cp["contract"].iloc[-1]]
+        np.testing.assert_array_equal(last["close"], last["raw_close"])
+        assert cp["ts"].is_unique and cp["roll"].sum() == len(query(home, "SELECT * FROM roll_schedule WHERE root = ?", [root]))
+
+
+def test_model_registered_and_predictions_out_of_sample(graph):
+    home, _, _ = graph
+    client = MlflowClient(paths().mlflow_tracking_uri)
+    champion = client.get_model_version_by_alias("fbt-direction-rf", "champion")
+    preds = query(home, "SELECT * FROM predictions ORDER BY root, ts")
+    assert set(preds["root"]) == set(MARKETS)
+    assert (preds["model_version"] == str(champion.version)).all()
+    embargo_end = pd.Timestamp("2018-12-31", tz="UTC") + pd.Timedelta(days=10)
+    assert (preds["ts"] > embargo_end).all() and preds["prob_up"].between(0, 1).all()
+
+
+def test_backtests_logged_and_consistent(graph):
+    home, _, _ = graph
+    runs = query(home, "SELECT * FROM backtest_runs ORDER BY root, strategy")
+    assert len(runs) == 4 and set(runs["strategy"]) == {"sma_crossover", "ml_signal"}
+    client = MlflowClient(paths().mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(BACKTEST_EXPERIMENT)
+    assert len(client.search_runs([exp.experiment_id])) == 4
+    for run in runs.itertuples():
+        eq = query(home, "SELECT * FROM backtest_equity WHERE root = ? AND strategy = ? ORDER BY ts",
+                   [run.root, run.strategy])
+        trades = query(home, "SELECT * FROM backtest_trades WHERE root = ? AND strategy = ?", [run.root, run.strategy])
+        # the stored daily P&L adds up to the net P&L, and costs to the trades' costs
+        assert eq["pnl"].sum() == pytest.approx(run.net_pnl, abs=0.01)
+        assert eq["costs"].sum() == pytest.approx(trades["commission"].sum() + trades["slippage"].sum(), abs=0.01)
+        assert client.get_run(run.mlflow_run_id).data.tags["data_version"] == run.data_version
+        if run.strategy == "sma_crossover":
+            assert run.rolls > 0 and run.roll_costs > 0
+
+
+def test_portfolio_and_risk_report_match_an_independent_computation(graph):
+    home, _, _ = graph
+    equity = query(home, "SELECT * FROM portfolio_equity ORDER BY ts")
+    positions = query(home, "SELECT * FROM portfolio_positions")
+    assert set(positions["root"]) == set(MARKETS)
+    assert (positions["position"] == positions["position"].round()).all()
+    assert equity["equity"].iloc[-1] == pytest.approx(10_000_000 + positions["pnl"].sum(), abs=0.01)
+    report = query(home, "SELECT * FROM risk_report").iloc[0]
+    returns = equity.set_index("ts")["equity"].pct_change().dropna()
+    assert report["sharpe"] == pytest.approx(empyrical.sharpe_ratio(returns), rel=1e-9)
+    assert report["max_drawdown"] == pytest.approx(-empyrical.max_drawdown(returns), rel=1e-9)
+    assert report["var_99"] == pytest.approx(-empyrical.value_at_risk(returns, cutoff=0.01), rel=1e-9)
+
+
+def test_tear_sheet_written_with_its_plotly_bundle(graph):
+    home, _, _ = graph
+    page = (home / "reports" / "tear_sheet.html").read_text()
+    assert 'src="plotly.min.js"' in page and "plotly-graph-div" in page and "Max drawdown" in page
+    assert (home / "reports" / "plotly.min.js").stat().st_size > 1_000_000

@@ -1,0 +1,115 @@
+"""The code location loads, and its jobs, schedules and sensors work against
+real services (Redis request stream, landing folder, Dagster CLI)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from dagster import (AssetKey, DagsterInstance, Definitions, RunRequest, SkipReason, build_schedule_context,
+                     build_sensor_context, instance_for_test)
+
+from fbt_pipelines.automation import (backtest_request_sensor, daily_ingest, landing_files_sensor, PIPELINE)
+from fbt_pipelines.catalog import load_catalog
+from fbt_pipelines.stores.bus import Bus
+from resources import BusResource, FilesResource
+from tests.conftest import delete_prefix
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_definitions_resolve_every_job_schedule_and_sensor(fbt_home):
+    from fbt_pipelines.definitions import defs
+
+    Definitions.validate_loadable(defs)
+    for job, _ in PIPELINE:
+        assert defs.resolve_job_def(job).name == job
+    assert defs.resolve_schedule_def("daily_ingest").cron_schedule == "30 22 * * 1-5"
+    for name in ("landing_files_sensor", "backtest_request_sensor"):
+        assert defs.resolve_sensor_def(name).name == name
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert keys == {"market_catalog", "raw_bars", "roll_schedule", "continuous_prices", "features", "model",
+                    "predictions", "backtests", "portfolio", "risk_report", "tear_sheet"}
+
+
+def test_daily_schedule_requests_every_market():
+    with instance_for_test() as instance:
+        ctx = build_schedule_context(instance=instance,
+                                     scheduled_execution_time=dt.datetime(2024, 3, 1, 22, 30, tzinfo=dt.UTC))
+        requests = list(daily_ingest(ctx))
+    assert sorted(r.partition_key for r in requests) == sorted(load_catalog())
+    assert requests[0].run_key.endswith("2024-03-01")
+
+
+def test_landing_sensor_fires_once_per_change(tmp_path):
+    files = FilesResource(landing_dir=str(tmp_path / "landing"), reports_dir=str(tmp_path / "reports"))
+    (tmp_path / "landing" / "ES").mkdir(parents=True)
+    (tmp_path / "landing" / "ES" / "ESZ2013.csv").write_text("date,open,high,low,close,volume\n")
+    ctx = build_sensor_context(resources={"files": files})
+    first = landing_files_sensor(ctx)
+    assert [r.partition_key for r in first] == ["ES"]
+    ctx2 = build_sensor_context(cursor=ctx.cursor, resources={"files": files})
+    assert isinstance(landing_files_sensor(ctx2), SkipReason)
+    (tmp_path / "landing" / "ES" / "ESH2014.csv").write_text("date,open,high,low,close,volume\n")
+    ctx3 = build_sensor_context(cursor=ctx.cursor, resources={"files": files})
+    assert [r.partition_key for r in landing_files_sensor(ctx3)] == ["ES"]
+
+
+def test_backtest_request_sensor_turns_requests_into_runs(redis_url):
+    prefix = f"fbttest-{uuid.uuid4().hex[:12]}"
+    try:
+        bus = Bus(redis_url, prefix)
+        good = bus.submit_request({"market": "ES", "strategy": "sma_crossover", "params": {"fast": 10.0}})
+        bus.submit_request({"market": "XX", "strategy": "sma_crossover"})
+        bus.submit_request({"market": "ES", "strategy": "sma_crossover", "params": {"speed": 3}})
+        ctx = build_sensor_context(resources={"bus": BusResource(url=redis_url, prefix=prefix)})
+        runs = backtest_request_sensor(ctx)
+        assert [type(r) for r in runs] == [RunRequest]
+        run = runs[0]
+        assert run.run_key == good and run.partition_key == "ES"
+        assert run.run_config["ops"]["backtests"]["config"]["strategies"] == {"sma_crossover": {"fast": 10, "slow": 100}}
+        assert bus.queue_depth() == {"length": 0, "pending": 0}  # all three acknowledged
+        rejected = [e for e in bus.recent_events(10) if e["type"] == "request_rejected"]
+        assert len(rejected) == 2 and any("speed" in e["reason"] for e in rejected)
+        assert isinstance(backtest_request_sensor(ctx), SkipReason)
+    finally:
+        delete_prefix(redis_url, prefix)
+
+
+def test_backtest_request_sensor_reports_a_redis_outage():
+    ctx = build_sensor_context(resources={"bus": BusResource(url="redis://127.0.0.1:1/0")})
+    result = backtest_request_sensor(ctx)
+    assert isinstance(result, SkipReason) and "Redis unavailable" in result.skip_message
+
+
+@pytest.mark.slow
+def test_dagster_cli_materializes_into_the_configured_instance(fbt_home):
+    env = {**os.environ, "DAGSTER_HOME": str(fbt_home / "dagster")}
+    from fbt_pipelines.instance import ensure_dagster_home
+
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    try:
+        ensure_dagster_home()
+        proc = subprocess.run(
+            [str(BIN / "dagster"), "asset", "materialize", "-m", "fbt_pipelines.definitions", "--select", "market_catalog"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with DagsterInstance.get() as instance:
+            event = instance.get_latest_materialization_event(AssetKey("market_catalog"))
+            assert event is not None
+            assert event.asset_materialization.metadata["markets"].value == len(load_catalog())
+    finally:
+        del os.environ["DAGSTER_HOME"]
+
+
+def test_import_contracts_hold():
+    proc = subprocess.run([str(BIN / "lint-imports")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "broken" in proc.stdout and " 0 broken" in proc.stdout

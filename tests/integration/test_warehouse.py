@@ -1,0 +1,118 @@
+"""The DuckDB warehouse on a real database file: ingest, idempotency, atomicity."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import duckdb
+import pandas as pd
+import pytest
+
+from fbt_pipelines.marketdata.bar_files import read_bar_file
+from fbt_pipelines.stores import warehouse as wh
+from fbt_pipelines.stores.cached_reads import read_partition_cached
+
+GOOD = """date,open,high,low,close,volume,open_interest
+2013-12-02,1800.00,1810.25,1795.50,1805.75,1000,5000
+2013-12-03,1805.75,1806.00,1790.00,1795.25,1200,5100
+2013-12-04,1795.00,1799.50,1785.25,1792.00,900,5150
+"""
+
+MIXED = GOOD + """2013-12-05,1792.00,1780.00,1785.00,1790.00,800,5200
+2013-12-06,1790.00,1801.00,1788.00,abc,800,5200
+"""
+
+
+def counts(conn) -> dict[str, int]:
+    return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("bars", "ingests", "quarantine")}
+
+
+@pytest.fixture
+def conn(tmp_path):
+    c = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    wh.ensure_schema(c)
+    yield c
+    c.close()
+
+
+def write(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_ingest_stores_bars_and_is_idempotent(conn, tmp_path):
+    path = write(tmp_path, "ESZ2013.csv", GOOD)
+    first = wh.ingest_bar_file(conn, read_bar_file(path))
+    assert (first.status, first.rows_read, first.accepted, first.quarantined) == ("ok", 3, 3, 0)
+    bars = wh.read_bars(conn, "ES")
+    assert bars["close"].tolist() == [1805.75, 1795.25, 1792.00]
+    assert str(bars["ts"].dt.tz) == "UTC" and bars["ts"].iloc[0] == pd.Timestamp("2013-12-02", tz="UTC")
+    before = counts(conn)
+    again = wh.ingest_bar_file(conn, read_bar_file(path))
+    assert again.status == "skipped" and again.ingest_id == first.ingest_id
+    assert counts(conn) == before == {"bars": 3, "ingests": 1, "quarantine": 0}
+
+
+def test_bad_rows_go_to_quarantine_with_line_numbers(conn, tmp_path):
+    path = write(tmp_path, "ESZ2013.csv", MIXED)
+    result = wh.ingest_bar_file(conn, read_bar_file(path))
+    assert (result.accepted, result.quarantined) == (3, 2)
+    q = conn.execute("SELECT file, line, raw, reason FROM quarantine ORDER BY line").fetchall()
+    assert [(line, reason) for _, line, _, reason in q] == [
+        (5, "high below open/close/low"), (6, "close is not a number")]
+    assert q[0][0] == str(path) and q[1][2] == "2013-12-06,1790.00,1801.00,1788.00,abc,800,5200"
+    assert wh.quarantine_count(conn, "ES") == 2
+
+
+def test_corrected_file_replaces_bars_of_the_same_key(conn, tmp_path):
+    wh.ingest_bar_file(conn, read_bar_file(write(tmp_path, "ESZ2013.csv", GOOD)))
+    corrected = GOOD.replace("1795.25,1200", "1796.25,1200")
+    result = wh.ingest_bar_file(conn, read_bar_file(write(tmp_path, "ESZ2013.csv", corrected)))
+    assert result.status == "ok"
+    bars = wh.read_bars(conn, "ES")
+    assert len(bars) == 3 and bars["close"].tolist() == [1805.75, 1796.25, 1792.00]
+
+
+def test_failed_ingest_leaves_nothing_half_written(conn, tmp_path):
+    wh.ingest_bar_file(conn, read_bar_file(write(tmp_path, "ESZ2013.csv", GOOD)))
+    before = counts(conn)
+    parsed = read_bar_file(write(tmp_path, "ESH2014.csv", GOOD.replace("1000", "999")))
+    broken_bars = parsed.bars.copy()
+    broken_bars["ts"] = broken_bars["ts"].astype(str)
+    broken_bars.loc[2, "ts"] = "not a timestamp"  # the INSERT fails on the third row
+    with pytest.raises(duckdb.Error):
+        wh.ingest_bar_file(conn, dataclasses.replace(parsed, bars=broken_bars))
+    assert counts(conn) == before
+    assert wh.read_bars(conn, "ES")["contract"].unique().tolist() == ["ESZ2013"]
+
+
+def test_replace_partition_touches_only_its_partition(conn):
+    es = pd.DataFrame({"root": ["ES", "ES"], "x": [1.0, 2.0]})
+    cl = pd.DataFrame({"root": ["CL"], "x": [3.0]})
+    v_es = wh.replace_partition(conn, "features", "ES", es)
+    wh.replace_partition(conn, "features", "CL", cl)
+    v_es2 = wh.replace_partition(conn, "features", "ES", es.assign(x=[5.0, 6.0]))
+    assert v_es != v_es2 and wh.partition_version(conn, "features", "ES") == v_es2
+    assert wh.read_partition(conn, "features", "ES", ["x"])["x"].tolist() == [5.0, 6.0]
+    assert wh.read_partition(conn, "features", "CL")["x"].tolist() == [3.0]
+    with pytest.raises(ValueError, match="outside partition"):
+        wh.replace_partition(conn, "features", "ES", cl)
+    with pytest.raises(ValueError, match="columns changed"):
+        wh.replace_partition(conn, "features", "ES", es.assign(y=1))
+    assert wh.read_partition(conn, "features", "ES", ["x"])["x"].tolist() == [5.0, 6.0]
+    with pytest.raises(ValueError, match="not a result table"):
+        wh.replace_partition(conn, "bars; DROP TABLE bars", "ES", es)
+
+
+def test_cached_read_follows_the_data_version(conn, bus):
+    frame = pd.DataFrame({"root": ["ES"] * 3, "ts": pd.date_range("2020-01-01", periods=3, tz="UTC"),
+                          "close": [1.0, 2.0, 3.5]})
+    wh.replace_partition(conn, "continuous_prices", "ES", frame)
+    first, hit1 = read_partition_cached(conn, bus, "continuous_prices", "ES", ["ts"])
+    second, hit2 = read_partition_cached(conn, bus, "continuous_prices", "ES", ["ts"])
+    assert (hit1, hit2) == (False, True)
+    pd.testing.assert_frame_equal(first, second)
+    wh.replace_partition(conn, "continuous_prices", "ES", frame.assign(close=[9.0, 9.0, 9.0]))
+    third, hit3 = read_partition_cached(conn, bus, "continuous_prices", "ES", ["ts"])
+    assert hit3 is False and third["close"].tolist() == [9.0, 9.0, 9.0]
