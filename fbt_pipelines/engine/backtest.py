@@ -40,7 +40,8 @@ def summarise(result: BacktestResult) -> dict[str, float]:
         "sharpe": m.sharpe,
         "cagr": m.cagr,
         "max_drawdown": m.max_drawdown,
-        "trades": float((trades["kind"] == "trade").sum()),
+        # rows with 0 contracts only record refused (unaffordable) contracts: not fills
+        "trades": float(((trades["kind"] == "trade") & (trades["contracts"] != 0)).sum()),
         "rolls": float((trades["kind"] == "roll").sum()),
         "commission": float(trades["commission"].sum()),
         "slippage": float(trades["slippage"].sum()),

@@ -62,8 +62,11 @@ def simulate_futures_nb(
             if want != pos and (abs(want) > abs(pos) or want * pos < 0):
                 affordable = int(np.floor(max(eq, 0.0) / margin)) if margin > 0 else abs(want)
                 if abs(want) > affordable:
-                    refused = abs(want) - affordable
-                    want = affordable if want > 0 else -affordable
+                    # an increase on the same side is cut, never turned into a
+                    # reduction: keep at least the contracts already held
+                    keep = max(affordable, abs(pos)) if want * pos > 0 else affordable
+                    refused = abs(want) - keep
+                    want = keep if want > 0 else -keep
             if want != pos:
                 qty = want - pos
                 comm = abs(qty) * commission

@@ -8,6 +8,7 @@ on the next bar. Register a new strategy with :func:`register_strategy`.
 from __future__ import annotations
 
 import inspect
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -81,14 +82,15 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         raise StrategyError(f"{name}: unknown parameter(s) {unknown}; known: {sorted(defaults)}")
     merged = {**defaults, **params}
     for key, value in merged.items():
+        # numbers.Real/Integral also admit NumPy scalars (np.int64 from np.arange grids)
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
         if type(defaults[key]) is int:
             # config systems may hand integers over as floats (20.0): accept whole values only
-            if isinstance(value, float) and value.is_integer():
-                merged[key] = int(value)
-            elif isinstance(value, bool) or not isinstance(value, int):
+            if not (is_number and (isinstance(value, numbers.Integral) or float(value).is_integer())):
                 raise StrategyError(f"{name}: parameter {key} must be an integer, got {value!r}")
+            merged[key] = int(value)
         elif type(defaults[key]) is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number:
                 raise StrategyError(f"{name}: parameter {key} must be a number, got {value!r}")
             merged[key] = float(value)
     return merged
