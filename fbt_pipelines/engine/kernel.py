@@ -60,7 +60,15 @@ def simulate_futures_nb(
             eq += pos * (fill - close[i - 1]) * multiplier
             refused = 0
             if want != pos and (abs(want) > abs(pos) or want * pos < 0):
-                affordable = int(np.floor(max(eq, 0.0) / margin)) if margin > 0 else abs(want)
+                # the largest n whose margin fits the equity left after this
+                # trade's own costs: n*margin + |n - pos|*unit_cost <= eq, with
+                # |n - pos| = n - |pos| (same side) or n + |pos| (flip / from flat)
+                unit_cost = commission + slippage * multiplier
+                held = abs(pos) if want * pos > 0 else -abs(pos)
+                if margin > 0:  # zero margin: no margin check at all
+                    affordable = int(np.floor(max(eq + held * unit_cost, 0.0) / (margin + unit_cost)))
+                else:
+                    affordable = abs(want)
                 if abs(want) > affordable:
                     # an increase on the same side is cut, never turned into a
                     # reduction: keep at least the contracts already held

@@ -562,3 +562,16 @@ def test_strategy_signal_runs_templates_and_names_missing_columns() -> None:
         strategy_signal("ml_signal", prices, {})
     with pytest.raises(StrategyError, match=r"sma_crossover: need integers 1 <= fast < slow"):
         strategy_signal("sma_crossover", prices, {"fast": 10, "slow": 5})
+
+
+def test_margin_check_counts_the_trades_own_costs(es: ContractSpec) -> None:
+    # ES: margin 13,200; one fill costs 2.10 commission + 1 tick (0.25 x 50 = 12.50) slippage = 14.60.
+    # Equity 13,200 cannot carry 1 contract after paying 14.60 for it: refused.
+    r = run_backtest(flat_frame(3), np.array([1, 1, 1]), es, EngineConfig(initial_capital=13_200.0))
+    assert r.bars["position"].tolist() == [0, 0, 0]
+    assert int(r.trades["refused"].iloc[0]) == 1
+    # 13,214.60 is exactly enough: after costs the equity equals the margin in use.
+    r = run_backtest(flat_frame(3), np.array([1, 1, 1]), es, EngineConfig(initial_capital=13_214.60))
+    assert r.bars["position"].tolist() == [0, 1, 1]
+    assert r.bars["equity"].iloc[1] == pytest.approx(13_200.0, abs=1e-9)
+    assert (r.bars["margin"] <= r.bars["equity"] + 1e-9).all()
