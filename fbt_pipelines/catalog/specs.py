@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -67,18 +68,26 @@ class ContractSpec:
 def _spec_from_row(root: str, row: Mapping[str, object], source: str) -> ContractSpec:
     from fbt_pipelines.catalog import expiry  # local: expiry imports specs' constants
 
+    if not isinstance(row, Mapping):
+        raise CatalogError(f"{source}: market [{root}] must be a table, got {row!r}")
+    if not re.fullmatch(r"[A-Z0-9]{1,4}", root):
+        # contract ids are ROOT + month code + year; parse_contract_id accepts only these roots
+        raise CatalogError(f"{source}: market [{root}] has an invalid root (1-4 of A-Z, 0-9)")
     required = [f for f in ContractSpec.__dataclass_fields__ if f not in ("root", "sample")]
     missing = [f for f in required if f not in row]
     if missing:
         raise CatalogError(f"{source}: market [{root}] is missing {', '.join(missing)}")
     values = {f: row[f] for f in required}
     for name in ("multiplier", "tick_size", "commission", "initial_margin", "maintenance_margin"):
-        v = float(values[name])  # type: ignore[arg-type]
+        try:
+            v = float(values[name])  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise CatalogError(f"{source}: market [{root}] has invalid {name}={values[name]!r}") from None
         if not math.isfinite(v) or v < 0 or (name in ("multiplier", "tick_size") and v == 0):
             raise CatalogError(f"{source}: market [{root}] has invalid {name}={values[name]!r}")
         values[name] = v
     cycle = str(values["cycle"])
-    if not cycle or any(c not in MONTH_CODES for c in cycle):
+    if not cycle or any(c not in MONTH_CODES for c in cycle) or len(set(cycle)) != len(cycle):
         raise CatalogError(f"{source}: market [{root}] has invalid cycle {cycle!r} (month codes {MONTH_CODES})")
     if values["expiry_rule"] not in expiry.EXPIRY_RULES:
         raise CatalogError(
@@ -90,8 +99,14 @@ def _spec_from_row(root: str, row: Mapping[str, object], source: str) -> Contrac
             f"{source}: market [{root}] has unknown first_notice_rule {values['first_notice_rule']!r}; "
             f"known: {', '.join(sorted(expiry.FIRST_NOTICE_RULES))}"
         )
-    values["roll_days_before"] = int(values["roll_days_before"])  # type: ignore[arg-type]
-    sample = MappingProxyType({k: float(v) for k, v in dict(row.get("sample", {})).items()})  # type: ignore[arg-type]
+    roll = values["roll_days_before"]
+    if isinstance(roll, bool) or not isinstance(roll, int) or roll < 0:
+        raise CatalogError(f"{source}: market [{root}] has invalid roll_days_before={roll!r} (integer >= 0)")
+    try:
+        sample = MappingProxyType({k: float(v) for k, v in dict(row.get("sample", {})).items()})  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise CatalogError(f"{source}: market [{root}] has invalid sample={row.get('sample')!r} "
+                           "(a table of numbers)") from None
     return ContractSpec(root=root, sample=sample, **values)  # type: ignore[arg-type]
 
 

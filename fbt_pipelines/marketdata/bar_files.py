@@ -86,7 +86,8 @@ def read_bar_file(path: Path) -> ParsedBarFile:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    lines = data.decode("utf-8", errors="replace").splitlines()
+    # utf-8-sig: a byte-order mark (spreadsheet exports) must not hide the "date" column
+    lines = data.decode("utf-8-sig", errors="replace").splitlines()
     if not lines:
         raise DataError(f"{path}: empty file (expected header {','.join(REQUIRED_COLUMNS)}[,open_interest])")
     header = [h.strip().lower() for h in lines[0].split(",")]
@@ -113,7 +114,8 @@ def read_bar_file(path: Path) -> ParsedBarFile:
     frame = pd.DataFrame(index=raw.index)
     frame["ts"] = pd.to_datetime(raw["date"], format="%Y-%m-%d", errors="coerce")
     for col in PRICE_COLUMNS + ["volume", "open_interest"]:
-        frame[col] = pd.to_numeric(raw[col], errors="coerce").astype(float)
+        values = pd.to_numeric(raw[col], errors="coerce").astype(float)
+        frame[col] = values.where(np.isfinite(values))  # "inf" / "nan" are not usable numbers
     reasons = pd.Series("", index=raw.index, dtype=object)
 
     def flag(mask: pd.Series, reason: str) -> None:
@@ -124,6 +126,9 @@ def read_bar_file(path: Path) -> ParsedBarFile:
         flag(frame[col].isna(), f"{col} is not a number")
     flag(raw["open_interest"].notna() & (raw["open_interest"] != "") & frame["open_interest"].isna(),
          "open_interest is not a number")
+    for col in ("volume", "open_interest"):  # stored as integers: never truncate or overflow
+        v = frame[col]
+        flag(v.notna() & ((v != np.floor(v)) | (v.abs() >= 2.0**63)), f"{col} is not a whole number")
     parsed = reasons == ""
     try:
         BAR_ROW_SCHEMA.validate(frame[parsed], lazy=True)
@@ -132,7 +137,8 @@ def read_bar_file(path: Path) -> ParsedBarFile:
         for idx, check in zip(cases["index"].astype(int), cases["check"].astype(str)):
             if reasons[idx] == "":
                 reasons[idx] = check
-    dup = frame["ts"].duplicated(keep="first") & (reasons == "")
+    ok = reasons == ""  # only a valid row can be "the first occurrence kept"
+    dup = frame["ts"].where(ok).duplicated(keep="first") & ok
     flag(dup, "duplicate date (first occurrence kept)")
 
     bad = reasons != ""

@@ -3,10 +3,13 @@
 The generator is a model of a futures market, not noise:
 
 - one spot log-price per market with Markov trend regimes (up / down / flat,
-  mean length ~120 sessions) so trend strategies have something to find;
+  mean length ~180 sessions: a redraw every ~120 that keeps the state 1 time
+  in 3) so trend strategies have something to find;
 - every listed contract priced off spot with a cost-of-carry term structure
   ``F = S * exp(carry * years_to_expiry)`` (carry > 0 contango, < 0
-  backwardation; carry drifts slowly so the curve flips for some markets);
+  backwardation; carry drifts slowly around the market's ``carry_rate`` by
+  +/- ``max(|carry_rate|, 0.01) / 2``, so the curve flips sign only for a
+  market with ``|carry_rate| < 0.005`` -- none of the built-in ones);
 - contracts trade from ``listing_days`` before last trade until last trade;
 - volume and open interest migrate from the front to the next contract as
   the front approaches its roll reference (first notice if physically
