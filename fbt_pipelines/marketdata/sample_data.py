@@ -141,14 +141,16 @@ def simulate_market(
         front = ks[0]
         f_vol = 1.0 / (1.0 + np.exp(-(bd_to_ref[front, i] - centre) / 1.5))
         f_oi = 1.0 / (1.0 + np.exp(-(bd_to_ref[front, i] - centre + 1.5) / 1.5))
-        rest = 0.04 * 0.5 ** np.arange(max(len(ks) - 2, 0))
+        # deferred months trade less than the next contract, which always keeps
+        # a floor share (so "most active" is always front or next)
+        rest = 0.02 * 0.5 ** np.arange(max(len(ks) - 2, 0))
         if len(ks) == 1:
             vol_share[front, i] = oi_share[front, i] = 1.0
             continue
-        vol_share[front, i] = 0.96 * f_vol
-        vol_share[ks[1], i] = 0.96 * (1.0 - f_vol)
-        oi_share[front, i] = 0.9 * f_oi
-        oi_share[ks[1], i] = 0.9 * (1.0 - f_oi)
+        vol_share[front, i] = 0.93 * f_vol
+        vol_share[ks[1], i] = 0.05 + 0.93 * (1.0 - f_vol)
+        oi_share[front, i] = 0.85 * f_oi
+        oi_share[ks[1], i] = 0.1 + 0.85 * (1.0 - f_oi)
         vol_share[ks[2:], i] = rest
         oi_share[ks[2:], i] = rest * 2.5
 

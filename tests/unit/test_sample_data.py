@@ -261,3 +261,19 @@ def test_sample_data_has_no_spikes(frames):
     for root in MARKETS:
         bars = pd.concat([f.assign(contract=cid).rename(columns={"date": "ts"}) for cid, f in frames[root].items()])
         assert spike_count(bars) == 0, root
+
+
+@pytest.mark.parametrize("root", ["ES", "CL"])
+def test_most_active_contract_is_front_or_next(frames, root):
+    # deferred months must never out-trade the next contract, or a volume roll rule would jump two months
+    contracts = frames[root]
+    volume = pd.DataFrame({cid: f.set_index("date")["volume"] for cid, f in contracts.items()}).sort_index()
+    order = sorted(contracts, key=lambda cid: listed_last_trade(root, cid))
+    volume = volume[order]
+    for date, row in volume.iterrows():
+        live = [c for c in order if pd.notna(row[c])]
+        assert row.idxmax() in live[:2], (date, row.idxmax(), live[:3])
+
+
+def listed_last_trade(root: str, cid: str) -> dt.date:
+    return {c.contract_id: c.last_trade for c in listed_contracts(market_spec(root), 2000, 2040)}[cid]
