@@ -264,7 +264,7 @@ def test_sample_data_has_no_spikes(frames):
 
 
 @pytest.mark.parametrize("root", ["ES", "CL"])
-def test_most_active_contract_is_front_or_next(frames, root):
+def test_next_contract_out_trades_deferred_months(frames, root):
     # deferred months must never out-trade the next contract, or a volume roll rule would jump two months
     contracts = frames[root]
     volume = pd.DataFrame({cid: f.set_index("date")["volume"] for cid, f in contracts.items()}).sort_index()
@@ -273,6 +273,8 @@ def test_most_active_contract_is_front_or_next(frames, root):
     for date, row in volume.iterrows():
         live = [c for c in order if pd.notna(row[c])]
         assert row.idxmax() in live[:2], (date, row.idxmax(), live[:3])
+        if len(live) > 2:
+            assert row[live[1]] >= row[live[2:]].max(), (date, live[1], row[live[1]], row[live[2:]].max())
 
 
 def listed_last_trade(root: str, cid: str) -> dt.date:
