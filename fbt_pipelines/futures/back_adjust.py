@@ -93,7 +93,7 @@ def back_adjust(
         adjust = lambda x: x + shift  # noqa: E731
     elif method is AdjustmentMethod.RATIO:
         ratios = schedule["ratio"].to_numpy(float)
-        if n_rolls and (ratios <= 0).any():
+        if n_rolls and not (ratios > 0).all():  # also NaN: from_close == 0 gives ratio NaN
             raise RollError("ratio adjustment needs positive prices on every roll date")
         later_prod = np.concatenate([np.cumprod(ratios[::-1])[::-1], [1.0]])
         factor = later_prod[seg]

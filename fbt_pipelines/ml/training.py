@@ -58,13 +58,25 @@ class TrainedModel:
 
 def split_in_out_of_sample(frame: pd.DataFrame, config: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, test) rows of a features+label frame, purged and embargoed."""
-    usable = frame.dropna(subset=list(config.features))
-    ts = pd.to_datetime(usable["ts"], utc=True)
-    # purge: a training label must be known by train_end (horizon sessions ~ horizon*7/5 days)
-    purge_from = config.train_end_ts - pd.Timedelta(days=int(np.ceil(config.horizon * 7 / 5)) + 1)
-    train = usable[(ts <= purge_from)].dropna(subset=["label"])
-    test = usable[ts > config.predict_from_ts]
+    has_features = frame[list(config.features)].notna().all(axis=1).to_numpy()
+    after_embargo = (pd.to_datetime(frame["ts"], utc=True) > config.predict_from_ts).to_numpy()
+    # purge: a training row's label (its market's next ``horizon`` rows) must end by train_end
+    train = frame[has_features & _label_known_by(frame, config)].dropna(subset=["label"])
+    test = frame[has_features & after_embargo]
     return train, test
+
+
+def _label_known_by(frame: pd.DataFrame, config: TrainingConfig) -> np.ndarray:
+    """Per row: is the session ``horizon`` rows later in the same market on or
+    before train_end? (The label uses exactly those rows; counting rows, not
+    calendar days, is exact across weekends and holidays.)"""
+    ts = pd.to_datetime(frame["ts"], utc=True).reset_index(drop=True)
+    market = (frame["root"] if "root" in frame.columns else pd.Series("", index=frame.index)).reset_index(drop=True)
+    order = pd.DataFrame({"market": market, "ts": ts}).sort_values(["market", "ts"], kind="stable")
+    label_end = order.groupby("market", sort=False)["ts"].shift(-config.horizon)
+    known = np.zeros(len(frame), dtype=bool)
+    known[order.index.to_numpy()] = (label_end <= config.train_end_ts).to_numpy()
+    return known
 
 
 def train_direction_model(frame: pd.DataFrame, config: TrainingConfig) -> TrainedModel:

@@ -21,7 +21,8 @@ def combine_markets(results: dict[str, pd.DataFrame], capital: float) -> tuple[p
     equity
         ts, pnl (sum of market P&L, USD), equity (capital + cumulative pnl),
         margin (sum, USD), costs (sum, USD), gross_positions (sum of |contracts|).
-        Sessions where a market does not trade add 0 P&L for it.
+        Sessions where a market does not trade add 0 P&L and 0 costs for it;
+        its margin and position carry over from its previous session.
     positions
         ts, root, position (contracts), close (adjusted points), pnl (USD).
     """
@@ -31,9 +32,13 @@ def combine_markets(results: dict[str, pd.DataFrame], capital: float) -> tuple[p
     for root, bars in sorted(results.items()):
         frames.append(bars.assign(root=root, gross=bars["position"].abs()))
     long = pd.concat(frames, ignore_index=True)
-    agg = long.groupby("ts", sort=True).agg(
-        pnl=("pnl", "sum"), margin=("margin", "sum"), costs=("costs", "sum"), gross_positions=("gross", "sum")
-    ).reset_index()
+    agg = long.groupby("ts", sort=True).agg(pnl=("pnl", "sum"), costs=("costs", "sum"))
+    # Positions (and the margin they tie up) stay open on sessions their market
+    # does not trade: carry each market's last margin and |position| forward.
+    held = long.pivot(index="ts", columns="root", values=["margin", "gross"]).sort_index().ffill().fillna(0)
+    agg["margin"] = held["margin"].sum(axis=1).astype(float)
+    agg["gross_positions"] = held["gross"].sum(axis=1).astype(long["gross"].dtype)
+    agg = agg.reset_index()
     agg["equity"] = capital + agg["pnl"].cumsum()
     equity = agg[["ts", "pnl", "equity", "margin", "costs", "gross_positions"]]
     positions = long[["ts", "root", "position", "close", "pnl"]].sort_values(["ts", "root"]).reset_index(drop=True)
