@@ -7,17 +7,17 @@ BIN := $(VENV)/bin
 FBT_HOME ?= $(CURDIR)/.fbt
 export FBT_HOME
 STAMP := $(VENV)/.installed-stamp
-# pip on some machines warns about every missing local index folder; keep the log readable
-PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+INSTALL_LOG := $(FBT_HOME)/install.log
 
 .PHONY: install demo test test-fast ui bench clean-state
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fbt needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing fbt and its dependencies into $(VENV) (first time: a few minutes)"
-	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(PIPQUIET)
-	@$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | $(PIPQUIET)
+	@mkdir -p $(FBT_HOME)
+	@echo "installing fbt and its dependencies into $(VENV) (first time: a few minutes; log: $(INSTALL_LOG))"
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[dev]'; } > $(INSTALL_LOG) 2>&1 \
+		|| { tail -n 40 $(INSTALL_LOG); echo "install failed: see $(INSTALL_LOG)"; exit 1; }
 	@$(BIN)/python -c 'import fbt_pipelines.definitions' >/dev/null
 	@touch $(STAMP)
 

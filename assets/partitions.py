@@ -1,7 +1,11 @@
-"""Partitions: one per market root in the catalogue."""
+"""Partitions: one per market root, added when a market's data first lands.
 
-from dagster import StaticPartitionsDefinition
+Markets come from the catalogue; a market's partition is added (dynamic
+partitions) by the landing-files sensor or by `fbt demo` when bar files for it
+appear, so the UI lists only markets that have data.
+"""
 
-from fbt_pipelines.catalog import load_catalog
+from dagster import DynamicPartitionsDefinition
 
-market_partitions = StaticPartitionsDefinition(list(load_catalog()))
+MARKETS = "markets"
+market_partitions = DynamicPartitionsDefinition(name=MARKETS)

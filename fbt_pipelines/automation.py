@@ -6,12 +6,12 @@ import hashlib
 import json
 
 from dagster import (AssetSelection, DefaultScheduleStatus, DefaultSensorStatus, RunRequest, SensorEvaluationContext,
-                     SkipReason, define_asset_job, schedule, sensor)
+                     SensorResult, SkipReason, define_asset_job, schedule, sensor)
 
 from assets.backtests import backtests
 from assets.catalog import market_catalog
 from assets.ml import features, model, predictions
-from assets.partitions import market_partitions
+from assets.partitions import MARKETS, market_partitions
 from assets.portfolio import portfolio, risk_report, tear_sheet
 from assets.raw_bars import raw_bars
 from assets.rolls import continuous_prices, roll_schedule
@@ -52,7 +52,7 @@ PIPELINE = [
 def daily_ingest(context):
     """After the US close (22:30 UTC, weekdays): ingest every market's landing folder."""
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    for root in market_partitions.get_partition_keys():
+    for root in sorted(context.instance.get_dynamic_partitions(MARKETS)):
         yield RunRequest(run_key=f"{root}-{day}", partition_key=root)
 
 
@@ -68,23 +68,38 @@ def landing_fingerprint(files: FilesResource, root: str) -> str:
 
 @sensor(job=ingest_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
 def landing_files_sensor(context: SensorEvaluationContext, files: FilesResource):
-    """New or changed files in a market's landing folder start that market's ingest."""
+    """New or changed files in a market's landing folder start that market's
+    ingest; a catalogue market seen for the first time becomes a partition."""
     cursor = json.loads(context.cursor) if context.cursor else {}
-    requests = []
-    for root in market_partitions.get_partition_keys():
+    catalog = load_catalog()
+    known = set(context.instance.get_dynamic_partitions(MARKETS))
+    root_dir = files.landing("").resolve()
+    folders = sorted(p for p in root_dir.iterdir() if p.is_dir()) if root_dir.is_dir() else []
+    requests, new_markets = [], []
+    for folder in folders:
+        root = folder.name
+        if root not in catalog:
+            context.log.warning(f"{folder}: {root!r} is not a catalogue market; add it to markets.toml to ingest it")
+            continue
         fp = landing_fingerprint(files, root)
-        if fp != cursor.get(root) and files.landing(root).is_dir():
+        if fp != cursor.get(root):
+            if root not in known:
+                new_markets.append(root)
             requests.append(RunRequest(run_key=f"{root}-{fp}", partition_key=root))
             cursor[root] = fp
     context.update_cursor(json.dumps(cursor, sort_keys=True))
-    return requests or SkipReason("no new landing files")
+    if not requests:
+        return SkipReason("no new landing files")
+    return SensorResult(run_requests=requests,
+                        dynamic_partitions_requests=[market_partitions.build_add_request(new_markets)] if new_markets else [])
 
 
-def request_to_run(body: dict) -> RunRequest:
+def request_to_run(body: dict, markets_with_data: set[str]) -> RunRequest:
     """A queued backtest request -> a run of ``backtest_market`` (validated)."""
     market = body.get("market")
-    if market not in load_catalog():
-        raise StrategyError(f"request {body.get('request_id')}: unknown market {market!r}")
+    if market not in markets_with_data:
+        raise StrategyError(f"request {body.get('request_id')}: no data for market {market!r}; "
+                            f"markets with data: {', '.join(sorted(markets_with_data)) or 'none'}")
     strategy = body.get("strategy", "sma_crossover")
     params = validate_params(strategy, body.get("params", {}))
     return RunRequest(
@@ -104,9 +119,10 @@ def backtest_request_sensor(context: SensorEvaluationContext, bus: BusResource):
     except BusUnavailable as exc:
         return SkipReason(f"Redis unavailable, backtest requests not read: {exc}")
     runs = []
+    markets_with_data = set(context.instance.get_dynamic_partitions(MARKETS))
     for entry_id, body in entries:
         try:
-            runs.append(request_to_run(body))
+            runs.append(request_to_run(body, markets_with_data))
         except StrategyError as exc:
             context.log.error(str(exc))
             b.publish("request_rejected", {"request_id": body.get("request_id"), "reason": str(exc)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ from rich.table import Table
 from fbt_pipelines.config import paths, redis_url
 
 console = Console(width=None if sys.stdout.isatty() else 120)
+# MLflow announces schema migrations and registrations at INFO; the CLI shows its own progress
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 CORE_TABLES = ["bars", "roll_schedule", "continuous_prices", "features", "predictions",
                "backtest_runs", "backtest_equity", "backtest_trades", "portfolio_equity", "risk_report"]

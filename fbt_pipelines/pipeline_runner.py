@@ -45,8 +45,13 @@ def run_pipeline(instance: DagsterInstance, markets: Sequence[str],
     ``console_level`` only filters what is echoed to the terminal; the
     instance's event log (what the UI shows) keeps every event.
     """
+    from assets.partitions import MARKETS
     from fbt_pipelines.definitions import defs
 
+    known = set(instance.get_dynamic_partitions(MARKETS))
+    new = [m for m in markets if m not in known]
+    if new:
+        instance.add_dynamic_partitions(MARKETS, new)
     done: list[StepRun] = []
     for job_name, partition in pipeline_steps(markets):
         if on_step:

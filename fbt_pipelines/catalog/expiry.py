@@ -17,12 +17,15 @@ import numpy as np
 import pandas as pd
 
 CALENDAR_START = "1990-01-01"
+# exchange_calendars projects future holidays from the exchange's rules; the
+# default end (a year ahead) would cut off contracts listed years out.
+CALENDAR_END = "2040-12-31"
 
 
 @lru_cache(maxsize=1)
 def _business_days() -> np.ndarray:
     """Sorted ``datetime64[D]`` array of US exchange business days."""
-    cal = xcals.get_calendar("XNYS", start=CALENDAR_START)
+    cal = xcals.get_calendar("XNYS", start=CALENDAR_START, end=CALENDAR_END)
     return cal.sessions.values.astype("datetime64[D]")
 
 
@@ -111,6 +114,29 @@ def business_day_before_15th(year: int, month: int) -> dt.date:
     return business_day_offset(dt.date(year, month, 15), -1)
 
 
+def last_business_day_of_month(year: int, month: int) -> dt.date:
+    """2- and 5-year notes (ZT, ZF), live cattle (LE): last business day of the
+    contract month."""
+    return last_business_day(year, month)
+
+
+def last_business_day_prior_month(year: int, month: int) -> dt.date:
+    """Heating oil and RBOB (HO, RB): last business day of the month before the
+    contract month."""
+    return last_business_day(*_prior_month(year, month))
+
+
+def three_business_days_before_month(year: int, month: int) -> dt.date:
+    """Henry Hub natural gas (NG): three business days before the first
+    calendar day of the contract month."""
+    return business_day_offset(dt.date(year, month, 1), -3)
+
+
+def business_day_before_third_wednesday(year: int, month: int) -> dt.date:
+    """Canadian dollar (6C): the business day before the third Wednesday."""
+    return business_day_offset(nth_weekday(year, month, 2, 3), -1)
+
+
 EXPIRY_RULES: dict[str, Callable[[int, int], dt.date]] = {
     "third_friday": third_friday,
     "cl_25th_minus_3": cl_25th_minus_3,
@@ -118,6 +144,10 @@ EXPIRY_RULES: dict[str, Callable[[int, int], dt.date]] = {
     "seventh_business_day_before_last": seventh_business_day_before_last,
     "two_business_days_before_third_wednesday": two_business_days_before_third_wednesday,
     "business_day_before_15th": business_day_before_15th,
+    "last_business_day": last_business_day_of_month,
+    "last_business_day_prior_month": last_business_day_prior_month,
+    "three_business_days_before_month": three_business_days_before_month,
+    "business_day_before_third_wednesday": business_day_before_third_wednesday,
 }
 
 

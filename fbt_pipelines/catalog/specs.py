@@ -119,10 +119,32 @@ def parse_catalog(text: str, source: str) -> dict[str, ContractSpec]:
     return {root: _spec_from_row(root, row, source) for root, row in sorted(data.items())}
 
 
-@lru_cache(maxsize=1)
+USER_TABLE_NAME = "markets.toml"
+
+
+def user_table_path() -> Path:
+    """``$FBT_HOME/markets.toml``: a user's extra markets, or overrides of
+    built-in ones (same TOML format, a whole ``[ROOT]`` table per market)."""
+    from fbt_pipelines.config import paths
+
+    return paths().home / USER_TABLE_NAME
+
+
+@lru_cache(maxsize=8)
+def _load(user_path: str, user_mtime_ns: int) -> Mapping[str, ContractSpec]:
+    markets = parse_catalog(BUILTIN_TABLE.read_text(), str(BUILTIN_TABLE))
+    if user_path:
+        markets.update(parse_catalog(Path(user_path).read_text(encoding="utf-8"), user_path))
+    return MappingProxyType(dict(sorted(markets.items())))
+
+
 def load_catalog() -> Mapping[str, ContractSpec]:
-    """The built-in market table, keyed by root (sorted)."""
-    return MappingProxyType(parse_catalog(BUILTIN_TABLE.read_text(), str(BUILTIN_TABLE)))
+    """Built-in markets plus the user's table under ``FBT_HOME``, keyed by root
+    (sorted). Re-read when the user file changes."""
+    user = user_table_path()
+    if user.is_file():
+        return _load(str(user), user.stat().st_mtime_ns)
+    return _load("", 0)
 
 
 def market_spec(root: str) -> ContractSpec:

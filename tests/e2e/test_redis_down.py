@@ -7,7 +7,7 @@ import logging
 
 import duckdb
 import pytest
-from dagster import AssetSelection, materialize
+from dagster import AssetSelection, DagsterInstance, materialize
 
 from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.config import paths
@@ -23,10 +23,12 @@ def test_graph_runs_without_redis(fbt_home, monkeypatch, caplog):
     from fbt_pipelines.definitions import ALL_ASSETS, local_resources
 
     caplog.set_level(logging.WARNING, logger="fbt.bus")
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("markets", ["ES"])
     for keys, partition in [(["market_catalog"], None),
                             (["raw_bars", "roll_schedule", "continuous_prices", "features"], "ES")]:
         result = materialize(ALL_ASSETS, selection=AssetSelection.assets(*keys), partition_key=partition,
-                             resources=local_resources())
+                             resources=local_resources(), instance=instance)
         assert result.success
     warnings = [r for r in caplog.records if r.name == "fbt.bus"]
     assert len(warnings) == 1 and DOWN in warnings[0].getMessage() and "cache and events skipped" in warnings[0].getMessage()

@@ -51,6 +51,7 @@ def graph(tmp_path_factory, redis_url):
 
     ensure_dagster_home()  # $FBT_HOME/dagster with the repo's dagster.yaml, as `make demo` uses
     instance = DagsterInstance.get()
+    instance.add_dynamic_partitions("markets", MARKETS)
     resources = local_resources()
     results = []
     for keys, partitioned in STAGES:

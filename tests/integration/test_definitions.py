@@ -38,27 +38,34 @@ def test_definitions_resolve_every_job_schedule_and_sensor(fbt_home):
                     "predictions", "backtests", "portfolio", "risk_report", "tear_sheet"}
 
 
-def test_daily_schedule_requests_every_market():
+def test_daily_schedule_requests_every_market_with_data():
     with instance_for_test() as instance:
+        instance.add_dynamic_partitions("markets", ["ES", "CL"])
         ctx = build_schedule_context(instance=instance,
                                      scheduled_execution_time=dt.datetime(2024, 3, 1, 22, 30, tzinfo=dt.UTC))
         requests = list(daily_ingest(ctx))
-    assert sorted(r.partition_key for r in requests) == sorted(load_catalog())
-    assert requests[0].run_key.endswith("2024-03-01")
+    assert [r.partition_key for r in requests] == ["CL", "ES"]
+    assert requests[0].run_key == "CL-2024-03-01"
 
 
-def test_landing_sensor_fires_once_per_change(tmp_path):
+def test_landing_sensor_fires_once_per_change_and_adds_new_markets(tmp_path):
     files = FilesResource(landing_dir=str(tmp_path / "landing"), reports_dir=str(tmp_path / "reports"))
-    (tmp_path / "landing" / "ES").mkdir(parents=True)
+    for folder in ("ES", "XX"):
+        (tmp_path / "landing" / folder).mkdir(parents=True)
     (tmp_path / "landing" / "ES" / "ESZ2013.csv").write_text("date,open,high,low,close,volume\n")
-    ctx = build_sensor_context(resources={"files": files})
-    first = landing_files_sensor(ctx)
-    assert [r.partition_key for r in first] == ["ES"]
-    ctx2 = build_sensor_context(cursor=ctx.cursor, resources={"files": files})
-    assert isinstance(landing_files_sensor(ctx2), SkipReason)
-    (tmp_path / "landing" / "ES" / "ESH2014.csv").write_text("date,open,high,low,close,volume\n")
-    ctx3 = build_sensor_context(cursor=ctx.cursor, resources={"files": files})
-    assert [r.partition_key for r in landing_files_sensor(ctx3)] == ["ES"]
+    (tmp_path / "landing" / "XX" / "XXZ2013.csv").write_text("date,open,high,low,close,volume\n")
+    with instance_for_test() as instance:
+        ctx = build_sensor_context(instance=instance, resources={"files": files})
+        first = landing_files_sensor(ctx)
+        assert [r.partition_key for r in first.run_requests] == ["ES"]  # XX is not a catalogue market
+        assert [r.partition_keys for r in first.dynamic_partitions_requests] == [["ES"]]
+        instance.add_dynamic_partitions("markets", ["ES"])
+        ctx2 = build_sensor_context(instance=instance, cursor=ctx.cursor, resources={"files": files})
+        assert isinstance(landing_files_sensor(ctx2), SkipReason)
+        (tmp_path / "landing" / "ES" / "ESH2014.csv").write_text("date,open,high,low,close,volume\n")
+        ctx3 = build_sensor_context(instance=instance, cursor=ctx.cursor, resources={"files": files})
+        third = landing_files_sensor(ctx3)
+        assert [r.partition_key for r in third.run_requests] == ["ES"] and third.dynamic_partitions_requests == []
 
 
 def test_backtest_request_sensor_turns_requests_into_runs(redis_url):
@@ -68,7 +75,9 @@ def test_backtest_request_sensor_turns_requests_into_runs(redis_url):
         good = bus.submit_request({"market": "ES", "strategy": "sma_crossover", "params": {"fast": 10.0}})
         bus.submit_request({"market": "XX", "strategy": "sma_crossover"})
         bus.submit_request({"market": "ES", "strategy": "sma_crossover", "params": {"speed": 3}})
-        ctx = build_sensor_context(resources={"bus": BusResource(url=redis_url, prefix=prefix)})
+        instance = DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions("markets", ["ES", "CL"])
+        ctx = build_sensor_context(instance=instance, resources={"bus": BusResource(url=redis_url, prefix=prefix)})
         runs = backtest_request_sensor(ctx)
         assert [type(r) for r in runs] == [RunRequest]
         run = runs[0]
@@ -77,13 +86,15 @@ def test_backtest_request_sensor_turns_requests_into_runs(redis_url):
         assert bus.queue_depth() == {"length": 0, "pending": 0}  # all three acknowledged
         rejected = [e for e in bus.recent_events(10) if e["type"] == "request_rejected"]
         assert len(rejected) == 2 and any("speed" in e["reason"] for e in rejected)
+        assert any("no data for market 'XX'" in e["reason"] for e in rejected)
         assert isinstance(backtest_request_sensor(ctx), SkipReason)
     finally:
         delete_prefix(redis_url, prefix)
 
 
 def test_backtest_request_sensor_reports_a_redis_outage():
-    ctx = build_sensor_context(resources={"bus": BusResource(url="redis://127.0.0.1:1/0")})
+    ctx = build_sensor_context(instance=DagsterInstance.ephemeral(),
+                               resources={"bus": BusResource(url="redis://127.0.0.1:1/0")})
     result = backtest_request_sensor(ctx)
     assert isinstance(result, SkipReason) and "Redis unavailable" in result.skip_message
 

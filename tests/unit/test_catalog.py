@@ -23,8 +23,15 @@ from fbt_pipelines.catalog.specs import BUILTIN_TABLE, ContractSpec, load_catalo
 from fbt_pipelines.errors import CatalogError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-BUILTIN = ("6E", "CL", "ES", "GC", "NQ", "ZN")
+BUILTIN = ("6A", "6B", "6C", "6E", "6J", "CL", "ES", "GC", "HG", "HO", "LE", "NG", "NQ", "RB", "RTY", "SI",
+           "YM", "ZB", "ZC", "ZF", "ZN", "ZS", "ZT", "ZW")
 PYSYSTEMTRADE_SYMBOL = {"ES": "SP500", "NQ": "NASDAQ", "CL": "CRUDE_W", "GC": "GOLD", "ZN": "US10", "6E": "EUR"}
+# further markets whose pysystemtrade instrument is the same contract size (their
+# roll cycles are pysystemtrade's trading choices, not the listed cycle)
+PYSYSTEMTRADE_MULTIPLIER_ONLY = {"ZT": "US2", "ZF": "US5", "ZB": "US20", "NG": "GAS_US", "HO": "HEATOIL",
+                                 "HG": "COPPER", "6J": "JPY", "6B": "GBP", "6A": "AUD", "6C": "CAD",
+                                 "ZC": "CORN", "ZS": "SOYBEAN", "ZW": "WHEAT", "LE": "LIVECOW"}
+PHYSICAL = ("CL", "GC", "ZN", "ZT", "ZF", "ZB", "NG", "HO", "RB", "SI", "HG", "ZC", "ZS", "ZW")
 
 # root: (multiplier, tick size, tick value in USD, exchange, asset class, cycle)
 # CME Group contract specs: ES $50 x index, 0.25 pt = $12.50; NQ $20 x index,
@@ -38,6 +45,25 @@ PUBLISHED = {
     "GC": (100.0, 0.10, 10.00, "COMEX", "metals", "GJMQVZ"),
     "ZN": (1000.0, 1 / 64, 15.625, "CBOT", "rates", "HMUZ"),
     "6E": (125000.0, 0.00005, 6.25, "CME", "fx", "HMUZ"),
+    # CME Group contract specs for the further markets (tick value = tick x multiplier):
+    "YM": (5.0, 1.0, 5.00, "CBOT", "equity", "HMUZ"),
+    "RTY": (50.0, 0.1, 5.00, "CME", "equity", "HMUZ"),
+    "ZT": (2000.0, 1 / 256, 7.8125, "CBOT", "rates", "HMUZ"),
+    "ZF": (1000.0, 1 / 128, 7.8125, "CBOT", "rates", "HMUZ"),
+    "ZB": (1000.0, 1 / 32, 31.25, "CBOT", "rates", "HMUZ"),
+    "NG": (10000.0, 0.001, 10.00, "NYMEX", "energy", "FGHJKMNQUVXZ"),
+    "HO": (42000.0, 0.0001, 4.20, "NYMEX", "energy", "FGHJKMNQUVXZ"),
+    "RB": (42000.0, 0.0001, 4.20, "NYMEX", "energy", "FGHJKMNQUVXZ"),
+    "SI": (5000.0, 0.005, 25.00, "COMEX", "metals", "HKNUZ"),
+    "HG": (25000.0, 0.0005, 12.50, "COMEX", "metals", "HKNUZ"),
+    "6J": (12500000.0, 0.0000005, 6.25, "CME", "fx", "HMUZ"),
+    "6B": (62500.0, 0.0001, 6.25, "CME", "fx", "HMUZ"),
+    "6A": (100000.0, 0.00005, 5.00, "CME", "fx", "HMUZ"),
+    "6C": (100000.0, 0.00005, 5.00, "CME", "fx", "HMUZ"),
+    "ZC": (50.0, 0.25, 12.50, "CBOT", "grains", "HKNUZ"),
+    "ZS": (50.0, 0.25, 12.50, "CBOT", "grains", "FHKNQUX"),
+    "ZW": (50.0, 0.25, 12.50, "CBOT", "grains", "HKNUZ"),
+    "LE": (400.0, 0.025, 10.00, "CME", "livestock", "GJMQVZ"),
 }
 
 
@@ -66,13 +92,21 @@ def test_builtin_specs_match_published_contract_specs(root):
     assert s.tick_size == pytest.approx(tick, rel=1e-12)
     assert s.tick_value == pytest.approx(tick_value, rel=1e-12)
     assert (s.exchange, s.asset_class, s.cycle, s.currency) == (exchange, asset_class, cycle, "USD")
-    assert s.physically_delivered is (root in ("CL", "GC", "ZN"))
+    assert s.physically_delivered is (root in PHYSICAL)
     assert 0 < s.maintenance_margin <= s.initial_margin
     assert 0 < s.commission < 10
     assert 1 <= s.roll_days_before <= 20
 
 
-@pytest.mark.parametrize("root", BUILTIN)
+@pytest.mark.parametrize("root", sorted(PYSYSTEMTRADE_MULTIPLIER_ONLY))
+def test_multiplier_matches_pysystemtrade(root):
+    instruments = read_fixture_csv("pysystemtrade_instrumentconfig_subset.csv")
+    symbol = PYSYSTEMTRADE_MULTIPLIER_ONLY[root]
+    assert market_spec(root).multiplier == float(instruments[symbol]["pointsize"])
+    assert market_spec(root).currency == instruments[symbol]["currency"]
+
+
+@pytest.mark.parametrize("root", sorted(PYSYSTEMTRADE_SYMBOL))
 def test_multiplier_and_cycle_match_pysystemtrade(root):
     instruments = read_fixture_csv("pysystemtrade_instrumentconfig_subset.csv")
     rolls = read_fixture_csv("pysystemtrade_rollconfig_subset.csv")
@@ -84,7 +118,7 @@ def test_multiplier_and_cycle_match_pysystemtrade(root):
 
 
 def test_market_spec_unknown_root_names_it():
-    with pytest.raises(CatalogError, match=r"unknown market 'XX'; known: 6E, CL, ES, GC, NQ, ZN"):
+    with pytest.raises(CatalogError, match=r"unknown market 'XX'; known: 6A, 6B, .*ES, .*ZW$"):
         market_spec("XX")
 
 
@@ -231,3 +265,19 @@ def test_contracts_from_frame_round_trip():
     assert got == expected
     gcg = next(c for c in got if c.contract_id == "GCG2013")
     assert (gcg.first_notice, gcg.last_trade) == (dt.date(2013, 1, 31), dt.date(2013, 2, 26))
+
+
+def test_user_table_under_fbt_home_adds_and_overrides_markets(tmp_path, monkeypatch):
+    monkeypatch.setenv("FBT_HOME", str(tmp_path))
+    es = BUILTIN_TABLE.read_text().split("[ES]")[1].split("\n[")[0]
+    (tmp_path / "markets.toml").write_text(
+        "[MES]" + es.replace('name = "E-mini S&P 500"', 'name = "Micro E-mini S&P 500"').replace("multiplier = 50.0", "multiplier = 5.0")
+        + "\n[ES]" + es.replace("commission = 2.10", "commission = 1.25")
+    )
+    catalog = load_catalog()
+    assert catalog["MES"].multiplier == 5.0 and catalog["MES"].name == "Micro E-mini S&P 500"
+    assert catalog["ES"].commission == 1.25 and catalog["ES"].multiplier == 50.0
+    assert len(catalog) == len(BUILTIN) + 1
+    (tmp_path / "markets.toml").write_text("[MES]\nname = 1\n")
+    with pytest.raises(CatalogError, match=r"markets.toml: market \[MES\] is missing"):
+        load_catalog()

@@ -151,12 +151,63 @@ def test_corn_business_day_before_15th(year, month, expected):
     assert expiry.EXPIRY_RULES["business_day_before_15th"](year, month) == expected
 
 
+# NG: NYMEX Rulebook ch. 220: trading terminates on the third last business
+# day of the month prior to the contract month, i.e. three business days
+# before the first calendar day of the contract month. Published last trade
+# dates (CME Group NG product calendar): NGF14 2013-12-27, NGG14 2014-01-29,
+# NGH14 2014-02-26.
+@pytest.mark.parametrize("year, month, expected", [
+    (2014, 1, D(2013, 12, 27)),  # Jan 1 (Wed): Dec 31, 30, 27 (Christmas week)
+    (2014, 2, D(2014, 1, 29)),   # Feb 1 (Sat): Jan 31, 30, 29
+    (2014, 3, D(2014, 2, 26)),   # Mar 1 (Sat): Feb 28, 27, 26
+])
+def test_natural_gas_three_business_days_before_the_month(year, month, expected):
+    assert last_trade("NG", year, month) == expected
+    assert first_notice("NG", year, month) == expiry.business_day_offset(expected, 1)
+
+
+# HO/RB: NYMEX Rulebook ch. 150/191: trading terminates on the last business
+# day of the month prior to the contract month. HOF14 2013-12-31, HOG14
+# 2014-01-31, HOH14 2014-02-28 (Fri).
+@pytest.mark.parametrize("root", ["HO", "RB"])
+@pytest.mark.parametrize("year, month, expected", [
+    (2014, 1, D(2013, 12, 31)), (2014, 2, D(2014, 1, 31)), (2014, 3, D(2014, 2, 28)),
+    (2015, 6, D(2015, 5, 29)),  # May 31 2015 is a Sunday -> Fri 29th
+])
+def test_heating_oil_and_gasoline_last_business_day_prior_month(root, year, month, expected):
+    assert last_trade(root, year, month) == expected
+
+
+# ZT/ZF: CBOT Rulebook ch. 21/20: last business day of the contract month.
+# ZTH14 2014-03-31, ZTM14 2014-06-30, ZTZ13 2013-12-31; ZFU14 2014-09-30.
+@pytest.mark.parametrize("root, year, month, expected", [
+    ("ZT", 2014, 3, D(2014, 3, 31)), ("ZT", 2014, 6, D(2014, 6, 30)), ("ZT", 2013, 12, D(2013, 12, 31)),
+    ("ZF", 2014, 9, D(2014, 9, 30)), ("ZF", 2015, 5, D(2015, 5, 29)),
+])
+def test_short_notes_last_business_day(root, year, month, expected):
+    assert last_trade(root, year, month) == expected
+    assert first_notice(root, year, month) == expiry.last_business_day(*(
+        (year - 1, 12) if month == 1 else (year, month - 1)))
+
+
+# 6C: CME Rulebook ch. 252: trading terminates on the business day
+# immediately preceding the third Wednesday of the contract month.
+@pytest.mark.parametrize("year, month, expected", [
+    (2014, 3, D(2014, 3, 18)),   # 3rd Wed 03-19 -> Tue 18
+    (2014, 6, D(2014, 6, 17)),   # 3rd Wed 06-18 -> Tue 17
+    (2013, 12, D(2013, 12, 17)),  # 3rd Wed 12-18 -> Tue 17
+])
+def test_canadian_dollar_business_day_before_third_wednesday(year, month, expected):
+    assert last_trade("6C", year, month) == expected
+
+
 def test_every_rule_is_covered_above():
     """A new expiry rule must come with published dates in this file."""
     assert set(expiry.EXPIRY_RULES) == {
         "third_friday", "cl_25th_minus_3", "third_last_business_day",
         "seventh_business_day_before_last", "two_business_days_before_third_wednesday",
-        "business_day_before_15th",
+        "business_day_before_15th", "last_business_day", "last_business_day_prior_month",
+        "three_business_days_before_month", "business_day_before_third_wednesday",
     }
     assert set(expiry.FIRST_NOTICE_RULES) == {"none", "last_business_day_prior_month", "business_day_after_last_trade"}
 
