@@ -6,9 +6,9 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
 from assets._support import WRITER_POOL, announce, date_range
 from assets.catalog import market_catalog
 from assets.partitions import market_partitions
-from fbt_pipelines.marketdata.bar_files import read_bar_file
 from fbt_pipelines.marketdata.quality import spike_count
 from fbt_pipelines.stores import warehouse as wh
+from fbt_pipelines.stores.ingest import SUPPORTED_SUFFIXES, ingest_path
 from resources import BusResource, FilesResource, WarehouseResource
 
 
@@ -30,16 +30,15 @@ def raw_bars(context: AssetExecutionContext, warehouse: WarehouseResource, bus: 
     """Per-contract daily bars of one market, ingested file by file (one transaction each) into `bars`; bad rows go to `quarantine`."""
     root = context.partition_key
     folder = files.landing(root)
-    paths = sorted(folder.glob("*.csv"))
+    paths = sorted(p for p in folder.glob("*") if p.name.lower().endswith(SUPPORTED_SUFFIXES))
     if not paths:
-        raise Failure(f"no bar files for {root}: expected {folder}/<CONTRACT>.csv (run `fbt sample-data`)")
-    ingested = skipped = quarantined = 0
+        raise Failure(f"no bar files for {root} in {folder} (csv, parquet or LEAN zip; run `fbt sample-data`)")
+    ingested = skipped = 0
     with warehouse.connect() as conn:
         for i, path in enumerate(paths, start=1):
-            result = wh.ingest_bar_file(conn, read_bar_file(path))
-            ingested += result.status == "ok"
-            skipped += result.status == "skipped"
-            quarantined += result.quarantined if result.status == "ok" else 0
+            for result in ingest_path(conn, path):
+                ingested += result.status == "ok"
+                skipped += result.status == "skipped"
             if i % 25 == 0 or i == len(paths):
                 context.log.info(f"{root}: {i}/{len(paths)} files ({ingested} new, {skipped} unchanged)")
         quality = wh.bar_quality(conn, root)

@@ -16,8 +16,9 @@ The generator is a model of a futures market, not noise:
   delivered, else last trade); open interest lags volume by a day or so;
 - every price is on the market's tick grid and ``low <= open, close <= high``.
 
-Files are written as ``<dest>/<ROOT>/<CONTRACT>.csv`` with header
-``date,open,high,low,close,volume,open_interest`` (date = trading day).
+Files are written as ``<dest>/<ROOT>/<CONTRACT>.csv`` in fbt's canonical CSV
+format: header ``contract,ts,open,high,low,close,volume,open_interest``, ``ts``
+the trading day (ISO date = 00:00 UTC).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from fbt_pipelines.catalog.contracts import Contract, listed_contracts
+from fbt_pipelines.catalog.contracts import listed_contracts
 from fbt_pipelines.catalog.specs import ContractSpec
 from fbt_pipelines.marketdata.sessions import trading_sessions
 
-SAMPLE_COLUMNS = ["date", "open", "high", "low", "close", "volume", "open_interest"]
+SAMPLE_COLUMNS = ["contract", "ts", "open", "high", "low", "close", "volume", "open_interest"]
 DEFAULT_MARKETS = ("ES", "NQ", "CL", "GC", "ZN", "6E")
 DEFAULT_START = dt.date(2012, 1, 3)
 DEFAULT_END = dt.date(2024, 12, 31)
@@ -172,7 +173,8 @@ def simulate_market(
         oi = np.maximum(np.round(total_oi[idx] * oi_share[k, idx]), 1).astype(np.int64)
         out[c.contract_id] = pd.DataFrame(
             {
-                "date": sessions[idx].strftime("%Y-%m-%d"),
+                "contract": c.contract_id,
+                "ts": sessions[idx].strftime("%Y-%m-%d"),
                 "open": np.round(o, decimals),
                 "high": np.round(hi, decimals),
                 "low": np.round(lo, decimals),

@@ -8,7 +8,6 @@ the last ``horizon`` sessions before ``train_end`` whose labels look past it
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 import numpy as np

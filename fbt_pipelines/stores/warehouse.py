@@ -11,13 +11,11 @@ Times are stored as ``TIMESTAMPTZ`` in UTC.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Iterable
 
 import duckdb
 import pandas as pd
 
-from fbt_pipelines.marketdata.bar_files import ParsedBarFile, file_hash
 from fbt_pipelines.versioning import frame_version
 
 SCHEMA = """
@@ -51,6 +49,10 @@ CREATE TABLE IF NOT EXISTS data_versions (
 );
 """
 
+# Columns added to ``ingests`` after its first release (kept additive so an
+# existing warehouse upgrades in place).
+MIGRATIONS = [("replaced", "INTEGER"), ("format", "VARCHAR"), ("interval", "VARCHAR"), ("warnings", "VARCHAR")]
+
 # Tables written whole-partition-at-a-time by the assets (created from the
 # first frame written). The key column names the partition (market root).
 RESULT_TABLES = {
@@ -68,25 +70,14 @@ RESULT_TABLES = {
 }
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    """Outcome of one file ingest."""
-
-    ingest_id: str
-    path: str
-    contract: str
-    status: str  # "ok" | "skipped" (same bytes already ingested)
-    rows_read: int
-    accepted: int
-    quarantined: int
-
-
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Pin the session to UTC (TIMESTAMPTZ values come back in the session's
     zone, which would otherwise follow the machine's) and create the core
     tables if they do not exist."""
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute(SCHEMA)
+    for column, kind in MIGRATIONS:
+        conn.execute(f"ALTER TABLE ingests ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -94,55 +85,6 @@ def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
     ).fetchone()
     return bool(row and row[0])
-
-
-def ingest_bar_file(conn: duckdb.DuckDBPyConnection, parsed: ParsedBarFile, interval: str = "1d") -> IngestResult:
-    """Store one parsed file in one transaction: an ``ingests`` row, its
-    accepted ``bars`` (upsert on (contract, interval, ts)) and its
-    ``quarantine`` rows. The same bytes ingested again change nothing."""
-    ingest_id = file_hash(f"{parsed.contract}:{interval}:{parsed.content_hash}".encode())[:24]
-    ensure_schema(conn)
-    done = conn.execute(
-        "SELECT rows_read, accepted, quarantined FROM ingests WHERE ingest_id = ? AND status = 'ok'", [ingest_id]
-    ).fetchone()
-    if done:
-        return IngestResult(ingest_id, str(parsed.path), parsed.contract, "skipped", *done)
-    started = dt.datetime.now(dt.UTC)
-    bars = parsed.bars.assign(interval=interval, ingest_id=ingest_id)
-    rejects = pd.DataFrame(
-        [(ingest_id, r.file, r.line, r.raw, r.reason) for r in parsed.rejects],
-        columns=["ingest_id", "file", "line", "raw", "reason"],
-    )
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.register("incoming_bars", bars)
-        conn.execute(
-            """
-            INSERT INTO bars BY NAME
-            SELECT contract, root, interval, ts, open, high, low, close, volume, open_interest, ingest_id
-            FROM incoming_bars
-            ON CONFLICT (contract, interval, ts) DO UPDATE SET
-                open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-                volume = excluded.volume, open_interest = excluded.open_interest, ingest_id = excluded.ingest_id
-            """
-        )
-        if len(rejects):
-            conn.register("incoming_rejects", rejects)
-            conn.execute("INSERT INTO quarantine BY NAME SELECT * FROM incoming_rejects")
-        conn.execute(
-            "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?, ?)",
-            [ingest_id, str(parsed.path), parsed.contract, parsed.root, parsed.content_hash,
-             parsed.rows_read, len(bars), len(rejects), started, dt.datetime.now(dt.UTC)],
-        )
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.unregister("incoming_bars")
-        if len(rejects):
-            conn.unregister("incoming_rejects")
-    return IngestResult(ingest_id, str(parsed.path), parsed.contract, "ok", parsed.rows_read, len(bars), len(rejects))
 
 
 def write_markets(conn: duckdb.DuckDBPyConnection, markets: pd.DataFrame, contracts: pd.DataFrame) -> None:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import duckdb
 import pandas as pd
 import pytest
 
-from fbt_pipelines.marketdata.bar_files import read_bar_file
+from fbt_pipelines.errors import DataError
 from fbt_pipelines.stores import warehouse as wh
+from fbt_pipelines.stores.ingest import ingest_path
 from fbt_pipelines.stores.cached_reads import read_partition_cached
 
-GOOD = """date,open,high,low,close,volume,open_interest
-2013-12-02,1800.00,1810.25,1795.50,1805.75,1000,5000
-2013-12-03,1805.75,1806.00,1790.00,1795.25,1200,5100
-2013-12-04,1795.00,1799.50,1785.25,1792.00,900,5150
+GOOD = """contract,ts,open,high,low,close,volume,open_interest
+ESZ2013,2013-12-02,1800.00,1810.25,1795.50,1805.75,1000,5000
+ESZ2013,2013-12-03,1805.75,1806.00,1790.00,1795.25,1200,5100
+ESZ2013,2013-12-04,1795.00,1799.50,1785.25,1792.00,900,5150
 """
 
-MIXED = GOOD + """2013-12-05,1792.00,1780.00,1785.00,1790.00,800,5200
-2013-12-06,1790.00,1801.00,1788.00,abc,800,5200
+MIXED = GOOD + """ESZ2013,2013-12-05,1792.00,1780.00,1785.00,1790.00,800,5200
+ESZ2013,2013-12-06,1790.00,1801.00,1788.00,abc,800,5200
 """
 
 
@@ -42,47 +41,50 @@ def write(tmp_path, name: str, text: str):
 
 
 def test_ingest_stores_bars_and_is_idempotent(conn, tmp_path):
-    path = write(tmp_path, "ESZ2013.csv", GOOD)
-    first = wh.ingest_bar_file(conn, read_bar_file(path))
+    path = write(tmp_path, "es.csv", GOOD)
+    (first,) = ingest_path(conn, path)
     assert (first.status, first.rows_read, first.accepted, first.quarantined) == ("ok", 3, 3, 0)
     bars = wh.read_bars(conn, "ES")
     assert bars["close"].tolist() == [1805.75, 1795.25, 1792.00]
     assert str(bars["ts"].dt.tz) == "UTC" and bars["ts"].iloc[0] == pd.Timestamp("2013-12-02", tz="UTC")
     before = counts(conn)
-    again = wh.ingest_bar_file(conn, read_bar_file(path))
+    version = wh.partition_version(conn, "bars", "ES")
+    (again,) = ingest_path(conn, path)
     assert again.status == "skipped" and again.ingest_id == first.ingest_id
     assert counts(conn) == before == {"bars": 3, "ingests": 1, "quarantine": 0}
+    assert wh.partition_version(conn, "bars", "ES") == version
 
 
 def test_bad_rows_go_to_quarantine_with_line_numbers(conn, tmp_path):
-    path = write(tmp_path, "ESZ2013.csv", MIXED)
-    result = wh.ingest_bar_file(conn, read_bar_file(path))
+    path = write(tmp_path, "es.csv", MIXED)
+    (result,) = ingest_path(conn, path)
     assert (result.accepted, result.quarantined) == (3, 2)
     q = conn.execute("SELECT file, line, raw, reason FROM quarantine ORDER BY line").fetchall()
-    assert [(line, reason) for _, line, _, reason in q] == [
-        (5, "high below open/close/low"), (6, "close is not a number")]
-    assert q[0][0] == str(path) and q[1][2] == "2013-12-06,1790.00,1801.00,1788.00,abc,800,5200"
+    assert [(line, reason) for _, line, _, reason in q] == [(5, "high < low"), (6, "close is not a number")]
+    assert q[0][0] == str(path.resolve()) and q[1][2] == "ESZ2013,2013-12-06,1790.00,1801.00,1788.00,abc,800,5200"
     assert wh.quarantine_count(conn, "ES") == 2
 
 
-def test_corrected_file_replaces_bars_of_the_same_key(conn, tmp_path):
-    wh.ingest_bar_file(conn, read_bar_file(write(tmp_path, "ESZ2013.csv", GOOD)))
+def test_overlapping_rows_from_a_newer_file_replace_and_are_counted(conn, tmp_path):
+    ingest_path(conn, write(tmp_path, "es.csv", GOOD))
+    v1 = wh.partition_version(conn, "bars", "ES")
     corrected = GOOD.replace("1795.25,1200", "1796.25,1200")
-    result = wh.ingest_bar_file(conn, read_bar_file(write(tmp_path, "ESZ2013.csv", corrected)))
-    assert result.status == "ok"
+    (result,) = ingest_path(conn, write(tmp_path, "es_fix.csv", corrected))
+    assert (result.status, result.replaced) == ("ok", 3)
+    assert conn.execute("SELECT replaced FROM ingests WHERE ingest_id = ?", [result.ingest_id]).fetchone()[0] == 3
     bars = wh.read_bars(conn, "ES")
     assert len(bars) == 3 and bars["close"].tolist() == [1805.75, 1796.25, 1792.00]
+    assert wh.partition_version(conn, "bars", "ES") != v1
 
 
 def test_failed_ingest_leaves_nothing_half_written(conn, tmp_path):
-    wh.ingest_bar_file(conn, read_bar_file(write(tmp_path, "ESZ2013.csv", GOOD)))
+    ingest_path(conn, write(tmp_path, "es.csv", GOOD))
     before = counts(conn)
-    parsed = read_bar_file(write(tmp_path, "ESH2014.csv", GOOD.replace("1000", "999")))
-    broken_bars = parsed.bars.copy()
-    broken_bars["ts"] = broken_bars["ts"].astype(str)
-    broken_bars.loc[2, "ts"] = "not a timestamp"  # the INSERT fails on the third row
-    with pytest.raises(duckdb.Error):
-        wh.ingest_bar_file(conn, dataclasses.replace(parsed, bars=broken_bars))
+    with pytest.raises(DataError, match=r"es2.csv: line 5: high < low \(--strict"):
+        ingest_path(conn, write(tmp_path, "es2.csv", MIXED.replace("ESZ2013", "ESH2014")), strict=True)
+    assert counts(conn) == before
+    with pytest.raises(DataError, match="lacks open"):
+        ingest_path(conn, write(tmp_path, "es3.csv", "contract,ts,high,low,close,volume\nESZ2013,2013-12-09,1,1,1,1\n"))
     assert counts(conn) == before
     assert wh.read_bars(conn, "ES")["contract"].unique().tolist() == ["ESZ2013"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,9 +19,9 @@ import pytest
 from fbt_pipelines.catalog.contracts import listed_contracts
 from fbt_pipelines.catalog.specs import market_spec
 from fbt_pipelines.marketdata import sample_data as sd
-from fbt_pipelines.marketdata.bar_files import read_bar_file
 from fbt_pipelines.marketdata.quality import spike_count
 from fbt_pipelines.marketdata.sessions import trading_sessions
+from fbt_pipelines.stores.ingest import ingest_path
 
 START, END = dt.date(2013, 1, 2), dt.date(2014, 12, 31)  # a 2-year window
 MARKETS = sd.DEFAULT_MARKETS
@@ -43,7 +44,7 @@ def frames(written) -> dict[str, dict[str, pd.DataFrame]]:
     dest, _ = written
     out: dict[str, dict[str, pd.DataFrame]] = {}
     for root in MARKETS:
-        out[root] = {p.stem: pd.read_csv(p, parse_dates=["date"]) for p in sorted((dest / root).glob("*.csv"))}
+        out[root] = {p.stem: pd.read_csv(p, parse_dates=["ts"]).rename(columns={"ts": "date"}) for p in sorted((dest / root).glob("*.csv"))}
     return out
 
 
@@ -80,16 +81,17 @@ def test_summary_matches_files(written):
     assert summary.total_rows == sum(summary.rows.values())
 
 
-def test_every_file_is_a_clean_bar_file(written):
-    """The generator's output is valid input for the bar-file reader."""
+def test_every_file_is_a_clean_bar_file(written, tmp_path):
+    """The generator's output passes the ingest's validation untouched."""
     dest, summary = written
     total = 0
-    for root in MARKETS:
-        for path in sorted((dest / root).glob("*.csv")):
-            parsed = read_bar_file(path)
-            assert parsed.rejects == [], path
-            assert parsed.root == root
-            total += len(parsed.bars)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        for root in MARKETS:
+            for path in sorted((dest / root).glob("*.csv")):
+                (result,) = ingest_path(conn, path)
+                assert (result.quarantined, result.roots) == (0, (root,)), path
+                assert result.warnings == {"off_tick_grid": 0, "spikes": 0}, path
+                total += result.accepted
     assert total == summary.total_rows
 
 
@@ -205,10 +207,10 @@ def test_default_window_on_one_market(tmp_path):
     assert files == expected and summary.files == {"ES": 55}
     first = pd.read_csv(tmp_path / "ES" / "ESH2012.csv")
     last = pd.read_csv(tmp_path / "ES" / "ESH2025.csv")
-    assert first["date"].iloc[0] == "2012-01-03"  # first session of 2012
-    assert last["date"].iloc[-1] == "2024-12-31"
+    assert first["ts"].iloc[0] == "2012-01-03"  # first session of 2012
+    assert last["ts"].iloc[-1] == "2024-12-31"
     # ESZ2013 ends on its real last trade day
-    assert pd.read_csv(tmp_path / "ES" / "ESZ2013.csv")["date"].iloc[-1] == "2013-12-20"
+    assert pd.read_csv(tmp_path / "ES" / "ESZ2013.csv")["ts"].iloc[-1] == "2013-12-20"
 
 
 # --- helpers ------------------------------------------------------------------
