@@ -8,7 +8,7 @@ from assets.catalog import market_catalog
 from assets.partitions import market_partitions
 from fbt_pipelines.marketdata.quality import spike_count
 from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.stores.ingest import SUPPORTED_SUFFIXES, ingest_path
+from fbt_pipelines.stores.ingest import bar_sources, ingest_path
 from resources import BusResource, FilesResource, WarehouseResource
 
 
@@ -30,7 +30,7 @@ def raw_bars(context: AssetExecutionContext, warehouse: WarehouseResource, bus: 
     """Per-contract daily bars of one market, ingested file by file (one transaction each) into `bars`; bad rows go to `quarantine`."""
     root = context.partition_key
     folder = files.landing(root)
-    paths = sorted(p for p in folder.glob("*") if p.name.lower().endswith(SUPPORTED_SUFFIXES))
+    paths = bar_sources(folder) if folder.is_dir() else []
     if not paths:
         raise Failure(f"no bar files for {root} in {folder} (csv, parquet or LEAN zip; run `fbt sample-data`)")
     ingested = skipped = 0

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from fbt_pipelines.catalog.expiry import EXPIRY_RULES, FIRST_NOTICE_RULES
+from fbt_pipelines.catalog.expiry import FIRST_NOTICE_RULES, resolve_expiry_rule
 from fbt_pipelines.catalog.specs import MONTH_CODES, ContractSpec
 from fbt_pipelines.errors import CatalogError
 
@@ -48,7 +48,7 @@ def parse_contract_id(cid: str) -> tuple[str, int, int]:
 
 def make_contract(spec: ContractSpec, year: int, month: int) -> Contract:
     """The contract of ``spec`` for one delivery month, with its dates."""
-    last_trade = EXPIRY_RULES[spec.expiry_rule](year, month)
+    last_trade = resolve_expiry_rule(spec.expiry_rule)(year, month)
     first_notice = FIRST_NOTICE_RULES[spec.first_notice_rule](year, month, last_trade)
     return Contract(
         last_trade=last_trade,

@@ -9,6 +9,7 @@ markets. Every rule returns a ``datetime.date`` (the exchange's local date).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from functools import lru_cache
 from typing import Callable
 
@@ -149,6 +150,43 @@ EXPIRY_RULES: dict[str, Callable[[int, int], dt.date]] = {
     "three_business_days_before_month": three_business_days_before_month,
     "business_day_before_third_wednesday": business_day_before_third_wednesday,
 }
+
+
+_PARAMETRISED = re.compile(r"^(?P<kind>day_of_month|days_before_month):(?P<n>\d{1,2})$")
+
+
+def day_of_month(n: int) -> Callable[[int, int], dt.date]:
+    """Approximate rule for imported markets: the business day on or before
+    calendar day ``n`` of the contract month (``n`` past month end: last day)."""
+
+    def rule(year: int, month: int) -> dt.date:
+        last = _month_end(year, month).day
+        day = dt.date(year, month, min(n, last))
+        return day if is_business_day(day) else business_day_offset(day, -1)
+
+    return rule
+
+
+def days_before_month(n: int) -> Callable[[int, int], dt.date]:
+    """Approximate rule for imported markets: the business day on or before
+    ``n`` calendar days before the first day of the contract month."""
+
+    def rule(year: int, month: int) -> dt.date:
+        day = dt.date(year, month, 1) - dt.timedelta(days=n)
+        return day if is_business_day(day) else business_day_offset(day, -1)
+
+    return rule
+
+
+def resolve_expiry_rule(name: str) -> Callable[[int, int], dt.date]:
+    """A named rule (:data:`EXPIRY_RULES`) or a parametrised approximation
+    ``day_of_month:N`` / ``days_before_month:N``; KeyError if unknown."""
+    if name in EXPIRY_RULES:
+        return EXPIRY_RULES[name]
+    m = _PARAMETRISED.match(name)
+    if not m or not 1 <= int(m["n"]) <= 31:
+        raise KeyError(name)
+    return (day_of_month if m["kind"] == "day_of_month" else days_before_month)(int(m["n"]))
 
 
 # --- first notice rules -----------------------------------------------------

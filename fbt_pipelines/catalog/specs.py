@@ -54,6 +54,11 @@ class ContractSpec:
     initial_margin: float
     maintenance_margin: float
     sample: Mapping[str, float] = field(default_factory=dict)
+    hold_cycle: str = ""  # months a roll goes into ("" = every listed month), e.g. "Z" for CL
+
+    @property
+    def held_months(self) -> str:
+        return self.hold_cycle or self.cycle
 
     @property
     def tick_value(self) -> float:
@@ -73,7 +78,7 @@ def _spec_from_row(root: str, row: Mapping[str, object], source: str) -> Contrac
     if not re.fullmatch(r"[A-Z0-9]{1,4}", root):
         # contract ids are ROOT + month code + year; parse_contract_id accepts only these roots
         raise CatalogError(f"{source}: market [{root}] has an invalid root (1-4 of A-Z, 0-9)")
-    required = [f for f in ContractSpec.__dataclass_fields__ if f not in ("root", "sample")]
+    required = [f for f in ContractSpec.__dataclass_fields__ if f not in ("root", "sample", "hold_cycle")]
     missing = [f for f in required if f not in row]
     if missing:
         raise CatalogError(f"{source}: market [{root}] is missing {', '.join(missing)}")
@@ -89,11 +94,13 @@ def _spec_from_row(root: str, row: Mapping[str, object], source: str) -> Contrac
     cycle = str(values["cycle"])
     if not cycle or any(c not in MONTH_CODES for c in cycle) or len(set(cycle)) != len(cycle):
         raise CatalogError(f"{source}: market [{root}] has invalid cycle {cycle!r} (month codes {MONTH_CODES})")
-    if values["expiry_rule"] not in expiry.EXPIRY_RULES:
+    try:
+        expiry.resolve_expiry_rule(str(values["expiry_rule"]))
+    except KeyError:
         raise CatalogError(
             f"{source}: market [{root}] has unknown expiry_rule {values['expiry_rule']!r}; "
-            f"known: {', '.join(sorted(expiry.EXPIRY_RULES))}"
-        )
+            f"known: {', '.join(sorted(expiry.EXPIRY_RULES))}, day_of_month:N, days_before_month:N"
+        ) from None
     if values["first_notice_rule"] not in expiry.FIRST_NOTICE_RULES:
         raise CatalogError(
             f"{source}: market [{root}] has unknown first_notice_rule {values['first_notice_rule']!r}; "
@@ -107,7 +114,10 @@ def _spec_from_row(root: str, row: Mapping[str, object], source: str) -> Contrac
     except (TypeError, ValueError):
         raise CatalogError(f"{source}: market [{root}] has invalid sample={row.get('sample')!r} "
                            "(a table of numbers)") from None
-    return ContractSpec(root=root, sample=sample, **values)  # type: ignore[arg-type]
+    hold = str(row.get("hold_cycle", ""))
+    if any(c not in cycle for c in hold) or len(set(hold)) != len(hold):
+        raise CatalogError(f"{source}: market [{root}] has hold_cycle {hold!r} outside its cycle {cycle!r}")
+    return ContractSpec(root=root, sample=sample, hold_cycle=hold, **values)  # type: ignore[arg-type]
 
 
 def parse_catalog(text: str, source: str) -> dict[str, ContractSpec]:
@@ -120,31 +130,32 @@ def parse_catalog(text: str, source: str) -> dict[str, ContractSpec]:
 
 
 USER_TABLE_NAME = "markets.toml"
+USER_TABLE_DIR = "markets.d"
 
 
-def user_table_path() -> Path:
-    """``$FBT_HOME/markets.toml``: a user's extra markets, or overrides of
-    built-in ones (same TOML format, a whole ``[ROOT]`` table per market)."""
+def user_table_paths() -> list[Path]:
+    """A user's extra markets, or overrides of built-in ones (same TOML format,
+    a whole ``[ROOT]`` table per market): ``$FBT_HOME/markets.toml`` then
+    ``$FBT_HOME/markets.d/*.toml`` in name order (later files win)."""
     from fbt_pipelines.config import paths
 
-    return paths().home / USER_TABLE_NAME
+    home = paths().home
+    files = [home / USER_TABLE_NAME] + sorted((home / USER_TABLE_DIR).glob("*.toml"))
+    return [f for f in files if f.is_file()]
 
 
 @lru_cache(maxsize=8)
-def _load(user_path: str, user_mtime_ns: int) -> Mapping[str, ContractSpec]:
+def _load(user_files: tuple[tuple[str, int], ...]) -> Mapping[str, ContractSpec]:
     markets = parse_catalog(BUILTIN_TABLE.read_text(), str(BUILTIN_TABLE))
-    if user_path:
-        markets.update(parse_catalog(Path(user_path).read_text(encoding="utf-8"), user_path))
+    for path, _mtime in user_files:
+        markets.update(parse_catalog(Path(path).read_text(encoding="utf-8"), path))
     return MappingProxyType(dict(sorted(markets.items())))
 
 
 def load_catalog() -> Mapping[str, ContractSpec]:
-    """Built-in markets plus the user's table under ``FBT_HOME``, keyed by root
-    (sorted). Re-read when the user file changes."""
-    user = user_table_path()
-    if user.is_file():
-        return _load(str(user), user.stat().st_mtime_ns)
-    return _load("", 0)
+    """Built-in markets plus the user's tables under ``FBT_HOME``, keyed by root
+    (sorted). Re-read when a user file changes."""
+    return _load(tuple((str(p), p.stat().st_mtime_ns) for p in user_table_paths()))
 
 
 def market_spec(root: str) -> ContractSpec:

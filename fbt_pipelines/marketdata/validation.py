@@ -4,7 +4,9 @@ Input is a *staged frame*: one row per data line of a source file, already
 split into fields, with unparseable values as NaN/NaT. Columns: ``line``,
 ``nf`` and ``expected_nf`` (fields found / expected), ``contract`` (fbt id or
 None), ``contract_error`` (reason or None), ``ts`` (UTC), ``open``, ``high``,
-``low``, ``close`` (points), ``volume``, ``open_interest`` (contracts).
+``low``, ``close`` (points), ``volume``, ``open_interest`` (contracts), and
+optionally ``open_interest_unparsed`` (True where a value was given but is not
+a number; NaN open interest alone means unknown).
 
 The semantic rules are a pandera schema (lazy validation: every failing row
 is reported, not just the first); structural and parse problems are flagged
@@ -40,9 +42,11 @@ BAR_RULES = pa.DataFrameSchema(
         "low": pa.Column(float, pa.Check.gt(0, error="non-positive price")),
         "close": pa.Column(float, pa.Check.gt(0, error="non-positive price")),
         "volume": pa.Column(float, [pa.Check.ge(0, error="negative volume"),
-                                    pa.Check(_whole, error="volume is not a whole number")]),
+                                    pa.Check(_whole, error="volume is not a whole number"),
+                                    pa.Check.lt(2.0**63, error="volume too large to store")]),
         "open_interest": pa.Column(float, [pa.Check.ge(0, error="negative open interest"),
-                                           pa.Check(_whole, error="open interest is not a whole number")],
+                                           pa.Check(_whole, error="open interest is not a whole number"),
+                                           pa.Check.lt(2.0**63, error="open interest too large to store")],
                                    nullable=True),
     },
     checks=[
@@ -94,6 +98,8 @@ def validate_staged(staged: pd.DataFrame, interval: str, specs: Mapping[str, Con
         flag(np.isinf(v), f"{col} is not finite")
     oi = staged["open_interest"].to_numpy(float)
     flag(np.isinf(oi), "open_interest is not finite")
+    if "open_interest_unparsed" in staged:  # a value that is there but not a number (empty = unknown)
+        flag(staged["open_interest_unparsed"].to_numpy(bool), "open_interest is not a number")
 
     parsed = reasons == ""
     if parsed.any():
@@ -102,6 +108,8 @@ def validate_staged(staged: pd.DataFrame, interval: str, specs: Mapping[str, Con
             BAR_RULES.validate(frame, lazy=True)
         except pa.errors.SchemaErrors as exc:
             cases = exc.failure_cases.dropna(subset=["index"])
+            # pandera lists frame-wide checks first; column rules come first in BAR_RULES
+            cases = cases.sort_values("schema_context", key=lambda s: s.ne("Column"), kind="stable")
             pos = staged.index.get_indexer(cases["index"].to_numpy())
             for p, check in zip(pos, cases["check"].astype(str)):
                 if reasons[p] == "":

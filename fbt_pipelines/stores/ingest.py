@@ -61,6 +61,14 @@ class IngestResult:
     warnings: dict[str, int]
 
 
+def bar_sources(folder: Path, recursive: bool = False) -> list[Path]:
+    """Ingestible files in ``folder`` (LEAN open-interest and quote zips are
+    companions of a trade zip, not sources of their own)."""
+    files = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(f for f in files if f.is_file() and f.name.lower().endswith(SUPPORTED_SUFFIXES)
+                  and not f.name.startswith(".") and not ("openinterest" in f.name or "_quote" in f.name))
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -88,6 +96,8 @@ def _header(path: Path) -> list[str]:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     if not head.strip():
         raise DataError(f"{path}: empty file")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: UTF-16 text (byte-order mark {head[:2]!r}), not UTF-8; save it as UTF-8")
     if b"\x00" in head:
         raise DataError(f"{path}: not a text file (NUL bytes in the first 64 KiB)")
     try:
@@ -131,6 +141,10 @@ def _typed_select(cols: list[str], field_expr) -> str:
             parts.append(f"{expr} AS contract_raw")
         elif name == "ts":
             parts.append(f"TRY_CAST(trim({field_expr(cols.index('ts'))}) AS TIMESTAMPTZ) AS ts")
+        elif name == "open_interest" and name in cols:  # empty -> NULL (unknown); not a number -> NaN
+            f = field_expr(cols.index(name))
+            parts.append(f"CASE WHEN nullif(trim({f}), '') IS NULL THEN NULL "
+                         f"ELSE coalesce(TRY_CAST({f} AS DOUBLE), 'NaN'::DOUBLE) END AS {name}")
         elif name in cols:
             parts.append(f"TRY_CAST({field_expr(cols.index(name))} AS DOUBLE) AS {name}")
         else:
@@ -206,7 +220,7 @@ def _contract_map(conn: duckdb.DuckDBPyConnection, default_contract: str | None,
     raws = [r[0] for r in conn.execute("SELECT DISTINCT contract_raw FROM staged").fetchall()]
     rows = []
     for i, raw in enumerate(sorted(raws, key=lambda x: (x is None, x or ""))):
-        code = raw if raw not in (None, "") else default_contract
+        code = default_contract if raw is None else raw  # an empty field is no code, not the file's
         if code is None:
             cid, root, err = None, None, "no contract code (no contract column and the file name is not one)"
         else:
@@ -243,6 +257,8 @@ def _staged_frame(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame) -> pd.Dat
     for c in ("open", "high", "low", "close", "volume", "open_interest"):
         v = cols[c]
         frame[c] = np.ma.filled(v.astype(float), np.nan) if np.ma.isMaskedArray(v) else v.astype(float)
+    oi = cols["open_interest"]  # NULL = unknown; NaN = given but not a number
+    frame["open_interest_unparsed"] = np.isnan(np.ma.getdata(oi).astype(float)) & ~np.ma.getmaskarray(oi)
     return frame
 
 
@@ -269,13 +285,13 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
             [interval, ingest_id],
         )
         replaced = conn.execute(
-            "SELECT count(*) FROM bars b JOIN accepted a USING (contract, interval, ts)").fetchone()[0]
+            "SELECT count(*) FROM bars b JOIN accepted a USING (contract, interval, ts)").fetchall()[0][0]
         if replaced:
             conn.execute("DELETE FROM bars b USING accepted a WHERE b.contract = a.contract "
                          "AND b.interval = a.interval AND b.ts = a.ts")
         conn.execute("INSERT INTO bars BY NAME SELECT * FROM accepted")
         accepted, roots = conn.execute(
-            "SELECT count(*), list(DISTINCT root ORDER BY root) FROM accepted").fetchone()
+            "SELECT count(*), list(DISTINCT root ORDER BY root) FROM accepted").fetchall()[0]
         conn.execute(
             """INSERT INTO quarantine (ingest_id, file, line, raw, reason)
                SELECT ?, ?, r.line, s.raw, r.reason FROM rejects r JOIN staged s USING (line) ORDER BY r.line""",
@@ -303,9 +319,10 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
 
 def _bump_bars_version(conn: duckdb.DuckDBPyConnection, root: str, ingest_id: str) -> None:
     """The bars of ``root`` changed: chain a new data version (cache keys follow it)."""
-    row = conn.execute("SELECT data_version FROM data_versions WHERE tbl = 'bars' AND key = ?", [root]).fetchone()
+    row = next(iter(conn.execute("SELECT data_version FROM data_versions WHERE tbl = 'bars' AND key = ?",
+                                 [root]).fetchall()), None)
     version = hashlib.sha256(f"{row[0] if row else ''}:{ingest_id}".encode()).hexdigest()[:16]
-    n = conn.execute("SELECT count(*) FROM bars WHERE root = ?", [root]).fetchone()[0]
+    n = conn.execute("SELECT count(*) FROM bars WHERE root = ?", [root]).fetchall()[0][0]
     conn.execute("INSERT OR REPLACE INTO data_versions VALUES ('bars', ?, ?, ?, ?)",
                  [root, version, n, dt.datetime.now(dt.UTC)])
 
@@ -313,7 +330,8 @@ def _bump_bars_version(conn: duckdb.DuckDBPyConnection, root: str, ingest_id: st
 def _already(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str) -> IngestResult | None:
     row = conn.execute(
         "SELECT rows_read, accepted, quarantined, root FROM ingests WHERE ingest_id = ? AND status = 'ok'",
-        [ingest_id]).fetchone()
+        [ingest_id]).fetchall()
+    row = row[0] if row else None
     if not row:
         return None
     return IngestResult(ingest_id, source, "skipped", row[0], row[1], row[2], 0,

@@ -41,5 +41,5 @@ def table_counts(conn: duckdb.DuckDBPyConnection, tables: list[str]) -> dict[str
     for t in tables:
         if t not in wh.RESULT_TABLES and t not in ("bars", "ingests", "quarantine", "markets", "contracts"):
             raise ValueError(f"unknown table {t}")
-        out[t] = int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) if wh.table_exists(conn, t) else 0
+        out[t] = int(conn.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) if wh.table_exists(conn, t) else 0
     return out

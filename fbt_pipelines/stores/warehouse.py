@@ -83,7 +83,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     row = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-    ).fetchone()
+    ).fetchall()[0]
     return bool(row and row[0])
 
 
@@ -134,7 +134,7 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                 [table]).fetchall()]
             if existing != list(frame.columns):
-                others = conn.execute(f"SELECT count(*) FROM {table} WHERE {key_col} <> ?", [key]).fetchone()[0]
+                others = conn.execute(f"SELECT count(*) FROM {table} WHERE {key_col} <> ?", [key]).fetchall()[0][0]
                 if others:
                     raise ValueError(
                         f"{table}: columns changed ({existing} -> {list(frame.columns)}) while other "
@@ -160,7 +160,8 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
 def partition_version(conn: duckdb.DuckDBPyConnection, table: str, key: str) -> str | None:
     """Data version last written for (table, key), or None."""
     ensure_schema(conn)
-    row = conn.execute("SELECT data_version FROM data_versions WHERE tbl = ? AND key = ?", [table, key]).fetchone()
+    row = next(iter(conn.execute("SELECT data_version FROM data_versions WHERE tbl = ? AND key = ?",
+                                 [table, key]).fetchall()), None)
     return row[0] if row else None
 
 
@@ -221,7 +222,7 @@ def bar_quality(conn: duckdb.DuckDBPyConnection, root: str) -> dict[str, int]:
         FROM bars WHERE root = ?
         """,
         [root],
-    ).fetchone()
+    ).fetchall()[0]
     return {"bad_ohlc": int(bad_ohlc), "duplicates": int(dupes), "rows": int(rows)}
 
 
@@ -229,4 +230,4 @@ def quarantine_count(conn: duckdb.DuckDBPyConnection, root: str) -> int:
     ensure_schema(conn)
     return int(conn.execute(
         "SELECT count(*) FROM quarantine q JOIN ingests i USING (ingest_id) WHERE i.root = ?", [root]
-    ).fetchone()[0])
+    ).fetchall()[0][0])

@@ -1,4 +1,4 @@
-"""The ``fbt`` command."""
+"""The ``fbt`` command group and its pipeline commands (demo, sample-data, summary, ui, submit-backtest)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fbt_pipelines.config import paths, redis_url
@@ -32,8 +33,12 @@ def main() -> None:
     Examples:
       fbt demo                 # sample data -> whole asset graph -> summary
       fbt sample-data --markets ES,CL --start 2015-01-02
+      fbt ingest path/to/files # csv, parquet or LEAN zips into the warehouse
+      fbt contracts ES --from 2024 --to 2025 --json
       fbt summary              # what the warehouse holds now
       fbt ui                   # Dagster UI on :3000 and MLflow UI on :5000
+
+    Exit codes: 0 success, 1 the work failed (message says why), 2 bad usage.
     """
 
 
@@ -128,7 +133,7 @@ def _materialize(roots: list[str]) -> None:
             run_pipeline(instance, roots, on_step=on_step, on_done=lambda s: progress.advance(task))
         except PipelineFailed as exc:
             progress.stop()
-            console.print(f"[red]failed[/red]: {exc}")
+            console.print(f"[red]failed[/red]: {escape(str(exc))}")
             raise SystemExit(1) from None
     console.print(f"[green]materialized[/green] {len(steps)} runs in the Dagster instance at {home}")
 
@@ -233,6 +238,3 @@ def submit_backtest(market: str, strategy: str, params: tuple[str, ...]) -> None
         raise click.ClickException(str(exc)) from None
     console.print(f"queued request {request_id}")
 
-
-if __name__ == "__main__":
-    main()
