@@ -11,6 +11,7 @@ from fbt_pipelines.catalog.contracts import contracts_from_frame
 from fbt_pipelines.futures.back_adjust import AdjustmentMethod, back_adjust, roll_continuity_errors
 from fbt_pipelines.futures.roll_schedule import calendar_roll_schedule
 from fbt_pipelines.stores import warehouse as wh
+from fbt_pipelines.stores.cached_reads import read_bars_cached
 from resources import BusResource, WarehouseResource
 
 MAX_ROLL_GAP = 0.10  # a roll gap above 10% of price is a data error, not a term structure
@@ -26,7 +27,7 @@ def roll_schedule(context: AssetExecutionContext, warehouse: WarehouseResource, 
     root = context.partition_key
     spec = market_spec(root)
     with warehouse.connect() as conn:
-        bars = wh.read_bars(conn, root)
+        bars, _ = read_bars_cached(conn, bus.get(), root)
         contracts = contracts_from_frame(wh.read_contracts(conn, root))
         closes = bars.pivot(index="ts", columns="contract", values="close").sort_index()
         schedule = calendar_roll_schedule(root, contracts, closes, spec.roll_days_before)
@@ -60,7 +61,7 @@ def continuous_prices(context: AssetExecutionContext, warehouse: WarehouseResour
     """Panama back-adjusted continuous contract: adjusted OHLC in points, the held contract, its raw close and days to expiry."""
     root = context.partition_key
     with warehouse.connect() as conn:
-        bars = wh.read_bars(conn, root)
+        bars, cached = read_bars_cached(conn, bus.get(), root)
         contracts = contracts_from_frame(wh.read_contracts(conn, root))
         schedule = wh.read_partition(conn, "roll_schedule", root, order_by=["roll_date"])
         prices = back_adjust(bars, schedule, contracts, AdjustmentMethod.PANAMA)
@@ -77,7 +78,7 @@ def continuous_prices(context: AssetExecutionContext, warehouse: WarehouseResour
             "last_close": float(prices["close"].iloc[-1]),
             "non_positive_prices": non_positive,
             "total_adjustment_points": float(prices["close"].iloc[0] - prices["raw_close"].iloc[0]),
-            "data_version": MetadataValue.text(version),
+            "data_version": MetadataValue.text(version), "bars_from_cache": cached,
         },
         data_version=DataVersion(version),
         check_results=[

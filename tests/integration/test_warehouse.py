@@ -118,3 +118,16 @@ def test_cached_read_follows_the_data_version(conn, bus):
     wh.replace_partition(conn, "continuous_prices", "ES", frame.assign(close=[9.0, 9.0, 9.0]))
     third, hit3 = read_partition_cached(conn, bus, "continuous_prices", "ES", ["ts"])
     assert hit3 is False and third["close"].tolist() == [9.0, 9.0, 9.0]
+
+
+def test_bars_cache_is_invalidated_by_a_new_ingest(conn, bus, tmp_path):
+    from fbt_pipelines.stores.cached_reads import read_bars_cached
+
+    ingest_path(conn, write(tmp_path, "es.csv", GOOD))
+    first, hit1 = read_bars_cached(conn, bus, "ES")
+    again, hit2 = read_bars_cached(conn, bus, "ES")
+    assert (hit1, hit2) == (False, True)
+    pd.testing.assert_frame_equal(first, again)
+    ingest_path(conn, write(tmp_path, "es_fix.csv", GOOD.replace("1792.00,900", "1793.00,900")))
+    fresh, hit3 = read_bars_cached(conn, bus, "ES")
+    assert hit3 is False and fresh["close"].tolist() == [1805.75, 1795.25, 1793.00]
