@@ -1,7 +1,8 @@
 """Stage 2: roll schedule and continuous (back-adjusted) prices per market."""
 
-from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, DataVersion, MaterializeResult,
-                     MetadataValue, asset)
+from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, DataVersion,
+                     MaterializeResult, MetadataValue, asset)
+from pydantic import Field
 
 from assets._support import WRITER_POOL, announce, date_range, md_table
 from assets.partitions import market_partitions
@@ -9,7 +10,7 @@ from assets.raw_bars import raw_bars
 from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.catalog.contracts import contracts_from_frame
 from fbt_pipelines.futures.back_adjust import AdjustmentMethod, back_adjust, roll_continuity_errors
-from fbt_pipelines.futures.roll_schedule import calendar_roll_schedule
+from fbt_pipelines.futures.roll_rules import RollRule, build_roll_schedule
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.stores.cached_reads import read_bars_cached
 from resources import BusResource, WarehouseResource
@@ -17,26 +18,32 @@ from resources import BusResource, WarehouseResource
 MAX_ROLL_GAP = 0.10  # a roll gap above 10% of price is a data error, not a term structure
 
 
+class RollConfig(Config):
+    rule: str = Field(default="", description="Roll rule, e.g. 'volume', 'calendar:5', 'first_of_month', "
+                      "'volume,hold=Z,depth=2'. Empty: the market's catalogue default.")
+
+
 @asset(
     partitions_def=market_partitions, group_name="futures", kinds={"duckdb"}, deps=[raw_bars], pool=WRITER_POOL,
     check_specs=[AssetCheckSpec("roll_gaps_plausible", asset="roll_schedule", blocking=True,
                                 description=f"Every roll's |to/from - 1| < {MAX_ROLL_GAP:.0%}.")],
 )
-def roll_schedule(context: AssetExecutionContext, warehouse: WarehouseResource, bus: BusResource) -> MaterializeResult:
-    """Roll dates, N business days before last trade (first notice if physically delivered), with the price gap and ratio on each roll date."""
+def roll_schedule(context: AssetExecutionContext, config: RollConfig, warehouse: WarehouseResource,
+                  bus: BusResource) -> MaterializeResult:
+    """Roll dates by the market's roll rule (volume crossover or N business days before last trade / first notice), with the price gap and ratio on each roll date."""
     root = context.partition_key
     spec = market_spec(root)
+    rule = RollRule.parse(config.rule or spec.roll_rule, spec)
     with warehouse.connect() as conn:
         bars, _ = read_bars_cached(conn, bus.get(), root)
         contracts = contracts_from_frame(wh.read_contracts(conn, root))
-        closes = bars.pivot(index="ts", columns="contract", values="close").sort_index()
-        schedule = calendar_roll_schedule(root, contracts, closes, spec.roll_days_before)
+        schedule = build_roll_schedule(root, contracts, bars, rule)
         version = wh.replace_partition(conn, "roll_schedule", root, schedule)
     worst = float((schedule["ratio"] - 1).abs().max()) if len(schedule) else 0.0
     announce(context, bus.get(), rolls=len(schedule), data_version=version)
     return MaterializeResult(
         metadata={
-            "rolls": len(schedule), "rule": f"calendar, {spec.roll_days_before} business days before",
+            "rolls": len(schedule), "rule": rule.label,
             "date_range": date_range(schedule["roll_date"]),
             "mean_gap_points": float(schedule["gap"].mean()) if len(schedule) else 0.0,
             "last_rolls": md_table(schedule.tail(5)[["roll_date", "from_contract", "to_contract", "gap", "ratio"]]

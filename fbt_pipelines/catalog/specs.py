@@ -55,6 +55,7 @@ class ContractSpec:
     maintenance_margin: float
     sample: Mapping[str, float] = field(default_factory=dict)
     hold_cycle: str = ""  # months a roll goes into ("" = every listed month), e.g. "Z" for CL
+    roll_rule: str = "calendar"  # default roll rule (fbt_pipelines.futures.roll_rules), e.g. "volume"
 
     @property
     def held_months(self) -> str:
@@ -78,7 +79,7 @@ def _spec_from_row(root: str, row: Mapping[str, object], source: str) -> Contrac
     if not re.fullmatch(r"[A-Z0-9]{1,4}", root):
         # contract ids are ROOT + month code + year; parse_contract_id accepts only these roots
         raise CatalogError(f"{source}: market [{root}] has an invalid root (1-4 of A-Z, 0-9)")
-    required = [f for f in ContractSpec.__dataclass_fields__ if f not in ("root", "sample", "hold_cycle")]
+    required = [f for f in ContractSpec.__dataclass_fields__ if f not in ("root", "sample", "hold_cycle", "roll_rule")]
     missing = [f for f in required if f not in row]
     if missing:
         raise CatalogError(f"{source}: market [{root}] is missing {', '.join(missing)}")
@@ -117,7 +118,11 @@ def _spec_from_row(root: str, row: Mapping[str, object], source: str) -> Contrac
     hold = str(row.get("hold_cycle", ""))
     if any(c not in cycle for c in hold) or len(set(hold)) != len(hold):
         raise CatalogError(f"{source}: market [{root}] has hold_cycle {hold!r} outside its cycle {cycle!r}")
-    return ContractSpec(root=root, sample=sample, hold_cycle=hold, **values)  # type: ignore[arg-type]
+    rule = str(row.get("roll_rule", "calendar"))
+    if rule.split(",")[0].split(":")[0] not in ("calendar", "volume", "open_interest", "first_of_month", "day_of_month"):
+        raise CatalogError(f"{source}: market [{root}] has unknown roll_rule {rule!r} "
+                           "(calendar, volume, open_interest, first_of_month, day_of_month:D)")
+    return ContractSpec(root=root, sample=sample, hold_cycle=hold, roll_rule=rule, **values)  # type: ignore[arg-type]
 
 
 def parse_catalog(text: str, source: str) -> dict[str, ContractSpec]:

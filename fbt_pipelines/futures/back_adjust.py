@@ -31,13 +31,20 @@ class AdjustmentMethod(str, Enum):
       multiplied by ``prod(ratio_j)``, ``ratio = to_close / from_close``.
       Percentage changes equal the raw contract's; point changes do not.
 
-    In every method the last segment equals the raw prices of the current
-    contract.
+    - ``forward_panama``: difference adjustment carried forward. Each later
+      segment gets ``- sum(gap_j)`` over all earlier rolls j: the first segment
+      equals raw prices, the series never rewrites history when a new roll
+      arrives, and point changes are as exact as Panama's. The last segment
+      is *not* the current contract's raw price.
+
+    In ``none``, ``panama`` and ``ratio`` the last segment equals the raw prices
+    of the current contract.
     """
 
     NONE = "none"
     PANAMA = "panama"
     RATIO = "ratio"
+    FORWARD_PANAMA = "forward_panama"
 
 
 def stitch_segments(
@@ -98,6 +105,11 @@ def back_adjust(
         later_prod = np.concatenate([np.cumprod(ratios[::-1])[::-1], [1.0]])
         factor = later_prod[seg]
         adjust = lambda x: x * factor  # noqa: E731
+    elif method is AdjustmentMethod.FORWARD_PANAMA:
+        gaps = schedule["gap"].to_numpy(float)
+        earlier_sum = np.concatenate([[0.0], np.cumsum(gaps)])  # sum of gaps of rolls < k
+        fshift = -earlier_sum[seg]
+        adjust = lambda x: x + fshift  # noqa: E731
     else:
         adjust = lambda x: x  # noqa: E731
     last_trade = {c.contract_id: pd.Timestamp(c.last_trade, tz="UTC") for c in contracts}
@@ -142,3 +154,29 @@ def roll_continuity_errors(continuous: pd.DataFrame, bars: pd.DataFrame, toleran
     actual = np.diff(continuous["close"].to_numpy(float))
     bad = ~np.isclose(actual, expected, rtol=0, atol=tolerance) & np.isfinite(expected)
     return int(bad.sum() + (~np.isfinite(expected)).sum())
+
+
+def roll_yield(bars: pd.DataFrame, continuous: pd.DataFrame, contracts: Sequence[Contract]) -> pd.Series:
+    """Annualised roll yield (carry) of the held contract, per session.
+
+    ``(held_close - next_close) / next_close * 365 / days_between_expiries``,
+    where *next* is the first contract expiring after the held one that has a
+    close that session: > 0 in backwardation (a long position earns the roll),
+    < 0 in contango. NaN where no later contract trades. Uses only prices of
+    that session (no look-ahead).
+    """
+    closes = bars.pivot(index="ts", columns="contract", values="close")
+    order = sorted(c for c in contracts if c.contract_id in closes.columns)
+    expiry = {c.contract_id: pd.Timestamp(c.last_trade) for c in order}
+    later = {c.contract_id: [d.contract_id for d in order if d.last_trade > c.last_trade] for c in order}
+    out = np.full(len(continuous), np.nan)
+    for i, (ts, held) in enumerate(zip(continuous["ts"], continuous["contract"])):
+        row = closes.loc[ts]
+        held_close = row.get(held, np.nan)
+        for nxt in later.get(held, []):
+            nc = row.get(nxt, np.nan)
+            if np.isfinite(nc) and nc > 0 and np.isfinite(held_close):
+                days = (expiry[nxt] - expiry[held]).days
+                out[i] = (held_close - nc) / nc * 365.0 / days
+                break
+    return pd.Series(out, index=continuous.index, name="roll_yield")

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.contracts import Contract
-from fbt_pipelines.catalog.expiry import business_day_offset
 from fbt_pipelines.errors import RollError
 
 ROLL_COLUMNS = ["root", "rule", "roll_date", "from_contract", "to_contract", "from_close", "to_close", "gap", "ratio"]
@@ -61,49 +60,18 @@ def calendar_roll_schedule(
     """Roll ``days_before`` business days before each contract's roll reference
     (first notice if physically delivered, else last trade).
 
-    Parameters
-    ----------
-    contracts
-        The market's contracts (any order); only those with prices are used.
-    closes
-        Wide frame of daily closes (points): index = session (UTC timestamps),
-        one column per contract id, NaN where the contract did not trade.
-    days_before
-        Business days before the roll reference.
-
-    Returns
-    -------
-    DataFrame with :data:`ROLL_COLUMNS`, one row per roll inside the data. If
-    both contracts do not have a close on the target date, the roll moves to the
-    latest earlier session where both do (never after the target).
+    ``closes``: wide frame of daily closes (points), index = session (UTC),
+    one column per contract id, NaN where it did not trade. A shortcut for
+    :func:`fbt_pipelines.futures.roll_rules.build_roll_schedule` with rule
+    ``calendar:days_before``.
     """
+    from fbt_pipelines.futures.roll_rules import RollRule, build_roll_schedule
+
     if days_before < 0:
         raise RollError(f"days_before must be >= 0, got {days_before}")
-    traded = sorted(c for c in contracts if c.contract_id in closes.columns)
-    sessions = closes.index
-    session_days = sessions.tz_localize(None).normalize() if sessions.tz is not None else sessions.normalize()
-    rows: list[tuple] = []
-    prev_idx = -1
-    for front, nxt in zip(traded, traded[1:]):
-        target = business_day_offset(front.roll_reference, -days_before) if days_before else front.roll_reference
-        if pd.Timestamp(target) > session_days[-1]:
-            break  # this roll lies beyond the data: ``front`` is the current contract
-        i = int(np.searchsorted(session_days, pd.Timestamp(target), side="right")) - 1
-        f_close = closes[front.contract_id].to_numpy()
-        n_close = closes[nxt.contract_id].to_numpy()
-        while i > prev_idx and not (np.isfinite(f_close[i]) and np.isfinite(n_close[i])):
-            i -= 1
-        if i <= prev_idx:
-            if i < 0 or prev_idx < 0:
-                continue  # the data starts after this roll: the series starts in a later contract
-            raise RollError(f"{root}: no session where both {front.contract_id} and {nxt.contract_id} trade "
-                            f"between the previous roll and {target}")
-        fc, nc = float(f_close[i]), float(n_close[i])
-        rows.append((root, f"calendar_{days_before}bd", sessions[i], front.contract_id, nxt.contract_id,
-                     fc, nc, nc - fc, nc / fc if fc != 0 else np.nan))
-        prev_idx = i
-    schedule = pd.DataFrame(rows, columns=ROLL_COLUMNS)
-    return validate_roll_schedule(schedule)
+    bars = closes.stack().rename("close").reset_index()
+    bars.columns = ["ts", "contract", "close"]
+    return build_roll_schedule(root, contracts, bars, RollRule("calendar", days_before=days_before))
 
 
 def first_contract(schedule: pd.DataFrame, closes: pd.DataFrame, contracts: Sequence[Contract]) -> str:

@@ -92,16 +92,31 @@ def test_bars_ingested_for_each_market(graph):
     assert query(home, "SELECT count(*) AS n FROM quarantine")["n"].iloc[0] == 0
 
 
-def test_roll_dates_follow_the_calendar_rule(graph):
+def test_roll_dates_follow_each_markets_rule(graph):
     home, _, _ = graph
+    # ES rolls on the volume crossover, never after the 5-business-day backstop
     rolls = query(home, """SELECT r.*, c.last_trade FROM roll_schedule r JOIN contracts c ON c.contract = r.from_contract
                            WHERE r.root = 'ES' ORDER BY roll_date""")
-    # ES: 6 years x 4 quarterly rolls, minus the ones before the data starts
-    assert 22 <= len(rolls) <= 24
+    assert 22 <= len(rolls) <= 24  # 6 years x 4 quarterly rolls, minus the ones before the data starts
+    volume = query(home, "SELECT contract, ts, volume FROM bars WHERE root = 'ES'").pivot(
+        index="ts", columns="contract", values="volume")
+    previous = None
     for row in rolls.itertuples():
-        expected = business_day_offset(row.last_trade.date(), -market_spec("ES").roll_days_before)
-        assert row.roll_date.date() == expected
+        backstop = pd.Timestamp(business_day_offset(row.last_trade.date(), -5), tz="UTC")
+        assert row.rule == "volume,backstop=5" and row.roll_date <= backstop
+        window = volume.loc[(volume.index > (previous if previous is not None else volume.index[0] - pd.Timedelta(days=1)))
+                            & (volume.index <= row.roll_date), [row.from_contract, row.to_contract]].fillna(0)
+        crossed = window[row.to_contract] > window[row.from_contract]
+        assert crossed.iloc[-1] or row.roll_date == backstop
+        assert not crossed.iloc[:-1].any()  # the first crossover, not a later one
         assert row.gap == pytest.approx(row.to_close - row.from_close, abs=1e-9)
+        previous = row.roll_date
+    # CL rolls 5 business days before first notice (physically delivered)
+    cl = query(home, """SELECT r.roll_date, c.first_notice FROM roll_schedule r JOIN contracts c
+                        ON c.contract = r.from_contract WHERE r.root = 'CL' ORDER BY roll_date""")
+    assert len(cl) >= 70
+    for row in cl.itertuples():
+        assert row.roll_date.date() == business_day_offset(row.first_notice.date(), -5)
 
 
 def test_continuous_prices_end_on_raw_prices_of_the_current_contract(graph):

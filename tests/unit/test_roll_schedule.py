@@ -114,7 +114,7 @@ def test_calendar_roll_dates_gaps_and_ratios(days_before, expected):
     assert list(schedule.columns) == ROLL_COLUMNS
     assert rows(schedule) == [(utc(d), f, t, fc, tc) for d, f, t, fc, tc in expected]
     assert (schedule["root"] == ROOT).all()
-    assert (schedule["rule"] == f"calendar_{days_before}bd").all()
+    assert (schedule["rule"] == f"calendar:{days_before}").all()
     # gap and ratio by hand from the closes listed above, e.g. N = 2:
     # 102.5 - 100.0 = 2.5, 102.5 / 100.0 = 1.025; 107.25 - 110.0 = -2.75, 107.25 / 110 = 0.975.
     for (_, _, _, fc, tc), gap, ratio in zip(expected, schedule["gap"], schedule["ratio"]):

@@ -1,0 +1,155 @@
+"""Roll rules: which contract a continuous series holds, and when it moves on.
+
+Rules (text form used by the CLI and the catalogue, see :meth:`RollRule.parse`):
+
+- ``calendar:N`` -- N business days before the front's roll reference (first
+  notice if physically delivered, else last trade);
+- ``volume`` / ``open_interest`` -- the first session (after the previous roll)
+  on which the next contract's volume / open interest exceeds the front's,
+  never later than the calendar backstop ``calendar:N``;
+- ``first_of_month`` -- the last session before the contract month begins;
+  ``day_of_month:D`` -- the last session before day D of the contract month;
+  both never later than the calendar backstop.
+
+Options: ``hold`` (months rolled into, e.g. ``"Z"``: only December contracts,
+as pysystemtrade's ``hold_roll_cycle``) and ``depth`` (1 = front, 2 = the
+contract after it, ...). Options are written ``volume,hold=Z,depth=2``.
+
+Whatever the rule, the roll happens at the close of ``roll_date`` (see
+:mod:`fbt_pipelines.futures.roll_schedule`) and needs a close in both
+contracts on that session; if either lacks one the roll moves to the latest
+earlier session where both trade.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from fbt_pipelines.catalog.contracts import Contract
+from fbt_pipelines.catalog.expiry import business_day_offset
+from fbt_pipelines.catalog.specs import MONTH_CODES, ContractSpec
+from fbt_pipelines.errors import RollError
+from fbt_pipelines.futures.roll_schedule import ROLL_COLUMNS, validate_roll_schedule
+
+KINDS = ("calendar", "volume", "open_interest", "first_of_month", "day_of_month")
+
+
+@dataclass(frozen=True)
+class RollRule:
+    """A parsed roll rule (see the module docstring)."""
+
+    kind: str = "calendar"
+    days_before: int = 5
+    day: int = 1
+    hold: str = ""
+    depth: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise RollError(f"unknown roll rule {self.kind!r}; known: calendar:N, volume, open_interest, "
+                            "first_of_month, day_of_month:D")
+        if self.days_before < 0 or not 1 <= self.day <= 28 or self.depth < 1:
+            raise RollError(f"invalid roll rule {self}: days_before >= 0, 1 <= day <= 28, depth >= 1")
+        if any(c not in MONTH_CODES for c in self.hold):
+            raise RollError(f"hold months {self.hold!r} must be month codes {MONTH_CODES}")
+
+    @classmethod
+    def parse(cls, text: str, spec: ContractSpec | None = None) -> "RollRule":
+        """``"volume,hold=Z,depth=2"``, ``"calendar:8"``... The market's defaults
+        (``roll_days_before``, ``hold_cycle``) fill what the text leaves out."""
+        head, *opts = [p.strip() for p in text.split(",") if p.strip()] or ["calendar"]
+        name, _, arg = head.partition(":")
+        days = spec.roll_days_before if spec else 5
+        kwargs: dict[str, object] = {"kind": name, "days_before": days, "hold": spec.hold_cycle if spec else ""}
+        try:
+            if name == "calendar" and arg:
+                kwargs["days_before"] = int(arg)
+            elif name == "day_of_month":
+                kwargs["day"] = int(arg)
+            elif arg:
+                raise RollError(f"roll rule {name!r} takes no argument (got {head!r})")
+            for opt in opts:
+                key, _, value = opt.partition("=")
+                if key == "hold":
+                    kwargs["hold"] = value.upper()
+                elif key == "depth":
+                    kwargs["depth"] = int(value)
+                elif key == "backstop":
+                    kwargs["days_before"] = int(value)
+                else:
+                    raise RollError(f"unknown roll rule option {key!r} in {text!r} (hold=, depth=, backstop=)")
+        except ValueError:
+            raise RollError(f"roll rule {text!r}: a number was expected") from None
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @property
+    def label(self) -> str:
+        head = {"calendar": f"calendar:{self.days_before}", "day_of_month": f"day_of_month:{self.day}"}.get(
+            self.kind, self.kind)
+        extra = [f"backstop={self.days_before}"] if self.kind not in ("calendar",) else []
+        extra += [f"hold={self.hold}"] if self.hold else []
+        extra += [f"depth={self.depth}"] if self.depth > 1 else []
+        return ",".join([head, *extra])
+
+
+def _target(rule: RollRule, front: Contract) -> dt.date:
+    """The latest date the rule allows the roll out of ``front`` (calendar backstop included)."""
+    backstop = business_day_offset(front.roll_reference, -rule.days_before) if rule.days_before else front.roll_reference
+    if rule.kind in ("first_of_month", "day_of_month"):
+        day = dt.date(front.year, front.month, rule.day if rule.kind == "day_of_month" else 1)
+        return min(backstop, day - dt.timedelta(days=1))
+    return backstop
+
+
+def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataFrame, rule: RollRule) -> pd.DataFrame:
+    """Roll schedule of one market under ``rule``.
+
+    ``bars``: long per-contract daily bars (contract, ts, close, volume,
+    open_interest). Returns :data:`ROLL_COLUMNS`, one row per roll inside the
+    data, validated.
+    """
+    closes = bars.pivot(index="ts", columns="contract", values="close").sort_index()
+    activity = None
+    if rule.kind in ("volume", "open_interest"):
+        activity = bars.pivot(index="ts", columns="contract", values=rule.kind).reindex(closes.index)
+    sessions = closes.index
+    days = (sessions.tz_localize(None) if sessions.tz is not None else sessions).normalize()
+    chain = sorted(c for c in contracts if c.contract_id in closes.columns
+                   and (not rule.hold or MONTH_CODES[c.month - 1] in rule.hold))
+    rows: list[tuple] = []
+    prev = -1
+    for k in range(len(chain) - rule.depth):
+        front = chain[k]                      # the contract whose expiry drives the roll
+        held, nxt = chain[k + rule.depth - 1], chain[k + rule.depth]
+        target = _target(rule, front)
+        if pd.Timestamp(target) > days[-1]:
+            break  # beyond the data: ``held`` is the current contract
+        last = int(np.searchsorted(days, pd.Timestamp(target), side="right")) - 1
+        h = closes[held.contract_id].to_numpy(float)
+        n = closes[nxt.contract_id].to_numpy(float)
+        both = np.isfinite(h) & np.isfinite(n)
+        i = last
+        if activity is not None:
+            a_front = activity[held.contract_id].to_numpy(float)
+            a_next = activity[nxt.contract_id].to_numpy(float)
+            crossed = np.flatnonzero(both[prev + 1:last + 1]
+                                     & (np.nan_to_num(a_next[prev + 1:last + 1]) > np.nan_to_num(a_front[prev + 1:last + 1])))
+            if len(crossed):
+                i = prev + 1 + int(crossed[0])
+        while i > prev and not both[i]:
+            i -= 1
+        if i <= prev:
+            if i < 0 or prev < 0:
+                continue  # the data starts after this roll
+            raise RollError(f"{root}: no session where both {held.contract_id} and {nxt.contract_id} trade "
+                            f"between the previous roll and {target}")
+        fc, nc = float(h[i]), float(n[i])
+        rows.append((root, rule.label, sessions[i], held.contract_id, nxt.contract_id, fc, nc, nc - fc,
+                     nc / fc if fc != 0 else np.nan))
+        prev = i
+    return validate_roll_schedule(pd.DataFrame(rows, columns=ROLL_COLUMNS))
