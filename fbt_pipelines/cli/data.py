@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+import pandas as pd
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -218,3 +219,89 @@ def catalog_import(instruments: str, rolls: str, spreads: str | None, symbols: t
     console.print(f"imported {len(result.imported)} markets into {target}")
     for sym, why in result.skipped.items():
         console.print(f"[yellow]skipped[/yellow] {escape(sym)}: {escape(why)}")
+
+
+@main.command()
+@click.argument("root")
+@click.option("--rule", default="", help="volume | open_interest | calendar:N | first_of_month | day_of_month:D "
+              "(options: ,hold=Z ,backstop=N). Default: the market's catalogue rule.")
+@click.option("--method", type=click.Choice(["panama", "ratio", "none", "forward_panama"]), default="panama",
+              show_default=True)
+@click.option("--depth", type=int, default=None, help="1 = front contract, 2 = the one after it, ...")
+@click.option("--interval", default="1d", show_default=True)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="First bar date (UTC) to use.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Last bar date (UTC) to use.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"rolls": [...], "rows": N}.')
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the series to this CSV.")
+def continuous(root: str, rule: str, method: str, depth: int | None, interval: str, start, end, as_json: bool,
+               csv_path: str | None) -> None:
+    """Build the roll schedule and continuous series of ROOT from the bars in the warehouse.
+
+    \b
+    The market's default (catalogue rule, Panama) is stored in tables
+    roll_schedule / continuous_prices, which the pipeline uses; any other
+    rule or method goes to roll_schedule_variants / continuous_variants under
+    the key ROOT|rule|method.
+    \b
+    Examples:
+      fbt ingest es_trade.zip && fbt continuous ES --rule volume --json
+      fbt continuous CL --rule calendar:5,hold=Z --method ratio --csv cl_dec.csv
+    """
+    from fbt_pipelines.catalog import market_spec
+    from fbt_pipelines.catalog.contracts import listed_contracts
+    from fbt_pipelines.futures.continuous import build_continuous
+    from fbt_pipelines.futures.roll_rules import RollRule
+    from fbt_pipelines.stores import warehouse as wh
+
+    root = root.upper()
+    try:
+        spec = market_spec(root)
+        parsed = RollRule.parse(rule or spec.roll_rule, spec)
+        if depth is not None:
+            parsed = RollRule(parsed.kind, parsed.days_before, parsed.day, parsed.hold, depth)
+    except FbtError as exc:
+        raise click.ClickException(str(exc)) from None
+    conn = connect_warehouse()
+    try:
+        bars = wh.read_bars(conn, root, interval)
+        if start is not None:
+            bars = bars[bars["ts"] >= pd.Timestamp(start, tz="UTC")]
+        if end is not None:
+            bars = bars[bars["ts"] < pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)]
+        if bars.empty:
+            raise click.ClickException(f"no {interval} bars for {root} in {paths().warehouse}: run `fbt ingest` first")
+        years = bars["ts"].dt.year
+        contracts = listed_contracts(spec, int(years.min()) - 1, int(years.max()) + 3)
+        try:
+            series = build_continuous(root, contracts, bars, parsed, method)
+        except FbtError as exc:
+            raise click.ClickException(str(exc)) from None
+        is_default = ((not rule or rule == spec.roll_rule) and method == "panama" and depth in (None, 1)
+                      and start is None and end is None)
+        if is_default:
+            wh.replace_partition(conn, "roll_schedule", root, series.schedule)
+            wh.replace_partition(conn, "continuous_prices", root, series.prices)
+            where = "roll_schedule / continuous_prices"
+        else:
+            key = f"{root}|{parsed.label}|{method}"
+            wh.replace_partition(conn, "roll_schedule_variants", key, series.schedule.assign(series=key))
+            wh.replace_partition(conn, "continuous_variants", key, series.prices.assign(series=key))
+            where = f"roll_schedule_variants / continuous_variants (series {key!r})"
+    finally:
+        conn.close()
+    if csv_path:
+        series.prices.to_csv(csv_path, index=False)
+    rolls = [{"date": r.roll_date.strftime("%Y-%m-%d"), "from": r.from_contract, "to": r.to_contract,
+              "gap": float(r.gap), "ratio": float(r.ratio)} for r in series.schedule.itertuples()]
+    if as_json:
+        click.echo(json.dumps({"rolls": rolls, "rows": len(series.prices), "rule": parsed.label, "method": method,
+                               "non_positive_prices": series.non_positive}, indent=2))
+        return
+    table = Table(title=f"{root} rolls ({parsed.label}, {method}) -> {escape(where)}")
+    for col in ["date", "from", "to", "gap (points)", "ratio"]:
+        table.add_column(col)
+    for r in rolls:
+        table.add_row(r["date"], r["from"], r["to"], f"{r['gap']:.4f}", f"{r['ratio']:.6f}")
+    console.print(table)
+    console.print(f"{len(series.prices):,} rows" + (" [yellow](non-positive adjusted prices)[/yellow]"
+                                                     if series.non_positive else ""))

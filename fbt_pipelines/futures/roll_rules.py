@@ -37,6 +37,9 @@ from fbt_pipelines.errors import RollError
 from fbt_pipelines.futures.roll_schedule import ROLL_COLUMNS, validate_roll_schedule
 
 KINDS = ("calendar", "volume", "open_interest", "first_of_month", "day_of_month")
+# a roll target may move back over a few missing sessions (holidays, a
+# contract without a print), not over a hole in the data
+MAX_SNAP_DAYS = 10
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,11 @@ def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataF
         if pd.Timestamp(target) > days[-1]:
             break  # beyond the data: ``held`` is the current contract
         last = int(np.searchsorted(days, pd.Timestamp(target), side="right")) - 1
+        if last >= 0 and (pd.Timestamp(target) - days[last]).days > MAX_SNAP_DAYS:
+            raise RollError(
+                f"{root}: a gap in the data around the {held.contract_id} -> {nxt.contract_id} roll "
+                f"({target}): the last session before it is {days[last]:%Y-%m-%d}; a continuous series cannot "
+                "bridge it -- restrict the window (e.g. `fbt continuous --start/--end`)")
         h = closes[held.contract_id].to_numpy(float)
         n = closes[nxt.contract_id].to_numpy(float)
         both = np.isfinite(h) & np.isfinite(n)

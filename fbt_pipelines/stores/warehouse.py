@@ -58,6 +58,8 @@ MIGRATIONS = [("replaced", "INTEGER"), ("format", "VARCHAR"), ("interval", "VARC
 RESULT_TABLES = {
     "roll_schedule": "root",
     "continuous_prices": "root",
+    "continuous_variants": "series",  # `fbt continuous` with a non-default rule/method: ROOT|rule|method
+    "roll_schedule_variants": "series",
     "features": "root",
     "predictions": "root",
     "backtest_runs": "root",
