@@ -7,11 +7,13 @@ from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Co
 from assets._support import WRITER_POOL, announce, date_range, md_table
 from assets.partitions import market_partitions
 from assets.rolls import continuous_prices
+from fbt_pipelines.catalog.contracts import contracts_from_frame
+from fbt_pipelines.futures.back_adjust import roll_yield
 from fbt_pipelines.ml.dataset import feature_table
 from fbt_pipelines.ml.features import FEATURE_COLUMNS
 from fbt_pipelines.ml.training import TrainingConfig, predict_out_of_sample, train_direction_model
 from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.stores.cached_reads import read_partition_cached
+from fbt_pipelines.stores.cached_reads import read_bars_cached, read_partition_cached
 from fbt_pipelines.versioning import code_version
 from resources import BusResource, TrackingResource, WarehouseResource
 
@@ -31,17 +33,20 @@ class FeaturesConfig(Config):
 )
 def features(context: AssetExecutionContext, config: FeaturesConfig, warehouse: WarehouseResource,
              bus: BusResource) -> MaterializeResult:
-    """Per-market features (held-contract returns, volatility, EWMAC trend, distance from highs, days to expiry) and the forward-return label."""
+    """Per-market features (held-contract returns, volatility, EWMAC trend, distance from highs, days to expiry, roll yield) and the forward-return label."""
     root = context.partition_key
     with warehouse.connect() as conn:
         prices, cached = read_partition_cached(conn, bus.get(), "continuous_prices", root, order_by=["ts"])
-        table = feature_table(prices, config.horizon)
+        bars, _ = read_bars_cached(conn, bus.get(), root)
+        contracts = contracts_from_frame(wh.read_contracts(conn, root))
+        table = feature_table(prices, config.horizon, roll_yield(bars, prices, contracts))
         version = wh.replace_partition(conn, "features", root, table)
     finite = table[FEATURE_COLUMNS].iloc[64:].notna().all(axis=1).mean() if len(table) > 64 else 0.0
     announce(context, bus.get(), rows=len(table), data_version=version)
     return MaterializeResult(
         metadata={"rows": len(table), "date_range": date_range(table["ts"]), "features": len(FEATURE_COLUMNS),
-                  "up_label_share": float(table["label"].mean()), "prices_from_cache": cached},
+                  "up_label_share": float(table["label"].mean()), "prices_from_cache": cached,
+                  "mean_roll_yield": float(table["roll_yield"].mean())},
         data_version=DataVersion(version),
         check_results=[AssetCheckResult(check_name="features_finite_after_warmup", passed=bool(finite >= 0.99),
                                         metadata={"finite_share": float(finite)})],

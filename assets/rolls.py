@@ -11,6 +11,7 @@ from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.catalog.contracts import contracts_from_frame
 from fbt_pipelines.futures.back_adjust import AdjustmentMethod, back_adjust, roll_continuity_errors
 from fbt_pipelines.futures.roll_rules import RollRule, build_roll_schedule
+from fbt_pipelines.reports.sparkline import markdown_image, svg_lines
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.stores.cached_reads import read_bars_cached
 from resources import BusResource, WarehouseResource
@@ -86,6 +87,9 @@ def continuous_prices(context: AssetExecutionContext, warehouse: WarehouseResour
             "non_positive_prices": non_positive,
             "total_adjustment_points": float(prices["close"].iloc[0] - prices["raw_close"].iloc[0]),
             "data_version": MetadataValue.text(version), "bars_from_cache": cached,
+            "raw_vs_adjusted": MetadataValue.md(markdown_image(
+                svg_lines({"raw close": prices["raw_close"], "adjusted close": prices["close"]}),
+                f"{root} raw vs back-adjusted close")),
         },
         data_version=DataVersion(version),
         check_results=[

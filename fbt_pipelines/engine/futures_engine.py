@@ -12,6 +12,11 @@ Correctness rules (see DESIGN.md section 5):
   costs, recorded as a roll trade;
 - a trade that would need more initial margin than the equity is cut to the
   whole contracts the equity can carry; the refused contracts are recorded.
+  Margin per contract may change over time (``margins``, one value per bar,
+  e.g. from :func:`fbt_pipelines.futures.margin.margin_per_bar`): a fill on
+  bar t is checked against bar t's margin, and margin in use is
+  |contracts| x bar t's margin. A rise never forces a reduction of contracts
+  already held (no maintenance-margin liquidation).
 """
 
 from __future__ import annotations
@@ -75,7 +80,8 @@ class BacktestResult:
 
     ``bars`` columns: ts, contract, close (adjusted points), position
     (contracts at the close), equity (currency at the close), pnl (currency,
-    change in equity), margin (currency), costs (commission + slippage,
+    change in equity), margin (currency in use: |position| x the bar's margin
+    per contract), costs (commission + slippage,
     currency). ``trades`` columns: :data:`TRADE_COLUMNS`.
     """
 
@@ -92,7 +98,13 @@ class BacktestResult:
         return self.final_equity - self.initial_capital
 
 
-def run_backtest(prices: pd.DataFrame, target: np.ndarray, spec: ContractSpec, config: EngineConfig) -> BacktestResult:
+def run_backtest(
+    prices: pd.DataFrame,
+    target: np.ndarray,
+    spec: ContractSpec,
+    config: EngineConfig,
+    margins: np.ndarray | None = None,
+) -> BacktestResult:
     """Run the engine on one market's continuous (Panama) prices.
 
     Parameters
@@ -104,6 +116,11 @@ def run_backtest(prices: pd.DataFrame, target: np.ndarray, spec: ContractSpec, c
         Whole contracts wanted after each bar's close (signed; length = rows).
     spec
         The market: multiplier, tick size, commission, initial margin.
+    margins
+        Initial margin per contract in force at each bar (contract currency,
+        float, finite, >= 0; length = rows); ``None`` uses
+        ``spec.initial_margin`` on every bar. 0 on a bar means no margin
+        check for fills on that bar.
     """
     n = len(prices)
     target = np.asarray(target)
@@ -116,6 +133,17 @@ def run_backtest(prices: pd.DataFrame, target: np.ndarray, spec: ContractSpec, c
     for col in ("open", "close"):
         if not np.isfinite(prices[col].to_numpy(float)).all():
             raise ValueError(f"prices.{col} has non-finite values")
+    if margins is None:
+        per_contract = np.full(n, float(spec.initial_margin), dtype=np.float64)
+    else:
+        per_contract = np.asarray(margins)
+        if per_contract.shape != (n,):
+            raise ValueError(f"margins has shape {per_contract.shape}, prices have {n} rows")
+        if per_contract.dtype.kind not in "iuf":
+            raise ValueError(f"margins must be numbers (currency per contract), got dtype {per_contract.dtype}")
+        per_contract = np.ascontiguousarray(per_contract, dtype=np.float64)
+        if not np.all(np.isfinite(per_contract)) or np.any(per_contract < 0):
+            raise ValueError("margins must be finite and >= 0 (currency per contract)")
     commission = spec.commission if config.commission is None else config.commission
     open_ = prices["open"].to_numpy(float)
     close = prices["close"].to_numpy(float)
@@ -123,7 +151,7 @@ def run_backtest(prices: pd.DataFrame, target: np.ndarray, spec: ContractSpec, c
     out = simulate_futures_nb(
         target.astype(np.int64), open_, close, roll,
         float(spec.multiplier), float(commission), float(config.slippage_ticks * spec.tick_size),
-        float(spec.initial_margin), float(config.initial_capital),
+        per_contract, float(config.initial_capital),
         FILL_NEXT_OPEN if config.fill == "next_open" else FILL_NEXT_CLOSE,
     )
     position, equity, margin, costs, t_bar, t_kind, t_qty, t_price, t_comm, t_slip, t_refused = out

@@ -25,14 +25,17 @@ def simulate_futures_nb(
     multiplier: float,       # currency per point
     commission: float,       # currency per contract per side
     slippage: float,         # points per contract per side (ticks x tick size)
-    margin: float,           # currency per contract (initial margin)
+    margin: np.ndarray,      # float64[n]: initial margin per contract in force at bar i (currency)
     capital: float,          # starting equity (currency)
     fill_rule: int,          # FILL_NEXT_OPEN | FILL_NEXT_CLOSE
 ):
     """Simulate whole-contract futures positions.
 
-    Returns per-bar position (contracts held at the close), equity (currency,
-    marked at the close), margin in use, costs, and trade records
+    A trade filled on bar i is margin-checked against ``margin[i]`` (the
+    margin in force on the fill's bar); held contracts are never reduced
+    because margin rose. Returns per-bar position (contracts held at the
+    close), equity (currency, marked at the close), margin in use
+    (``|position| x margin[i]``), costs, and trade records
     (bar, kind, contracts, fill price in adjusted points, commission,
     slippage cost, refused contracts).
     """
@@ -65,8 +68,9 @@ def simulate_futures_nb(
                 # |n - pos| = n - |pos| (same side) or n + |pos| (flip / from flat)
                 unit_cost = commission + slippage * multiplier
                 held = abs(pos) if want * pos > 0 else -abs(pos)
-                if margin > 0:  # zero margin: no margin check at all
-                    affordable = int(np.floor(max(eq + held * unit_cost, 0.0) / (margin + unit_cost)))
+                m = margin[i]
+                if m > 0:  # zero margin: no margin check at all
+                    affordable = int(np.floor(max(eq + held * unit_cost, 0.0) / (m + unit_cost)))
                 else:
                     affordable = abs(want)
                 if abs(want) > affordable:
@@ -117,7 +121,7 @@ def simulate_futures_nb(
             k += 1
         position[i] = pos
         equity[i] = eq
-        margin_used[i] = abs(pos) * margin
+        margin_used[i] = abs(pos) * margin[i]
         costs[i] = cost_i
     return (position, equity, margin_used, costs,
             t_bar[:k], t_kind[:k], t_qty[:k], t_price[:k], t_comm[:k], t_slip[:k], t_refused[:k])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-FEATURE_COLUMNS = ["ret_1", "ret_5", "ret_20", "vol_20", "ewmac_16_64", "dist_high_60", "days_to_expiry"]
+FEATURE_COLUMNS = ["ret_1", "ret_5", "ret_20", "vol_20", "ewmac_16_64", "dist_high_60", "days_to_expiry", "roll_yield"]
 ANNUALISE = np.sqrt(252.0)
 
 
@@ -27,7 +27,7 @@ def _compound(r: pd.Series, window: int) -> pd.Series:
     return np.exp(np.log1p(r).rolling(window).sum()) - 1.0
 
 
-def build_features(prices: pd.DataFrame) -> pd.DataFrame:
+def build_features(prices: pd.DataFrame, carry: pd.Series | None = None) -> pd.DataFrame:
     """Feature frame: root, ts and :data:`FEATURE_COLUMNS`.
 
     - ``ret_k``: compounded held-contract return over the last k bars (fraction)
@@ -36,6 +36,9 @@ def build_features(prices: pd.DataFrame) -> pd.DataFrame:
       the 25-bar st. dev. of daily point changes (a unit-free trend forecast)
     - ``dist_high_60``: close over its 60-bar high, minus 1 (<= 0)
     - ``days_to_expiry``: calendar days to the held contract's last trade
+    - ``roll_yield``: annualised carry of the held contract against the next
+      (``carry``, from :func:`fbt_pipelines.futures.back_adjust.roll_yield`;
+      NaN when not given)
     """
     close = prices["close"].astype(float)
     r = contract_returns(prices)
@@ -51,6 +54,7 @@ def build_features(prices: pd.DataFrame) -> pd.DataFrame:
         "ewmac_16_64": ewmac.to_numpy(),
         "dist_high_60": (close / close.rolling(60).max() - 1.0).to_numpy(),
         "days_to_expiry": prices["days_to_expiry"].astype(float).to_numpy(),
+        "roll_yield": np.full(len(prices), np.nan) if carry is None else np.asarray(carry, dtype=float),
     })
 
 

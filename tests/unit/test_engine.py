@@ -345,6 +345,109 @@ def test_zero_margin_never_refuses(es: ContractSpec) -> None:
     assert r.trades["refused"].sum() == 0
 
 
+# margin per contract changing over time (``margins``: one value per bar).
+# Capital 100,000, no costs, flat prices, so equity stays 100,000 throughout.
+#   bar      0       1       2       3       4       5       6       7
+#   margin   10,000  10,000  10,000  25,000  25,000  40,000  40,000  40,000
+RISING = np.array([10_000.0] * 3 + [25_000.0] * 2 + [40_000.0] * 3)
+NO_COSTS = EngineConfig(initial_capital=100_000.0, slippage_ticks=0.0, commission=0.0)
+
+
+@pytest.mark.parametrize("fill", ["next_open", "next_close"])
+def test_margin_rise_cuts_increases_but_never_reduces(es: ContractSpec, fill: str) -> None:
+    cfg = dataclasses.replace(NO_COSTS, fill=fill)
+    target = np.array([3, 3, 5, 5, 6, 6, 6, 6])
+    r = run_backtest(flat_frame(8), target, es, cfg, RISING)
+    # bar 1: buy 3 at margin 10,000 (10 would fit)                          -> 3, in use 30,000
+    # bar 3: the margin rose to 25,000 on this bar; 5 wanted (decided at bar 2's close),
+    #        floor(100,000 / 25,000) = 4 fit: buy 1, refuse 1                -> 4, in use 100,000
+    # bar 4: 5 still wanted, 4 fit: refuse 1, trade nothing                  -> 4
+    # bar 5: margin 40,000; 6 wanted, floor(100,000 / 40,000) = 2 fit < the 4 held:
+    #        keep the 4 (never a reduction), refuse 2                        -> 4, in use 160,000
+    assert r.bars["position"].tolist() == [0, 3, 3, 4, 4, 4, 4, 4]
+    assert r.trades["contracts"].tolist() == [3, 1, 0, 0, 0, 0]
+    assert r.trades["refused"].tolist() == [0, 1, 1, 2, 2, 2]
+    assert r.trades["ts"].tolist() == r.bars["ts"][[1, 3, 4, 5, 6, 7]].tolist()
+    assert r.bars["margin"].tolist() == [0.0, 30_000.0, 30_000.0, 100_000.0, 100_000.0,
+                                         160_000.0, 160_000.0, 160_000.0]
+    assert r.bars["equity"].tolist() == [100_000.0] * 8
+    # margin in use = |position| x the bar's margin per contract, on every bar
+    np.testing.assert_array_equal(r.bars["margin"].to_numpy(), np.abs(r.bars["position"].to_numpy()) * RISING)
+    # the same targets at the catalogue's constant 13,200: floor(100,000 / 13,200) = 7, all filled
+    flat = run_backtest(flat_frame(8), target, es, cfg)
+    assert flat.bars["position"].tolist() == [0, 3, 3, 5, 5, 6, 6, 6]
+    assert flat.trades["refused"].sum() == 0
+
+
+def test_margin_rise_keeps_contracts_bought_before_it(es: ContractSpec) -> None:
+    # 5 decided at bar 1's close fill on bar 2 at 10,000 (before the rise): all 5 are kept
+    # through bars 3..7 although 5 x 25,000 = 125,000 and 5 x 40,000 = 200,000 exceed the equity;
+    # a short side is treated alike
+    for sign in (1, -1):
+        r = run_backtest(flat_frame(8), sign * np.array([3, 5, 5, 5, 5, 5, 5, 5]), es, NO_COSTS, RISING)
+        assert r.bars["position"].tolist() == [0, 3 * sign] + [5 * sign] * 6
+        assert r.trades["refused"].sum() == 0
+        assert r.bars["margin"].tolist() == [0.0, 30_000.0, 50_000.0, 125_000.0, 125_000.0,
+                                             200_000.0, 200_000.0, 200_000.0]
+        # reductions after the rise go through in full
+        r = run_backtest(flat_frame(8), sign * np.array([5, 5, 5, 5, 2, 1, 1, 1]), es, NO_COSTS, RISING)
+        assert r.bars["position"].tolist() == [0] + [5 * sign] * 4 + [2 * sign, sign, sign]
+        assert r.trades["contracts"].tolist() == [5 * sign, -3 * sign, -1 * sign]
+        assert r.trades["refused"].sum() == 0
+
+
+def test_per_bar_margin_counts_the_trades_own_costs(es: ContractSpec) -> None:
+    # as test_margin_check_counts_the_trades_own_costs, but the 13,200 is bar 1's entry of the
+    # array (bars 0 and 2 say 99,999): 13,214.60 buys exactly 1 contract on bar 1
+    margins = np.array([99_999.0, 13_200.0, 99_999.0])
+    r = run_backtest(flat_frame(3), np.array([1, 1, 1]), es, EngineConfig(initial_capital=13_214.60), margins)
+    assert r.bars["position"].tolist() == [0, 1, 1]
+    assert r.bars["margin"].tolist() == pytest.approx([0.0, 13_200.0, 99_999.0])
+    r = run_backtest(flat_frame(3), np.array([1, 1, 1]), es, EngineConfig(initial_capital=13_214.59), margins)
+    assert r.bars["position"].tolist() == [0, 0, 0] and r.trades["refused"].tolist() == [1, 1]
+
+
+def test_zero_margin_bars_are_not_checked(es: ContractSpec) -> None:
+    # 0 on bar 1: no check there (500 contracts fill); bar 2's 13,200 refuses the next increase
+    margins = np.array([13_200.0, 0.0, 13_200.0, 13_200.0])
+    r = run_backtest(flat_frame(4), np.array([500, 600, 600, 600]), es, EngineConfig(initial_capital=1_000.0),
+                     margins)
+    assert r.bars["position"].tolist() == [0, 500, 500, 500]
+    assert r.trades["refused"].tolist() == [0, 100, 100]
+    assert r.bars["margin"].tolist() == [0.0, 0.0, 500 * 13_200.0, 500 * 13_200.0]
+
+
+@pytest.mark.parametrize("fill", ["next_open", "next_close"])
+@pytest.mark.parametrize("capital", [1_000_000.0, 40_000.0])  # margin never binds / binds often
+def test_default_margins_are_bit_identical_to_the_catalogue_array(es: ContractSpec, fill: str,
+                                                                  capital: float) -> None:
+    prices, target = random_case(200, seed=3)
+    cfg = EngineConfig(initial_capital=capital, fill=fill)
+    default = run_backtest(prices, target, es, cfg)
+    explicit = run_backtest(prices, target, es, cfg, np.full(len(prices), es.initial_margin))
+    pd.testing.assert_frame_equal(default.bars, explicit.bars, check_exact=True)
+    pd.testing.assert_frame_equal(default.trades, explicit.trades, check_exact=True)
+    # an integer array is taken as float64
+    as_int = run_backtest(prices, target, es, cfg, np.full(len(prices), 13_200, dtype=np.int64))
+    pd.testing.assert_frame_equal(default.bars, as_int.bars, check_exact=True)
+    if capital < 100_000:
+        assert default.trades["refused"].sum() > 0  # the margin check did bind
+
+
+@pytest.mark.parametrize("margins, message", [
+    (np.full(4, 13_200.0), r"margins has shape \(4,\), prices have 5 rows"),
+    (np.full((1, 5), 13_200.0), r"margins has shape \(1, 5\)"),
+    (np.array([13_200.0, np.nan, 13_200.0, 13_200.0, 13_200.0]), "margins must be finite and >= 0"),
+    (np.array([13_200.0, np.inf, 13_200.0, 13_200.0, 13_200.0]), "margins must be finite and >= 0"),
+    (np.array([13_200.0, -1.0, 13_200.0, 13_200.0, 13_200.0]), "margins must be finite and >= 0"),
+    (np.array(["13200"] * 5), "margins must be numbers"),
+    (np.array([True] * 5), "margins must be numbers"),
+])
+def test_bad_margins_are_refused(es: ContractSpec, margins: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_backtest(frame(OPEN5, CLOSE5), np.array(TARGET5), es, CFG, margins)
+
+
 # --------------------------------------------------------------------------- (e) no lookahead
 
 

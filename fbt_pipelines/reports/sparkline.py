@@ -1,0 +1,42 @@
+"""Tiny inline SVG line charts for Dagster metadata (no plotting dependency).
+
+``svg_lines`` draws a few series on one shared y axis; ``markdown_image`` wraps
+the SVG as a data URI so a Markdown metadata value shows it in the UI.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Mapping, Sequence
+
+import numpy as np
+
+PALETTE = ["#2c7fb8", "#d95f0e", "#31a354", "#756bb1"]
+
+
+def svg_lines(series: Mapping[str, Sequence[float]], width: int = 480, height: int = 140, max_points: int = 400) -> str:
+    """SVG with one polyline per series (downsampled to ``max_points``), a legend and the y range."""
+    arrays = {k: np.asarray(v, dtype=float) for k, v in series.items()}
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays.values()]) if arrays else np.array([])
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    span = hi - lo or 1.0
+    pad = 18
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
+             f'<rect width="{width}" height="{height}" fill="white"/>']
+    for k, (name, a) in enumerate(arrays.items()):
+        n = len(a)
+        idx = np.unique(np.linspace(0, n - 1, min(n, max_points)).astype(int)) if n else np.array([], dtype=int)
+        pts = [f"{pad + (width - 2 * pad) * i / max(n - 1, 1):.1f},"
+               f"{height - pad - (height - 2 * pad) * (a[i] - lo) / span:.1f}" for i in idx if np.isfinite(a[i])]
+        color = PALETTE[k % len(PALETTE)]
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{" ".join(pts)}"/>')
+        parts.append(f'<text x="{pad + 90 * k}" y="12" fill="{color}">{name}</text>')
+    parts.append(f'<text x="{width - pad}" y="12" text-anchor="end" fill="#555">{hi:,.2f}</text>')
+    parts.append(f'<text x="{width - pad}" y="{height - 4}" text-anchor="end" fill="#555">{lo:,.2f}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def markdown_image(svg: str, alt: str) -> str:
+    return f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})"
