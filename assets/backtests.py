@@ -18,7 +18,8 @@ from fbt_pipelines.portfolio.sizing import VolTargetConfig
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.stores.cached_reads import read_partition_cached
 from fbt_pipelines.versioning import code_version, frame_version
-from resources import BusResource, TrackingResource, WarehouseResource
+from fbt_pipelines.futures.margin import margin_per_bar, read_margin_history
+from resources import BusResource, FilesResource, TrackingResource, WarehouseResource
 
 
 class BacktestsConfig(Config):
@@ -41,7 +42,7 @@ class BacktestsConfig(Config):
                                 description="Margin in use never exceeds equity in any backtest.")],
 )
 def backtests(context: AssetExecutionContext, config: BacktestsConfig, warehouse: WarehouseResource,
-              tracking: TrackingResource, bus: BusResource) -> MaterializeResult:
+              tracking: TrackingResource, bus: BusResource, files: FilesResource) -> MaterializeResult:
     """Each strategy on this market through fbt's futures engine (multiplier, commission, slippage, roll costs, margin), one MLflow run per backtest."""
     root = context.partition_key
     spec = market_spec(root)
@@ -51,11 +52,13 @@ def backtests(context: AssetExecutionContext, config: BacktestsConfig, warehouse
     with warehouse.connect() as conn:
         prices, _ = read_partition_cached(conn, bus.get(), "continuous_prices", root, order_by=["ts"])
         preds = wh.read_partition(conn, "predictions", root, order_by=["ts"])
+    history = files.margin_history(root)
+    margins = margin_per_bar(prices["ts"], spec, read_margin_history(history) if history else None)
     data_version = frame_version(prices, preds)
     runs, equities, trades = [], [], []
     client = tracking.get()
     for strategy, params in sorted(config.strategies.items()):
-        bt = backtest_market(prices, spec, strategy, params, sizing, engine, predictions=preds)
+        bt = backtest_market(prices, spec, strategy, params, sizing, engine, predictions=preds, margins=margins)
         run_params = {"strategy": strategy, "market": root, **bt.params, "engine": "fbt-vectorised",
                       "fill": engine.fill, "slippage_ticks": engine.slippage_ticks,
                       "initial_capital": engine.initial_capital, "annual_risk_target": sizing.annual_risk_target}
@@ -84,6 +87,7 @@ def backtests(context: AssetExecutionContext, config: BacktestsConfig, warehouse
     table = run_frame[["strategy", "net_pnl", "sharpe", "max_drawdown", "trades", "rolls", "roll_costs"]]
     return MaterializeResult(
         metadata={"backtests": len(runs), "summary": md_table(table), "data_version": MetadataValue.text(data_version),
+                  "margin_source": str(history) if history else "catalogue",
                   **{f"sharpe_{r['strategy']}": float(r["sharpe"]) for r in runs}},
         check_results=[AssetCheckResult(check_name="margin_within_equity", passed=over == 0,
                                         metadata={"bars_over": over})],

@@ -35,7 +35,8 @@ def local_resources() -> dict[str, object]:
         "bus": BusResource(url=_env_or("REDIS_URL", DEFAULT_REDIS_URL)),
         "tracking": TrackingResource(tracking_uri=_env_or("MLFLOW_TRACKING_URI", p.mlflow_tracking_uri),
                                      artifact_root=str(p.mlflow_artifacts)),
-        "files": FilesResource(landing_dir=str(p.landing), reports_dir=str(p.reports)),
+        "files": FilesResource(landing_dir=str(p.landing), reports_dir=str(p.reports),
+                               margins_dir=str(p.home / "margins")),
     }
 
 

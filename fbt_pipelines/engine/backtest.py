@@ -60,10 +60,12 @@ def backtest_market(
     engine: EngineConfig,
     predictions: pd.DataFrame | None = None,
     weight: float = 1.0,
+    margins: np.ndarray | None = None,
 ) -> MarketBacktest:
-    """Signal from ``strategy`` sized by volatility target, traded by the engine."""
+    """Signal from ``strategy`` sized by volatility target, traded by the engine
+    (``margins``: initial margin per contract per bar, USD; catalogue value if None)."""
     frame = with_predictions(prices, predictions)
     signal = strategy_signal(strategy, frame, params)
     target = contracts_for_risk(frame, signal, spec, weight, sizing)
-    result = run_backtest(frame, target, spec, engine)
+    result = run_backtest(frame, target, spec, engine, margins)
     return MarketBacktest(strategy, dict(params), result, summarise(result))

@@ -6,7 +6,10 @@ store, and a Dagster instance recording every materialization.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import shutil
+from pathlib import Path
 
 import duckdb
 import empyrical
@@ -23,6 +26,7 @@ from fbt_pipelines.marketdata.sample_data import write_sample_data
 from fbt_pipelines.stores.tracking import BACKTEST_EXPERIMENT
 
 MARKETS = ["ES", "CL"]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 STAGES = [
     (["market_catalog"], False),
     (["raw_bars", "roll_schedule", "continuous_prices", "features"], True),
@@ -45,6 +49,8 @@ def graph(tmp_path_factory, redis_url):
     for var in ("MLFLOW_TRACKING_URI", "FBT_WAREHOUSE", "DAGSTER_HOME"):
         mp.delenv(var, raising=False)
     write_sample_data(paths().landing, [market_spec(m) for m in MARKETS], dt.date(2015, 1, 2), dt.date(2020, 12, 31))
+    (home / "margins").mkdir()
+    shutil.copy(FIXTURES / "lean" / "margins" / "ES.csv", home / "margins" / "ES.csv")  # CL keeps catalogue margins
     from fbt_pipelines.definitions import ALL_ASSETS, local_resources
 
     from fbt_pipelines.instance import ensure_dagster_home
@@ -177,3 +183,18 @@ def test_tear_sheet_written_with_its_plotly_bundle(graph):
     page = (home / "reports" / "tear_sheet.html").read_text()
     assert 'src="plotly.min.js"' in page and "plotly-graph-div" in page and "Max drawdown" in page
     assert (home / "reports" / "plotly.min.js").stat().st_size > 1_000_000
+
+
+def test_es_backtests_use_the_margin_history_file(graph):
+    home, _, _ = graph
+    with open(FIXTURES / "lean" / "margins" / "ES.csv") as fh:
+        history = [(pd.Timestamp(r["date"], tz="UTC"), float(r["initial"])) for r in csv.DictReader(fh)]
+    eq = query(home, "SELECT ts, position, margin FROM backtest_equity WHERE root = 'ES' AND strategy = 'sma_crossover'")
+    held = eq[eq["position"] != 0]
+    assert len(held) > 100
+    for row in held.iloc[:: max(len(held) // 50, 1)].itertuples():
+        in_force = [m for d, m in history if d <= row.ts]
+        expected = in_force[-1] if in_force else market_spec("ES").initial_margin
+        assert row.margin == pytest.approx(abs(row.position) * expected, abs=1e-6)
+    cl = query(home, "SELECT position, margin FROM backtest_equity WHERE root = 'CL' AND position <> 0 LIMIT 20")
+    assert (cl["margin"] == cl["position"].abs() * market_spec("CL").initial_margin).all()
