@@ -8,7 +8,7 @@ from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Co
 from pydantic import Field
 
 from assets._support import WRITER_POOL, announce, md_table
-from assets.ml import predictions
+from assets.ml import features, predictions
 from assets.partitions import market_partitions
 from assets.rolls import continuous_prices
 from fbt_pipelines.catalog import market_spec
@@ -26,7 +26,8 @@ class BacktestsConfig(Config):
     """Strategies and costs of the per-market backtests (editable in the launchpad)."""
 
     strategies: dict[str, dict[str, float]] = Field(
-        default={"sma_crossover": {"fast": 20, "slow": 100}, "ml_signal": {"threshold": 0.55}},
+        default={"sma_crossover": {"fast": 20, "slow": 100}, "ml_signal": {"threshold": 0.55},
+                 "ewmac_multi": {}, "carry": {}},
         description="Strategy name -> parameters (see `fbt strategies`).",
     )
     initial_capital: float = Field(default=1_000_000.0, description="USD per market backtest.")
@@ -37,7 +38,7 @@ class BacktestsConfig(Config):
 
 @asset(
     partitions_def=market_partitions, group_name="backtest", kinds={"duckdb", "mlflow", "numba"},
-    deps=[continuous_prices, predictions], pool=WRITER_POOL,
+    deps=[continuous_prices, predictions, features], pool=WRITER_POOL,
     check_specs=[AssetCheckSpec("margin_within_equity", asset="backtests",
                                 description="Margin in use never exceeds equity in any backtest.")],
 )
@@ -52,13 +53,15 @@ def backtests(context: AssetExecutionContext, config: BacktestsConfig, warehouse
     with warehouse.connect() as conn:
         prices, _ = read_partition_cached(conn, bus.get(), "continuous_prices", root, order_by=["ts"])
         preds = wh.read_partition(conn, "predictions", root, order_by=["ts"])
+        feats, _ = read_partition_cached(conn, bus.get(), "features", root, order_by=["ts"])
     history = files.margin_history(root)
     margins = margin_per_bar(prices["ts"], spec, read_margin_history(history) if history else None)
     data_version = frame_version(prices, preds)
     runs, equities, trades = [], [], []
     client = tracking.get()
     for strategy, params in sorted(config.strategies.items()):
-        bt = backtest_market(prices, spec, strategy, params, sizing, engine, predictions=preds, margins=margins)
+        bt = backtest_market(prices, spec, strategy, params, sizing, engine, predictions=preds, margins=margins,
+                             features=feats)
         run_params = {"strategy": strategy, "market": root, **bt.params, "engine": "fbt-vectorised",
                       "fill": engine.fill, "slippage_ticks": engine.slippage_ticks,
                       "initial_capital": engine.initial_capital, "annual_risk_target": sizing.annual_risk_target}

@@ -147,16 +147,16 @@ def _print_summary() -> None:
         conn.execute("SET TimeZone = 'UTC'")
         markets = market_summary(conn)
         port = portfolio_summary(conn)
-    table = Table(title="Per market: data, rolls and backtests (vol-targeted, net P&L in USD after costs)")
-    for col in ["market", "bars", "contracts", "rolls", "from", "to", "SMA P&L", "SMA SR", "ML P&L", "ML SR"]:
+    strategies = sorted({c.rsplit("_", 2)[0] for c in markets.columns if c.endswith("_net_pnl")})
+    table = Table(title="Per market: data, rolls and each strategy's Sharpe / net P&L (USD, after costs, "
+                        "vol-targeted)")
+    for col in ["market", "bars", "contracts", "rolls", "from", "to", *strategies]:
         table.add_column(col, justify="right" if col not in ("market", "from", "to") else "left")
-    for r in markets.itertuples(index=False):
-        d = r._asdict()
-        table.add_row(r.root, f"{r.bars:,}", str(r.contracts), str(int(d.get("rolls", 0) or 0)), r.first, r.last,
-                      f"{d.get('sma_crossover_net_pnl', float('nan')):,.0f}",
-                      f"{d.get('sma_crossover_sharpe', float('nan')):.2f}",
-                      f"{d.get('ml_signal_net_pnl', float('nan')):,.0f}",
-                      f"{d.get('ml_signal_sharpe', float('nan')):.2f}")
+    for r in markets.to_dict("records"):
+        cells = [f"{r.get(f'{st}_sharpe', float('nan')):.2f} / {r.get(f'{st}_net_pnl', float('nan')) / 1e3:,.0f}k"
+                 for st in strategies]
+        table.add_row(r["root"], f"{r['bars']:,}", str(r["contracts"]), str(int(r.get("rolls") or 0)), r["first"],
+                      r["last"], *cells)
     console.print(table)
     if port is not None:
         console.print(

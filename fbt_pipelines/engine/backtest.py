@@ -23,11 +23,18 @@ class MarketBacktest:
     summary: dict[str, float]
 
 
-def with_predictions(prices: pd.DataFrame, predictions: pd.DataFrame | None) -> pd.DataFrame:
-    """Prices with a ``prob_up`` column (NaN where no out-of-sample prediction)."""
+def with_predictions(prices: pd.DataFrame, predictions: pd.DataFrame | None,
+                     features: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Prices with the strategy inputs beyond prices: ``prob_up`` (NaN where no
+    out-of-sample prediction) and ``roll_yield`` (from the features, NaN if absent)."""
+    out = prices
     if predictions is None or predictions.empty:
-        return prices.assign(prob_up=np.nan)
-    return prices.merge(predictions[["ts", "prob_up"]], on="ts", how="left")
+        out = out.assign(prob_up=np.nan)
+    else:
+        out = out.merge(predictions[["ts", "prob_up"]], on="ts", how="left")
+    if features is None or features.empty or "roll_yield" not in features:
+        return out.assign(roll_yield=np.nan) if "roll_yield" not in out else out
+    return out.drop(columns=["roll_yield"], errors="ignore").merge(features[["ts", "roll_yield"]], on="ts", how="left")
 
 
 def summarise(result: BacktestResult) -> dict[str, float]:
@@ -61,10 +68,11 @@ def backtest_market(
     predictions: pd.DataFrame | None = None,
     weight: float = 1.0,
     margins: np.ndarray | None = None,
+    features: pd.DataFrame | None = None,
 ) -> MarketBacktest:
     """Signal from ``strategy`` sized by volatility target, traded by the engine
     (``margins``: initial margin per contract per bar, USD; catalogue value if None)."""
-    frame = with_predictions(prices, predictions)
+    frame = with_predictions(prices, predictions, features)
     signal = strategy_signal(strategy, frame, params)
     target = contracts_for_risk(frame, signal, spec, weight, sizing)
     result = run_backtest(frame, target, spec, engine, margins)

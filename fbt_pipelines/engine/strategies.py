@@ -1,8 +1,10 @@
 """Strategy templates: pure functions from prices (and predictions) to a signal.
 
-A signal is -1 (short), 0 (flat) or +1 (long) per bar, decided with data up to
-that bar's close; sizing turns it into whole contracts and the engine trades it
-on the next bar. Register a new strategy with :func:`register_strategy`.
+A signal is a position in units of a standard risk position per bar (+1 long
+at the volatility target, -1 short, 0 flat; forecast strategies use [-2, 2]),
+decided with data up to that bar's close; sizing turns it into whole contracts
+and the engine trades it on the next bar. Register a new strategy with
+:func:`register_strategy` (see :mod:`fbt_pipelines.engine.strategy_library`).
 """
 
 from __future__ import annotations
@@ -105,3 +107,7 @@ def strategy_signal(name: str, frame: pd.DataFrame, params: Mapping[str, Any]) -
         raise StrategyError(f"{name}: input frame lacks column(s) {missing}")
     args = [frame[c].to_numpy(float) for c in template.inputs]
     return template.fn(*args, **merged)
+
+
+# the rest of the template library registers itself on import
+from fbt_pipelines.engine import strategy_library as _library  # noqa: E402,F401

@@ -55,7 +55,7 @@ def test_webserver_lists_every_asset_with_its_lineage(fbt_home):
         nodes = {n["assetKey"]["path"][-1]: {d["path"][-1] for d in n["dependencyKeys"]} for n in data["data"]["assetNodes"]}
         assert set(nodes) == EXPECTED
         assert nodes["continuous_prices"] == {"roll_schedule"} and nodes["predictions"] == {"model", "features"}
-        assert nodes["backtests"] == {"continuous_prices", "predictions"}
+        assert nodes["backtests"] == {"continuous_prices", "predictions", "features"}
     finally:
         proc.terminate()
         proc.wait(timeout=20)

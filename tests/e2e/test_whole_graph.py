@@ -148,10 +148,10 @@ def test_model_registered_and_predictions_out_of_sample(graph):
 def test_backtests_logged_and_consistent(graph):
     home, _, _ = graph
     runs = query(home, "SELECT * FROM backtest_runs ORDER BY root, strategy")
-    assert len(runs) == 4 and set(runs["strategy"]) == {"sma_crossover", "ml_signal"}
+    assert len(runs) == 8 and set(runs["strategy"]) == {"sma_crossover", "ml_signal", "ewmac_multi", "carry"}
     client = MlflowClient(paths().mlflow_tracking_uri)
     exp = client.get_experiment_by_name(BACKTEST_EXPERIMENT)
-    assert len(client.search_runs([exp.experiment_id])) == 4
+    assert len(client.search_runs([exp.experiment_id])) == 8
     for run in runs.itertuples():
         eq = query(home, "SELECT * FROM backtest_equity WHERE root = ? AND strategy = ? ORDER BY ts",
                    [run.root, run.strategy])
