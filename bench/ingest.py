@@ -1,0 +1,412 @@
+"""Benchmark of fbt's bar ingest and of the Redis frame cache (a script, not a test).
+
+    .venv/bin/python bench/ingest.py [--rows 5000000] [--profile auto|always|never] [--keep]
+
+Writes a canonical CSV (``contract,ts,open,high,low,close,volume,open_interest``)
+of 1-minute ES bars: 20 contracts (ESH2015 .. ESZ2019), each 250 CME Globex
+sessions x 1,000 minutes from the session's open, so every bar lies inside a
+session and nothing is quarantined. The files live in a temp folder under
+``$FBT_HOME/tmp`` (or ``$TMPDIR``) that is deleted afterwards unless ``--keep``.
+
+In one run it times:
+
+(a) fbt: ``ingest_path(conn, csv, interval="1m")`` into a fresh DuckDB file,
+    with a phase breakdown (hash, stage, fetch, validate, store) taken by
+    wrapping ingest.py's internal functions from here (ingest.py is not
+    edited), the validation split into its parts, and the store split by SQL
+    statement (through a timing proxy of the connection);
+(b) the original plan: ``pandas.read_csv`` + ``DataFrame.to_sql`` into a fresh
+    SQLite file (``if_exists="append"``) whose table has PRIMARY KEY
+    (contract, ts), so both stores enforce the same key. It parses ``ts`` but
+    validates nothing;
+(c) the Redis cache: a continuous-prices-shaped frame (1M rows, the 13
+    columns ``back_adjust`` produces) written with ``replace_partition``, then
+    ``read_partition_cached`` (hit) vs plain ``read_partition`` from DuckDB,
+    median of several.
+
+If fbt ingests fewer than 1M rows/s (``--profile auto``), a second ingest
+into another fresh file runs under pyinstrument (cProfile if pyinstrument is
+not installed) and the top costs are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fbt_pipelines.catalog.specs import load_catalog  # noqa: E402
+from fbt_pipelines.config import DEFAULT_REDIS_URL  # noqa: E402
+from fbt_pipelines.marketdata import sessions as sessions_mod  # noqa: E402
+from fbt_pipelines.marketdata import validation  # noqa: E402
+from fbt_pipelines.stores import ingest  # noqa: E402
+from fbt_pipelines.stores import warehouse as wh  # noqa: E402
+
+CONTRACTS = [f"ES{m}{y}" for y in range(2015, 2020) for m in "HMUZ"]  # 20 contracts
+MINUTES = 1000  # bars per session from its open: inside [open, close) even on early-close days
+SESSION_STRIDE = 63  # a new contract's bars start one quarter after the previous one's
+
+
+# -- data -------------------------------------------------------------------
+
+def write_minute_csv(path: Path, rows: int, seed: int = 7) -> int:
+    """Write ~``rows`` valid 1-minute bars of ``CONTRACTS``; returns the row count."""
+    sessions_per_contract = max(1, round(rows / (len(CONTRACTS) * MINUTES)))
+    cal = xcals.get_calendar(sessions_mod.SESSION_CALENDAR, start="2015-01-01", end="2025-12-31")
+    opens = cal.opens.dt.tz_convert(None).to_numpy().astype("datetime64[m]")
+    rng = np.random.default_rng(seed)
+    con = duckdb.connect()
+    parts = []
+    try:
+        for i, contract in enumerate(CONTRACTS):
+            o = opens[i * SESSION_STRIDE:i * SESSION_STRIDE + sessions_per_contract]
+            ts = (o[:, None] + np.arange(MINUTES).astype("timedelta64[m]")[None, :]).ravel()
+            n = len(ts)
+            close = 2000.0 + 0.25 * np.cumsum(rng.integers(-4, 5, n))
+            open_ = np.r_[2000.0, close[:-1]]
+            frame = pd.DataFrame({
+                "contract": contract, "ts": ts.astype("datetime64[us]"), "open": open_,
+                "high": np.maximum(open_, close) + 0.25 * rng.integers(0, 3, n),
+                "low": np.minimum(open_, close) - 0.25 * rng.integers(0, 3, n),
+                "close": close, "volume": rng.integers(0, 5000, n), "open_interest": rng.integers(1000, 300_000, n),
+            })
+            part = path.with_name(f"{path.stem}.part{i:02d}.csv")
+            con.register("frame", frame)
+            con.execute(f"""COPY (SELECT contract, strftime(ts, '%Y-%m-%dT%H:%M:%SZ') AS ts, open, high, low, close,
+                                         volume, open_interest FROM frame)
+                            TO '{part}' (HEADER {str(i == 0).lower()}, DELIMITER ',')""")
+            con.unregister("frame")
+            parts.append(part)
+    finally:
+        con.close()
+    with open(path, "wb") as out:  # concatenate (the first part carries the header)
+        for part in parts:
+            with open(part, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 24)
+            part.unlink()
+    return len(CONTRACTS) * sessions_per_contract * MINUTES
+
+
+# -- timing helpers -----------------------------------------------------------
+
+class Timers:
+    def __init__(self) -> None:
+        self.total: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.total[name] += seconds
+        self.calls[name] += 1
+
+
+def timed(timers: Timers, name: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            timers.add(name, time.perf_counter() - t)
+    return wrapper
+
+
+class TimedConnection:
+    """Forwards to a DuckDB connection, timing each ``execute`` by statement."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, timers: Timers) -> None:
+        self._conn, self._timers = conn, timers
+
+    def execute(self, sql: str, *args, **kwargs):
+        label = re.sub(r"\s+", " ", sql).strip()[:72]
+        t = time.perf_counter()
+        try:
+            return self._conn.execute(sql, *args, **kwargs)
+        finally:
+            self._timers.add(label, time.perf_counter() - t)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+PHASES = {  # ingest.py function -> phase
+    "sha256_file": "hash", "ensure_schema": "schema", "stage_csv": "stage",
+    "_contract_map": "fetch", "_staged_frame": "fetch", "validate_staged": "validate", "_store": "store",
+}
+VALIDATE_PARTS = {"session_filter": "validate: sessions", "spike_count": "validate: spikes"}
+
+
+def patch_ingest(phase: Timers, parts: Timers) -> list[tuple[object, str, object]]:
+    """Wrap ingest.py's internals (and validation's helpers) with timers; returns what to restore."""
+    saved = []
+    for name, label in PHASES.items():
+        saved.append((ingest, name, getattr(ingest, name)))
+        setattr(ingest, name, timed(phase, label, getattr(ingest, name)))
+    for name, label in VALIDATE_PARTS.items():
+        saved.append((validation, name, getattr(validation, name)))
+        setattr(validation, name, timed(parts, label, getattr(validation, name)))
+    schema = validation.BAR_RULES
+    try:  # pandera schema: time its validate() on this instance
+        object.__setattr__(schema, "validate", timed(parts, "validate: pandera rules", schema.validate))
+        saved.append((schema, "validate", None))
+    except (AttributeError, TypeError):
+        pass
+    return saved
+
+
+def unpatch(saved) -> None:
+    for obj, name, original in reversed(saved):
+        if original is None:
+            object.__delattr__(obj, name)
+        else:
+            setattr(obj, name, original)
+
+
+def fresh(path: Path) -> Path:
+    for p in (path, Path(f"{path}.wal")):
+        if p.exists():
+            p.unlink()
+    return path
+
+
+# -- (a) fbt ------------------------------------------------------------------
+
+def bench_fbt(csv: Path, db: Path, rows: int) -> dict:
+    specs = load_catalog()
+    t = time.perf_counter()
+    sessions_mod._session_arrays()  # the CME calendar 1990-2040, loaded once per process
+    calendar_s = time.perf_counter() - t
+    phase, parts, sql = Timers(), Timers(), Timers()
+    saved = patch_ingest(phase, parts)
+    conn = duckdb.connect(str(fresh(db)))
+    try:
+        t, cpu = time.perf_counter(), time.process_time()
+        (result,) = ingest.ingest_path(TimedConnection(conn, sql), csv, interval="1m", specs=specs)
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    finally:
+        unpatch(saved)
+        t = time.perf_counter()
+        conn.close()
+        close_s = time.perf_counter() - t
+    assert result.status == "ok" and result.accepted == rows and result.quarantined == 0, result
+    return {"seconds": seconds, "cpu_s": cpu, "close_s": close_s, "calendar_s": calendar_s, "phase": phase, "parts": parts,
+            "sql": sql, "result": result}
+
+
+# -- (b) pandas + SQLite --------------------------------------------------------
+
+def bench_sqlite(csv: Path, db: Path, rows: int, chunksize: int) -> dict:
+    fresh(db)
+    cpu = time.process_time()
+    t0 = time.perf_counter()
+    frame = pd.read_csv(csv, parse_dates=["ts"])
+    t1 = time.perf_counter()
+    con = sqlite3.connect(db)
+    try:
+        con.execute("""CREATE TABLE bars (contract TEXT NOT NULL, ts TIMESTAMP NOT NULL, open REAL, high REAL,
+                       low REAL, close REAL, volume INTEGER, open_interest INTEGER, PRIMARY KEY (contract, ts))""")
+        con.commit()
+        t2 = time.perf_counter()
+        frame.to_sql("bars", con, if_exists="append", index=False, chunksize=chunksize)
+        con.commit()
+        t3 = time.perf_counter()
+        cpu = time.process_time() - cpu
+        stored = con.execute("SELECT count(*) FROM bars").fetchone()[0]
+    finally:
+        con.close()
+    assert stored == rows, stored
+    return {"seconds": (t1 - t0) + (t3 - t2), "cpu_s": cpu, "read_csv_s": t1 - t0, "to_sql_s": t3 - t2}
+
+
+# -- (c) Redis cache ------------------------------------------------------------
+
+def continuous_frame(n: int, seed: int = 3) -> pd.DataFrame:
+    """Shaped like ``back_adjust``'s output for one market (13 columns)."""
+    rng = np.random.default_rng(seed)
+    close = 2000.0 + 0.25 * np.cumsum(rng.integers(-4, 5, n))
+    contract = np.array(CONTRACTS)[np.minimum(np.arange(n) * len(CONTRACTS) // n, len(CONTRACTS) - 1)]
+    return pd.DataFrame({
+        "root": "ES", "method": "panama",
+        "ts": pd.date_range("2010-01-01", periods=n, freq="min", tz="UTC"),
+        "contract": contract, "open": close - 0.25, "high": close + 0.5, "low": close - 0.5, "close": close,
+        "raw_close": close + 12.5, "volume": rng.integers(0, 5000, n), "open_interest": rng.integers(0, 10**6, n),
+        "days_to_expiry": rng.integers(0, 90, n), "roll": rng.random(n) < 0.0001,
+    })
+
+
+def bench_cache(db: Path, n: int, repeats: int) -> dict | None:
+    from fbt_pipelines.local_services import redis_reachable
+    from fbt_pipelines.stores.bus import Bus
+    from fbt_pipelines.stores.cached_reads import read_partition_cached
+
+    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if not redis_reachable(url):
+        print(f"(c) skipped: Redis at {url} does not answer")
+        return None
+    frame = continuous_frame(n)
+    conn = duckdb.connect(str(fresh(db)))
+    bus = Bus(url, prefix=f"fbtbench-{uuid.uuid4().hex[:12]}")
+    try:
+        wh.replace_partition(conn, "continuous_prices", "ES", frame)
+        t = time.perf_counter()
+        miss, from_cache = read_partition_cached(conn, bus, "continuous_prices", "ES", order_by=["ts"])
+        miss_s = time.perf_counter() - t
+        assert not from_cache and len(miss) == n
+        plain, hit = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a = wh.read_partition(conn, "continuous_prices", "ES", order_by=["ts"])
+            plain.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            b, from_cache = read_partition_cached(conn, bus, "continuous_prices", "ES", order_by=["ts"])
+            hit.append(time.perf_counter() - t)
+            assert from_cache
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+        key = bus.cache_key("continuous_prices:ES", wh.partition_version(conn, "continuous_prices", "ES"))
+        gets = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            size = len(bus._client.get(key))
+            gets.append(time.perf_counter() - t)
+        return {"rows": n, "cols": frame.shape[1], "plain_s": statistics.median(plain),
+                "hit_s": statistics.median(hit), "miss_s": miss_s, "bytes": size, "repeats": repeats,
+                "get_s": statistics.median(gets)}
+    finally:
+        conn.close()
+        client = bus._client
+        if client is not None:
+            keys = list(client.scan_iter(match=f"{bus.prefix}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        bus.close()
+
+
+# -- profile ----------------------------------------------------------------------
+
+def profile_fbt(csv: Path, db: Path) -> None:
+    specs = load_catalog()
+    conn = duckdb.connect(str(fresh(db)))
+    try:
+        try:
+            from pyinstrument import Profiler
+        except ImportError:
+            Profiler = None
+        if Profiler is not None:
+            profiler = Profiler(interval=0.005)
+            profiler.start()
+            ingest.ingest_path(conn, csv, interval="1m", specs=specs)
+            profiler.stop()
+            print(profiler.output_text(unicode=False, color=False, show_all=False, short_mode=False))
+        else:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
+            ingest.ingest_path(conn, csv, interval="1m", specs=specs)
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+    finally:
+        conn.close()
+
+
+# -- main ---------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=5_000_000, help="bars in the CSV (rounded to whole sessions)")
+    ap.add_argument("--chunksize", type=int, default=50_000, help="DataFrame.to_sql chunksize")
+    ap.add_argument("--cache-rows", type=int, default=1_000_000, help="rows of the cached frame in (c)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed reads per side in (c); the median is shown")
+    ap.add_argument("--profile", choices=["auto", "always", "never"], default="auto",
+                    help="profile fbt's ingest (auto: if below 1M rows/s)")
+    ap.add_argument("--skip-sqlite", action="store_true")
+    ap.add_argument("--skip-cache", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (CSV and databases)")
+    args = ap.parse_args()
+
+    base = None
+    if os.environ.get("FBT_HOME"):
+        base = Path(os.environ["FBT_HOME"]) / "tmp"
+        base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="fbt-bench-ingest-", dir=base))
+    print(f"work folder: {work}  (duckdb {duckdb.__version__}, pandas {pd.__version__}, "
+          f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f})")
+    try:
+        csv = work / "es_minutes.csv"
+        t = time.perf_counter()
+        rows = write_minute_csv(csv, args.rows)
+        print(f"CSV: {rows:,} rows, {csv.stat().st_size / 2**20:,.0f} MiB, written in {time.perf_counter() - t:.1f} s")
+
+        fbt = bench_fbt(csv, work / "fbt.duckdb", rows)
+        sq = None if args.skip_sqlite else bench_sqlite(csv, work / "plan.sqlite", rows, args.chunksize)
+
+        print("\n(a)/(b) ingest of the same CSV")
+        print(f"{'path':<44} {'rows':>11} {'seconds':>9} {'CPU s':>7} {'rows/s':>12}")
+        print(f"{'fbt ingest_path -> DuckDB (validated)':<44} {rows:>11,} {fbt['seconds']:>9.2f} "
+              f"{fbt['cpu_s']:>7.2f} {rows / fbt['seconds']:>12,.0f}")
+        if sq:
+            print(f"{'pandas read_csv + to_sql -> SQLite':<44} {rows:>11,} {sq['seconds']:>9.2f} "
+                  f"{sq['cpu_s']:>7.2f} {rows / sq['seconds']:>12,.0f}")
+            print(f"    read_csv {sq['read_csv_s']:.2f} s, to_sql {sq['to_sql_s']:.2f} s (chunksize {args.chunksize:,})")
+            print(f"ratio: fbt is {sq['seconds'] / fbt['seconds']:.1f}x faster than the pandas/SQLite plan")
+        print(f"(outside the timing: CME calendar load {fbt['calendar_s']:.2f} s once per process; "
+              f"closing the DuckDB connection (checkpoint) {fbt['close_s']:.2f} s)")
+
+        print("\nfbt ingest_path phases")
+        phase = fbt["phase"]
+        for name in ["hash", "schema", "stage", "fetch", "validate", "store"]:
+            s = phase.total.get(name, 0.0)
+            print(f"  {name:<10} {s:7.2f} s  {100 * s / fbt['seconds']:5.1f} %")
+        accounted = sum(phase.total.values())
+        print(f"  {'other':<10} {fbt['seconds'] - accounted:7.2f} s")
+        print("  validate, by part:")
+        for name, s in sorted(fbt["parts"].total.items(), key=lambda kv: -kv[1]):
+            print(f"    {name:<28} {s:7.2f} s")
+        print(f"    {'validate: the rest':<28} {phase.total['validate'] - sum(fbt['parts'].total.values()):7.2f} s")
+        print("  SQL statements >= 0.05 s (stage and store):")
+        for label, s in sorted(fbt["sql"].total.items(), key=lambda kv: -kv[1]):
+            if s >= 0.05:
+                print(f"    {s:7.2f} s  {label}")
+
+        if not args.skip_cache:
+            c = bench_cache(work / "cache.duckdb", args.cache_rows, args.repeats)
+            if c:
+                print(f"\n(c) continuous_prices partition, {c['rows']:,} rows x {c['cols']} columns "
+                      f"({c['bytes'] / 2**20:.0f} MiB Arrow IPC in Redis), median of {c['repeats']}")
+                print(f"  DuckDB read_partition          {c['plain_s'] * 1000:8.1f} ms")
+                print(f"  read_partition_cached (hit)    {c['hit_s'] * 1000:8.1f} ms"
+                      f"  (of which the Redis GET alone {c['get_s'] * 1000:.1f} ms)")
+                print(f"  read_partition_cached (miss, first call: read + put) {c['miss_s'] * 1000:.1f} ms")
+                print(f"  ratio: the cache hit is {c['plain_s'] / c['hit_s']:.2f}x the speed of the DuckDB read")
+
+        rate = rows / fbt["seconds"]
+        if args.profile == "always" or (args.profile == "auto" and rate < 1_000_000):
+            print(f"\nprofile of a second ingest ({rate:,.0f} rows/s < 1,000,000):")
+            profile_fbt(csv, work / "profile.duckdb")
+        print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other processes on this machine skew wall times)")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
