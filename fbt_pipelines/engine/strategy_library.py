@@ -63,7 +63,11 @@ def ewmac(close: np.ndarray, fast: int = 16) -> np.ndarray:
                    "(x forecast diversification multiplier, re-capped).")
 def ewmac_multi(close: np.ndarray, fdm: float = 1.1) -> np.ndarray:
     _check(isinstance(fdm, (int, float)) and 1.0 <= fdm <= 2.0, f"ewmac_multi: fdm must be in [1, 2], got {fdm!r}")
-    blend = np.nanmean(np.vstack([ewmac_forecast(close, f) for f in (8, 16, 32, 64)]), axis=0) * fdm
+    stack = np.vstack([ewmac_forecast(close, f) for f in (8, 16, 32, 64)])
+    # mean of the available forecasts (NaN in the common warm-up) without
+    # np.nanmean's "Mean of empty slice" RuntimeWarning
+    count = (~np.isnan(stack)).sum(axis=0)
+    blend = np.where(count > 0, np.nansum(stack, axis=0) / np.maximum(count, 1), np.nan) * fdm
     return np.nan_to_num(np.clip(blend, -FORECAST_CAP, FORECAST_CAP) / 10.0)
 
 
@@ -93,14 +97,30 @@ def rsi_reversion(close: np.ndarray, window: int = 14, low: float = 30.0, high: 
     return state.ffill().fillna(0.0).to_numpy().astype(np.int64)
 
 
+def _wilder_mean(x: pd.Series, window: int) -> pd.Series:
+    """Wilder's smoothing of ``x`` (x[0] is the NaN of a diff): the simple mean of
+    the first ``window`` values x[1..window], then avg = avg + (x - avg) / window."""
+    seeded = x.copy()
+    seeded.iloc[: window + 1] = np.nan
+    if len(x) > window:
+        seeded.iloc[window] = x.iloc[1 : window + 1].mean()
+    return seeded.ewm(alpha=1 / window, adjust=False).mean()
+
+
 def rsi(close: np.ndarray, window: int) -> np.ndarray:
-    """Wilder's RSI (0-100) of closes; NaN until ``window`` changes exist."""
+    """Wilder's RSI (0-100) of closes; NaN until ``window`` changes exist.
+
+    Textbook Wilder (as TA-Lib): average gain/loss seeded with the simple mean
+    of the first ``window`` changes, then smoothed with alpha = 1/window; 50
+    where the price has not moved at all (no gain, no loss).
+    """
     d = pd.Series(np.asarray(close, dtype=float)).diff()
-    up = d.clip(lower=0).ewm(alpha=1 / window, adjust=False, min_periods=window).mean()
-    down = (-d.clip(upper=0)).ewm(alpha=1 / window, adjust=False, min_periods=window).mean()
+    up = _wilder_mean(d.clip(lower=0), window)
+    down = _wilder_mean(-d.clip(upper=0), window)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = 100 - 100 / (1 + up / down)
-    return out.where(down != 0, 100.0).where(up.notna()).to_numpy()
+    out = out.where(down != 0, 100.0).where((up != 0) | (down != 0), 50.0)
+    return out.where(up.notna()).to_numpy()
 
 
 @register_strategy("bollinger_reversion", "Mean reversion: long when the close is `k` st. devs below its `window` "

@@ -5,8 +5,9 @@ Rules (text form used by the CLI and the catalogue, see :meth:`RollRule.parse`):
 - ``calendar:N`` -- N business days before the front's roll reference (first
   notice if physically delivered, else last trade);
 - ``volume`` / ``open_interest`` -- the first session (after the previous roll)
-  on which the next contract's volume / open interest exceeds the front's,
-  never later than the calendar backstop ``calendar:N``;
+  on which the next contract's volume / open interest exceeds the front's
+  (a session where either value is unknown is no crossing), never later than
+  the calendar backstop ``calendar:N``;
 - ``first_of_month`` -- the last session before the contract month begins;
   ``day_of_month:D`` -- the last session before day D of the contract month;
   both never later than the calendar backstop.
@@ -42,6 +43,11 @@ KINDS = ("calendar", "volume", "open_interest", "first_of_month", "day_of_month"
 MAX_SNAP_DAYS = 10
 
 
+def _unknown_kind(name: str) -> str:
+    return (f"unknown roll rule {name!r}; known: calendar:N, volume, open_interest, "
+            "first_of_month, day_of_month:D")
+
+
 @dataclass(frozen=True)
 class RollRule:
     """A parsed roll rule (see the module docstring)."""
@@ -54,8 +60,7 @@ class RollRule:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise RollError(f"unknown roll rule {self.kind!r}; known: calendar:N, volume, open_interest, "
-                            "first_of_month, day_of_month:D")
+            raise RollError(_unknown_kind(self.kind))
         if self.days_before < 0 or not 1 <= self.day <= 28 or self.depth < 1:
             raise RollError(f"invalid roll rule {self}: days_before >= 0, 1 <= day <= 28, depth >= 1")
         if any(c not in MONTH_CODES for c in self.hold):
@@ -67,6 +72,8 @@ class RollRule:
         (``roll_days_before``, ``hold_cycle``) fill what the text leaves out."""
         head, *opts = [p.strip() for p in text.split(",") if p.strip()] or ["calendar"]
         name, _, arg = head.partition(":")
+        if name not in KINDS:  # before the argument checks: "calendr:5" is an unknown rule
+            raise RollError(_unknown_kind(name))
         days = spec.roll_days_before if spec else 5
         kwargs: dict[str, object] = {"kind": name, "days_before": days, "hold": spec.hold_cycle if spec else ""}
         try:
@@ -126,6 +133,7 @@ def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataF
                    and (not rule.hold or MONTH_CODES[c.month - 1] in rule.hold))
     rows: list[tuple] = []
     prev = -1
+    next_front = 0  # index in ``chain`` of the first front not rolled out of (or skipped) yet
     for k in range(len(chain) - rule.depth):
         front = chain[k]                      # the contract whose expiry drives the roll
         held, nxt = chain[k + rule.depth - 1], chain[k + rule.depth]
@@ -145,14 +153,16 @@ def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataF
         if activity is not None:
             a_front = activity[held.contract_id].to_numpy(float)
             a_next = activity[nxt.contract_id].to_numpy(float)
+            # an unknown value (NaN, e.g. a session without an open-interest snapshot) is no crossing
             crossed = np.flatnonzero(both[prev + 1:last + 1]
-                                     & (np.nan_to_num(a_next[prev + 1:last + 1]) > np.nan_to_num(a_front[prev + 1:last + 1])))
+                                     & (a_next[prev + 1:last + 1] > a_front[prev + 1:last + 1]))
             if len(crossed):
                 i = prev + 1 + int(crossed[0])
         while i > prev and not both[i]:
             i -= 1
         if i <= prev:
             if i < 0 or prev < 0:
+                next_front = k + 1
                 continue  # the data starts after this roll
             raise RollError(f"{root}: no session where both {held.contract_id} and {nxt.contract_id} trade "
                             f"between the previous roll and {target}")
@@ -160,4 +170,11 @@ def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataF
         rows.append((root, rule.label, sessions[i], held.contract_id, nxt.contract_id, fc, nc, nc - fc,
                      nc / fc if fc != 0 else np.nan))
         prev = i
-    return validate_roll_schedule(pd.DataFrame(rows, columns=ROLL_COLUMNS))
+        next_front = k + 1
+    schedule = validate_roll_schedule(pd.DataFrame(rows, columns=ROLL_COLUMNS))
+    if chain:
+        # Without rows the table cannot say which contract the series holds: the one at ``depth``
+        # from the first front not rolled out of (rolls before the data are skipped), in the hold
+        # cycle. Read by roll_schedule.first_contract; not stored with the table.
+        schedule.attrs["start_contract"] = chain[min(next_front + rule.depth - 1, len(chain) - 1)].contract_id
+    return schedule

@@ -75,9 +75,16 @@ def calendar_roll_schedule(
 
 
 def first_contract(schedule: pd.DataFrame, closes: pd.DataFrame, contracts: Sequence[Contract]) -> str:
-    """The contract the continuous series starts in."""
+    """The contract the continuous series starts in.
+
+    A schedule without rows from :func:`~fbt_pipelines.futures.roll_rules.build_roll_schedule`
+    names it in ``schedule.attrs["start_contract"]`` (its rule's depth and hold cycle, rolls
+    before the data skipped); otherwise the first contract not expired at the first session.
+    """
     if len(schedule):
         return str(schedule["from_contract"].iloc[0])
+    if schedule.attrs.get("start_contract"):
+        return str(schedule.attrs["start_contract"])
     traded = sorted(c for c in contracts if c.contract_id in closes.columns)
     if not traded:
         raise RollError("no contract has prices")

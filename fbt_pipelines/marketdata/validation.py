@@ -16,6 +16,7 @@ grid, single-bar spikes) never quarantine a row; they are counted.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -28,6 +29,26 @@ from fbt_pipelines.marketdata.quality import spike_count
 from fbt_pipelines.marketdata.sessions import session_filter
 
 PRICES = ["open", "high", "low", "close"]
+
+# Every reason a row can be quarantined for (regexes). ``_Reasons.flag``
+# refuses any other text, and the corpus test needs a malformed file for each,
+# so a new rule cannot ship without its bad-file example.
+REASON_PATTERNS: tuple[str, ...] = (
+    r"empty line",
+    r"expected \d+ fields, found \d+",
+    r"ts is not a timestamp",
+    *(rf"{c} is not a number" for c in PRICES + ["volume", "open_interest"]),
+    *(rf"{c} is not finite" for c in PRICES + ["volume", "open_interest"]),
+    r"non-positive price", r"negative volume", r"volume is not a whole number", r"volume too large to store",
+    r"negative open interest", r"open interest is not a whole number", r"open interest too large to store",
+    r"high < low", r"open outside \[low, high\]", r"close outside \[low, high\]",
+    r"duplicate \(contract, ts\) in this file \(first kept\)",
+    r"ts outside the market's trading sessions",
+    r"malformed contract code .*", r"unknown market root .*", r"no contract code .*",
+)
+# Rows flagged but kept, counted per file in ``ingests.warnings``.
+WARNING_NAMES = ("off_tick_grid", "spikes")
+_REASON_RE = re.compile("|".join(f"(?:{p})" for p in REASON_PATTERNS))
 
 
 def _whole(s: pd.Series) -> pd.Series:
@@ -71,37 +92,65 @@ class Validation:
         return (self.reasons == "").to_numpy()
 
 
+class _Reasons:
+    """First-failing-rule bookkeeping without string compares on every row:
+    a 'bad' mask plus a small integer code per row into a list of messages."""
+
+    def __init__(self, n: int) -> None:
+        self.bad = np.zeros(n, dtype=bool)
+        self.code = np.full(n, -1, dtype=np.int32)
+        self.messages: list[str] = []
+
+    def flag(self, mask: np.ndarray, reason: str) -> None:
+        if not _REASON_RE.fullmatch(reason):
+            raise ValueError(f"quarantine reason {reason!r} is not in REASON_PATTERNS")
+        new = mask & ~self.bad
+        if new.any():
+            self.code[new] = len(self.messages)
+            self.messages.append(reason)
+            self.bad |= new
+
+    def flag_each(self, mask: np.ndarray, texts: np.ndarray) -> None:
+        """Per-row messages (few distinct values among the flagged rows)."""
+        new = mask & ~self.bad
+        for text in pd.unique(texts[new]):
+            self.flag(new & (texts == text), str(text))
+
+    def series(self, index: pd.Index) -> pd.Series:
+        table = np.array([""] + self.messages, dtype=object)
+        return pd.Series(table[self.code + 1], index=index, dtype=object)
+
+
 def validate_staged(staged: pd.DataFrame, interval: str, specs: Mapping[str, ContractSpec],
                     spike_z: float = 10.0) -> Validation:
     """Reasons per row; see the module docstring for the rules."""
     n = len(staged)
-    reasons = np.full(n, "", dtype=object)
-
-    def flag(mask: np.ndarray, reason: str | np.ndarray) -> None:
-        target = mask & (reasons == "")
-        reasons[target] = reason if isinstance(reason, str) else reason[target]
+    r = _Reasons(n)
 
     nf = staged["nf"].to_numpy()
     expected = staged["expected_nf"].to_numpy()
-    flag(nf == 0, "empty line")
-    if (nf != expected).any():
-        msg = np.array([f"expected {e} fields, found {f}" for e, f in zip(expected, nf)], dtype=object)
-        flag(nf != expected, msg)
+    r.flag(nf == 0, "empty line")
+    wrong = nf != expected
+    if wrong.any():
+        texts = np.full(n, "", dtype=object)
+        texts[wrong] = [f"expected {e} fields, found {f}" for e, f in zip(expected[wrong], nf[wrong])]
+        r.flag_each(wrong, texts)
     if "contract_error" in staged:
         err = staged["contract_error"].to_numpy(dtype=object)
         has = pd.notna(err)
-        flag(has, np.where(has, err, ""))
-    flag(staged["ts"].isna().to_numpy(), "ts is not a timestamp")
+        if has.any():
+            r.flag_each(has, np.where(has, err, ""))
+    r.flag(staged["ts"].isna().to_numpy(), "ts is not a timestamp")
     for col in PRICES + ["volume"]:
         v = staged[col].to_numpy(float)
-        flag(np.isnan(v), f"{col} is not a number")
-        flag(np.isinf(v), f"{col} is not finite")
+        r.flag(np.isnan(v), f"{col} is not a number")
+        r.flag(np.isinf(v), f"{col} is not finite")
     oi = staged["open_interest"].to_numpy(float)
-    flag(np.isinf(oi), "open_interest is not finite")
+    r.flag(np.isinf(oi), "open_interest is not finite")
     if "open_interest_unparsed" in staged:  # a value that is there but not a number (empty = unknown)
-        flag(staged["open_interest_unparsed"].to_numpy(bool), "open_interest is not a number")
+        r.flag(staged["open_interest_unparsed"].to_numpy(bool), "open_interest is not a number")
 
-    parsed = reasons == ""
+    parsed = ~r.bad
     if parsed.any():
         frame = staged.loc[parsed, PRICES + ["volume", "open_interest"]].astype(float)
         try:
@@ -111,20 +160,21 @@ def validate_staged(staged: pd.DataFrame, interval: str, specs: Mapping[str, Con
             # pandera lists frame-wide checks first; column rules come first in BAR_RULES
             cases = cases.sort_values("schema_context", key=lambda s: s.ne("Column"), kind="stable")
             pos = staged.index.get_indexer(cases["index"].to_numpy())
-            for p, check in zip(pos, cases["check"].astype(str)):
-                if reasons[p] == "":
-                    reasons[p] = check
-    ok = reasons == ""
-    dup = staged[["contract", "ts"]].assign(ok=ok)
+            texts = np.full(n, "", dtype=object)
+            seen = np.zeros(n, dtype=bool)
+            for p_, check in zip(pos, cases["check"].astype(str)):
+                if not seen[p_]:
+                    texts[p_], seen[p_] = check, True
+            r.flag_each(seen, texts)
+    ok = ~r.bad
     dup_mask = np.zeros(n, dtype=bool)
-    dup_mask[ok] = dup[ok].duplicated(subset=["contract", "ts"], keep="first").to_numpy()
-    flag(dup_mask, "duplicate (contract, ts) in this file (first kept)")
-    ok = reasons == ""
-    in_session = session_filter(staged["ts"], interval)
-    flag(ok & ~in_session, "ts outside the market's trading sessions")
+    dup_mask[ok] = staged.loc[ok, ["contract", "ts"]].duplicated(keep="first").to_numpy()
+    r.flag(dup_mask, "duplicate (contract, ts) in this file (first kept)")
+    ok = ~r.bad
+    r.flag(ok & ~session_filter(staged["ts"], interval), "ts outside the market's trading sessions")
 
-    warnings = {"off_tick_grid": 0, "spikes": 0}
-    ok = reasons == ""
+    warnings = dict.fromkeys(WARNING_NAMES, 0)
+    ok = ~r.bad
     if ok.any():
         good = staged[ok]
         tick = good["contract"].map(lambda c: specs[_root_of(c, specs)].tick_size).to_numpy(float)
@@ -132,7 +182,7 @@ def validate_staged(staged: pd.DataFrame, interval: str, specs: Mapping[str, Con
         off = np.abs(prices / tick[:, None] - np.round(prices / tick[:, None])) > 1e-6
         warnings["off_tick_grid"] = int(off.any(axis=1).sum())
         warnings["spikes"] = spike_count(good, spike_z)
-    return Validation(pd.Series(reasons, index=staged.index, dtype=object), warnings)
+    return Validation(r.series(staged.index), warnings)
 
 
 def _root_of(contract: str, specs: Mapping[str, ContractSpec]) -> str:

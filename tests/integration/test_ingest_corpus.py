@@ -9,7 +9,6 @@ its first bad line. Every reason the validator can give has a case here.
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
@@ -22,8 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fbt_pipelines.errors import DataError
-from fbt_pipelines.marketdata import contract_codes, validation
-from fbt_pipelines.stores import ingest as ingest_module
+from fbt_pipelines.marketdata import validation
 from fbt_pipelines.stores.ingest import ingest_path
 from fbt_pipelines.stores.warehouse import ensure_schema
 
@@ -156,77 +154,18 @@ def test_strict_fails_the_whole_file_at_its_first_bad_line(conn, key):
 
 # --- every reason has a case -------------------------------------------------------------------
 
-def _templates(node: ast.AST, env: dict[str, list]) -> list[str]:
-    """Regexes of a reason: a string literal, or an f-string whose fields are a loop variable
-    (expanded to each value) or anything else (``.+?``)."""
-    if isinstance(node, ast.Constant):
-        return [re.escape(node.value)]
-    out = [""]
-    for v in node.values:
-        if isinstance(v, ast.Constant):
-            options = [re.escape(v.value)]
-        elif isinstance(v.value, ast.Name) and v.value.id in env:
-            options = [re.escape(str(x)) for x in env[v.value.id]]
-        else:
-            options = [".+?"]
-        out = [head + o for head in out for o in options]
-    return out
-
-
-def _strings(node: ast.AST) -> list[ast.AST]:
-    """The string literals and f-strings in ``node`` (not the pieces of an f-string)."""
-    if isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str)):
-        return [node] if (isinstance(node, ast.JoinedStr) or node.value) else []
-    return [s for child in ast.iter_child_nodes(node) for s in _strings(child)]
-
-
 def reason_templates() -> set[str]:
-    """Every quarantine reason fbt can write, as regexes: validation.py's ``flag(...)`` reasons
-    (``for col in ...`` loops expanded) and pandera ``error=`` messages, plus the contract-code
-    reasons validation.py passes through (contract_codes.py, and ingest.py's no-contract one)."""
-    out: set[str] = set()
-    tree = ast.parse(Path(validation.__file__).read_text())
-    assigned = {t.id: n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                for t in n.targets if isinstance(t, ast.Name)}
-
-    def visit(node: ast.AST, env: dict[str, list]) -> None:
-        if isinstance(node, ast.For) and isinstance(node.target, ast.Name):
-            values = eval(compile(ast.Expression(node.iter), "validation.py", "eval"), vars(validation))
-            env = {**env, node.target.id: list(values)}
-        if isinstance(node, ast.Call):
-            for kw in node.keywords:
-                if kw.arg == "error" and isinstance(kw.value, ast.Constant):
-                    out.update(_templates(kw.value, env))
-            if isinstance(node.func, ast.Name) and node.func.id == "flag" and len(node.args) == 2:
-                arg = node.args[1]
-                if isinstance(arg, ast.Name):  # a reason array built before the call
-                    arg = assigned[arg.id]
-                if not ast.unparse(arg).startswith("np.where(has, err"):  # contract errors: below
-                    for s in _strings(arg):
-                        out.update(_templates(s, env))
-        for child in ast.iter_child_nodes(node):
-            visit(child, env)
-
-    visit(tree, {})
-    for module in (contract_codes, ingest_module):
-        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
-            if (isinstance(node, ast.Tuple) and len(node.elts) == 3
-                    and all(isinstance(e, ast.Constant) and e.value is None for e in node.elts[:2])):
-                out.update(_templates(node.elts[2], {}))
-    return out
+    """Every quarantine reason fbt can write (validation.REASON_PATTERNS; the
+    validator refuses to write any other)."""
+    return set(validation.REASON_PATTERNS)
 
 
 def test_every_validation_reason_and_warning_has_a_corpus_case():
     templates = reason_templates()
-    assert len(templates) >= 20, sorted(templates)  # the parse found the rules
+    assert len(templates) >= 20, sorted(templates)
     reasons = [r for case in EXPECTED.values() for _, r in case.get("quarantined", [])]
     missing = sorted(rx for rx in templates if not any(re.fullmatch(rx, r) for r in reasons))
     assert not missing, f"no corpus file (with the full reason in expected.json) for: {missing}"
 
-    tree = ast.parse(Path(validation.__file__).read_text())
-    (warnings,) = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Dict)
-                   and any(isinstance(t, ast.Name) and t.id == "warnings" for t in n.targets)]
-    keys = {k.value for k in warnings.keys}
-    assert keys, "no warnings dict found in validation.py"
-    for key in keys:
+    for key in validation.WARNING_NAMES:
         assert any(case.get("warnings", {}).get(key, 0) > 0 for case in EXPECTED.values()), key
