@@ -162,22 +162,26 @@ def stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[str,
         # TRY_CAST ignores surrounding spaces; strip quotes only for quoting vendors (it costs ~2x)
         return f"trim(f[{i + 1}], '\" ')" if quoted else f"f[{i + 1}]"
 
+    # raw lines apart from the parsed values: only rejected rows need their text back
+    conn.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE staged_raw AS
+        SELECT row_number() OVER () AS line, raw
+        FROM read_csv(?, columns = {'raw': 'VARCHAR'}, delim = '\x01', header = false, quote = '',
+                      escape = '', auto_detect = false, skip = 0, null_padding = false)
+        """,
+        [str(path)],
+    )
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE staged AS
-        WITH lines AS (
-            SELECT row_number() OVER () AS line, raw
-            FROM read_csv(?, columns = {{'raw': 'VARCHAR'}}, delim = '\x01', header = false, quote = '',
-                          escape = '', auto_detect = false, skip = 0, null_padding = false)
-        ), fields AS (
+        WITH fields AS (
             -- blank lines are skipped (they keep their line numbers for the rest)
-            SELECT line, raw, string_split(raw, ',') AS f FROM lines WHERE line > 1 AND trim(coalesce(raw, '')) <> ''
+            SELECT line, string_split(raw, ',') AS f FROM staged_raw WHERE line > 1 AND trim(raw) <> ''
         )
-        SELECT line, raw, len(f) AS nf, {len(cols)} AS expected_nf,
-               {_typed_select(cols, field)}
+        SELECT line, len(f) AS nf, {len(cols)} AS expected_nf, {_typed_select(cols, field)}
         FROM fields
-        """,
-        [str(path)],
+        """
     )
 
 
@@ -202,6 +206,7 @@ def stage_parquet(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[
         """,
         [str(path)],
     )
+    conn.execute("CREATE OR REPLACE TEMP VIEW staged_raw AS SELECT line, raw FROM staged")
 
 
 def stage_frame(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> None:
@@ -211,6 +216,7 @@ def stage_frame(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> None:
     try:
         conn.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT line, raw, nf, expected_nf, contract_raw, "
                      "CAST(ts AS TIMESTAMPTZ) AS ts, open, high, low, close, volume, open_interest FROM incoming_staged")
+        conn.execute("CREATE OR REPLACE TEMP VIEW staged_raw AS SELECT line, raw FROM staged")
     finally:
         conn.unregister("incoming_staged")
 
@@ -294,7 +300,7 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
             "SELECT count(*), list(DISTINCT root ORDER BY root) FROM accepted").fetchall()[0]
         conn.execute(
             """INSERT INTO quarantine (ingest_id, file, line, raw, reason)
-               SELECT ?, ?, r.line, s.raw, r.reason FROM rejects r JOIN staged s USING (line) ORDER BY r.line""",
+               SELECT ?, ?, r.line, s.raw, r.reason FROM rejects r JOIN staged_raw s USING (line) ORDER BY r.line""",
             [ingest_id, source],
         )
         conn.execute(

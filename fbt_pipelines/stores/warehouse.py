@@ -34,11 +34,14 @@ CREATE TABLE IF NOT EXISTS ingests (
     content_hash VARCHAR, rows_read INTEGER, accepted INTEGER, quarantined INTEGER,
     status VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ
 );
+-- Key (contract, interval, ts): kept unique by the ingest transaction (it
+-- deletes overlapping keys before inserting; in-file duplicates are
+-- quarantined) and checked by the raw_bars asset check. No PRIMARY KEY index:
+-- on bulk loads it cost ~1.5 s per 5M rows and made the file 5x larger.
 CREATE TABLE IF NOT EXISTS bars (
     contract VARCHAR, root VARCHAR, interval VARCHAR, ts TIMESTAMPTZ,
     open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE,
-    volume BIGINT, open_interest BIGINT, ingest_id VARCHAR,
-    PRIMARY KEY (contract, interval, ts)
+    volume BIGINT, open_interest BIGINT, ingest_id VARCHAR
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     ingest_id VARCHAR, file VARCHAR, line INTEGER, raw VARCHAR, reason VARCHAR
