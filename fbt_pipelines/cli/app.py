@@ -19,6 +19,7 @@ from fbt_pipelines.config import paths, redis_url
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 # MLflow announces schema migrations and registrations at INFO; the CLI shows its own progress
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 CORE_TABLES = ["bars", "roll_schedule", "continuous_prices", "features", "predictions",

@@ -69,6 +69,9 @@ RESULT_TABLES = {
     "backtest_equity": "root",
     "backtest_trades": "root",
     "model_runs": "model_name",
+    "adhoc_backtest_runs": "run_id",  # `fbt backtest` results, one MLflow run id each
+    "adhoc_backtest_equity": "run_id",
+    "adhoc_backtest_trades": "run_id",
     "portfolio_equity": "portfolio",
     "portfolio_positions": "portfolio",
     "risk_report": "portfolio",

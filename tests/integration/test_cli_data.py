@@ -71,3 +71,27 @@ def test_catalog_import_pysystemtrade_extends_the_catalogue(fbt_home, tmp_path):
     assert listed["XGC"]["multiplier"] == 100.0 and listed["XGC"]["cycle"] == "GJMQVZ"
     assert listed["XGC"]["expiry_rule"] == "day_of_month:26"  # pysystemtrade GOLD expiry_offset 26
     assert "ES" in listed and len(listed) == 25
+
+
+def test_backtest_command_logs_a_run_and_refuses_bad_parameters(fbt_home):
+    import datetime as dt
+
+    from fbt_pipelines.catalog import market_spec
+    from fbt_pipelines.config import paths
+    from fbt_pipelines.marketdata.sample_data import write_sample_data
+
+    write_sample_data(paths().landing, [market_spec("ES")], dt.date(2016, 1, 4), dt.date(2018, 12, 31))
+    assert run("ingest", str(paths().landing / "ES"), "--json").exit_code == 0
+    assert run("continuous", "ES", "--json").exit_code == 0
+    out = json.loads(run("backtest", "--strategy", "sma_crossover", "--market", "ES", "--param", "fast=10",
+                         "--param", "slow=40", "--json").stdout)
+    assert set(out) >= {"total_pnl", "sharpe", "max_drawdown", "n_trades", "run_id"} and out["rolls"] > 0
+    free = json.loads(run("backtest", "--strategy", "sma_crossover", "--market", "ES", "--param", "fast=10",
+                          "--param", "slow=40", "--no-costs", "--json").stdout)
+    assert free["roll_costs"] == 0 and free["total_pnl"] > out["total_pnl"]  # costs only ever cost
+    with duckdb.connect(str(fbt_home / "warehouse.duckdb"), read_only=True) as conn:
+        stored = conn.execute("SELECT net_pnl FROM adhoc_backtest_runs WHERE run_id = ?", [out["run_id"]]).fetchall()
+    assert round(stored[0][0], 2) == out["total_pnl"]
+    bad = run("backtest", "--strategy", "sma_crossover", "--market", "ES", "--param", "speed=3")
+    assert bad.exit_code == 1 and "unknown parameter(s) ['speed']" in bad.output
+    assert "bollinger_reversion" in run("strategies").output
