@@ -15,6 +15,7 @@ from assets.partitions import MARKETS, market_partitions
 from assets.portfolio import portfolio, risk_report, tear_sheet
 from assets.raw_bars import raw_bars
 from assets.rolls import continuous_prices, roll_schedule
+from assets.sweeps import parameter_sweep
 from fbt_pipelines.catalog import load_catalog
 from fbt_pipelines.engine.strategies import validate_params
 from fbt_pipelines.errors import StrategyError
@@ -31,8 +32,8 @@ ingest_job = define_asset_job(
 train_job = define_asset_job("train_model", AssetSelection.assets(model),
                              description="Train the direction model on every market; register it in MLflow.")
 backtest_job = define_asset_job(
-    "backtest_market", AssetSelection.assets(predictions, backtests), partitions_def=market_partitions,
-    description="One market: out-of-sample predictions and every strategy's backtest.",
+    "backtest_market", AssetSelection.assets(predictions, backtests, parameter_sweep), partitions_def=market_partitions,
+    description="One market: out-of-sample predictions, every strategy's backtest, the parameter sweep.",
 )
 portfolio_job = define_asset_job("portfolio_report", AssetSelection.assets(portfolio, risk_report, tear_sheet),
                                  description="Portfolio across markets, risk report, tear sheet.")

@@ -17,6 +17,7 @@ import assets.ml
 import assets.portfolio
 import assets.raw_bars
 import assets.rolls
+import assets.sweeps
 from fbt_pipelines.automation import (backtest_job, backtest_request_sensor, catalog_job, daily_ingest, ingest_job,
                                       landing_files_sensor, portfolio_job, train_job)
 from fbt_pipelines.config import DEFAULT_REDIS_URL, paths
@@ -41,7 +42,7 @@ def local_resources() -> dict[str, object]:
 
 
 ALL_ASSETS = load_assets_from_modules(
-    [assets.catalog, assets.raw_bars, assets.rolls, assets.ml, assets.backtests, assets.portfolio]
+    [assets.catalog, assets.raw_bars, assets.rolls, assets.ml, assets.backtests, assets.sweeps, assets.portfolio]
 )
 
 defs = Definitions(

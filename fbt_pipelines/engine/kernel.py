@@ -16,7 +16,7 @@ TRADE = 0
 ROLL = 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def simulate_futures_nb(
     target: np.ndarray,      # int64[n]: contracts wanted, decided at bar i's close
     open_: np.ndarray,       # float64[n]: back-adjusted open (points)

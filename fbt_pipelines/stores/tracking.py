@@ -24,6 +24,7 @@ from fbt_pipelines.ml.training import TrainedModel
 
 MODEL_EXPERIMENT = "fbt-models"
 BACKTEST_EXPERIMENT = "fbt-backtests"
+SWEEP_EXPERIMENT = "fbt-sweeps"
 CHAMPION = "champion"
 # Types inside a RandomForest that skops must be told to trust on load; the
 # models are ours (trained by this code), never a third party's file.
@@ -112,6 +113,27 @@ class Tracking:
                         frame.to_csv(path, index=False)
                         mlflow.log_artifact(str(path))
             return run.info.run_id
+
+    def log_sweep(self, run_name: str, params: Mapping[str, Any], table: pd.DataFrame, tags: Mapping[str, str],
+                  experiment: str = SWEEP_EXPERIMENT) -> str:
+        """A parent run for the sweep with one nested child run per parameter
+        set (params + metrics), so the MLflow UI compares them. Returns the
+        parent run id."""
+        self._activate()
+        exp_id = self.experiment_id(experiment)
+        metric_cols = [c for c in table.columns if c not in ("set", "params")]
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags)) as parent:
+            mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
+            best = table.sort_values("sharpe", ascending=False).iloc[0]
+            mlflow.log_metrics({"best_sharpe": float(best["sharpe"]), "sets": float(len(table))})
+            mlflow.set_tag("best_params", best["params"])
+            for row in table.itertuples(index=False):
+                with mlflow.start_run(experiment_id=exp_id, run_name=f"{run_name}#{row.set}", nested=True,
+                                      tags={**tags, "parent": parent.info.run_id}):
+                    mlflow.log_params(json.loads(row.params))
+                    mlflow.log_metrics({c: float(getattr(row, c)) for c in metric_cols
+                                        if pd.notna(getattr(row, c))})
+            return parent.info.run_id
 
     def runs_url(self, ui_base: str, experiment: str) -> str:
         """Link to an experiment's runs table in the MLflow UI."""

@@ -68,6 +68,8 @@ RESULT_TABLES = {
     "backtest_runs": "root",
     "backtest_equity": "root",
     "backtest_trades": "root",
+    "sweep_results": "root",
+    "walk_forward_equity": "root",
     "model_runs": "model_name",
     "adhoc_backtest_runs": "run_id",  # `fbt backtest` results, one MLflow run id each
     "adhoc_backtest_equity": "run_id",
