@@ -87,6 +87,12 @@ def backtests(context: AssetExecutionContext, config: BacktestsConfig, warehouse
         wh.replace_partition(conn, "backtest_trades", root, trade_frame)
     over = int((equity_frame["margin"] > equity_frame["equity"]).sum())
     announce(context, bus.get(), strategies=len(runs), data_version=data_version)
+    request_id = context.run.tags.get("fbt/request_id")
+    if request_id:  # launched from the request queue: tell `fbt submit --wait`
+        bus.get().publish("backtest_done", {
+            "request_id": request_id, "market": root, "run_id": context.run_id,
+            "results": run_frame[["strategy", "net_pnl", "sharpe", "max_drawdown", "trades", "mlflow_run_id"]]
+            .to_dict("records")})
     table = run_frame[["strategy", "net_pnl", "sharpe", "max_drawdown", "trades", "rolls", "roll_costs"]]
     return MaterializeResult(
         metadata={"backtests": len(runs), "summary": md_table(table), "data_version": MetadataValue.text(data_version),

@@ -1,4 +1,4 @@
-"""The ``fbt`` command group and its pipeline commands (demo, sample-data, summary, ui, submit-backtest)."""
+"""The ``fbt`` command group and its pipeline commands (demo, sample-data, summary, ui, submit)."""
 
 from __future__ import annotations
 
@@ -212,12 +212,25 @@ def ui(dagster_port: int, mlflow_port: int) -> None:
             proc.terminate()
 
 
-@main.command("submit-backtest")
+@main.command("submit")
 @click.option("--market", required=True, help="Market root, e.g. ES.")
 @click.option("--strategy", default="sma_crossover", show_default=True)
 @click.option("--param", "params", multiple=True, help="NAME=VALUE, repeatable (e.g. --param fast=10).")
-def submit_backtest(market: str, strategy: str, params: tuple[str, ...]) -> None:
-    """Queue a backtest request on Redis; the backtest_request_sensor launches it."""
+@click.option("--wait", is_flag=True, help="Block until the run reports its result (or a rejection).")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
+def submit(market: str, strategy: str, params: tuple[str, ...], wait: bool, timeout: float) -> None:
+    """Queue a backtest request on Redis; Dagster's backtest_request_sensor launches it.
+
+    \b
+    The request id is the run key, so a request is never run twice. With
+    --wait, prints the result JSON when the run announces it (needs
+    `dagster-daemon` running with the sensor on).
+    \b
+    Example:
+      fbt submit --market ES --strategy ewmac --param fast=32 --wait
+    """
+    import json as _json
+
     from fbt_pipelines.engine.strategies import validate_params
     from fbt_pipelines.errors import FbtError
     from fbt_pipelines.stores.bus import Bus
@@ -231,11 +244,20 @@ def submit_backtest(market: str, strategy: str, params: tuple[str, ...]) -> None
             parsed[name] = float(value)
         except ValueError:
             raise click.BadParameter(f"{item!r}: value must be a number", param_hint="--param") from None
+    bus = Bus(redis_url())
     try:
         validate_params(strategy, parsed)
-        request_id = Bus(redis_url()).submit_request({"market": _markets_option(market)[0], "strategy": strategy,
-                                                      "params": parsed})
+        cursor = bus.events_cursor() if wait else None
+        request_id = bus.submit_request({"market": _markets_option(market)[0], "strategy": strategy,
+                                         "params": parsed})
+        console.print(f"queued request {request_id}")
+        if wait:
+            event = bus.wait_for_event(request_id, cursor, timeout)
+            if event is None:
+                raise click.ClickException(f"no result for request {request_id} within {timeout:.0f} s "
+                                           "(is dagster-daemon running with backtest_request_sensor on?)")
+            click.echo(_json.dumps(event, indent=2, default=str))
+            if event["type"] == "request_rejected":
+                raise SystemExit(1)
     except FbtError as exc:
         raise click.ClickException(str(exc)) from None
-    console.print(f"queued request {request_id}")
-

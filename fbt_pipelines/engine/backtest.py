@@ -10,7 +10,7 @@ import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
 from fbt_pipelines.engine.futures_engine import BacktestResult, EngineConfig, run_backtest
-from fbt_pipelines.engine.strategies import strategy_signal
+from fbt_pipelines.engine.strategies import strategy_signal, validate_params
 from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk
 from fbt_pipelines.risk.metrics import risk_metrics
 
@@ -73,7 +73,8 @@ def backtest_market(
     """Signal from ``strategy`` sized by volatility target, traded by the engine
     (``margins``: initial margin per contract per bar, USD; catalogue value if None)."""
     frame = with_predictions(prices, predictions, features)
+    params = validate_params(strategy, params)  # defaults filled, integers as integers
     signal = strategy_signal(strategy, frame, params)
     target = contracts_for_risk(frame, signal, spec, weight, sizing)
     result = run_backtest(frame, target, spec, engine, margins)
-    return MarketBacktest(strategy, dict(params), result, summarise(result))
+    return MarketBacktest(strategy, params, result, summarise(result))

@@ -196,6 +196,28 @@ class Bus:
         entries = self._soft([], lambda r: r.xrevrange(self.events_stream, count=n))
         return [json.loads(fields[b"body"]) for _, fields in reversed(entries)]
 
+    def events_cursor(self) -> str:
+        """Id of the newest event now (``"0-0"`` if none): wait for events after it."""
+        last = self._hard(lambda r: r.xrevrange(self.events_stream, count=1))
+        return last[0][0].decode() if last else "0-0"
+
+    def wait_for_event(self, request_id: str, after: str, timeout_s: float,
+                       types: tuple[str, ...] = ("backtest_done", "request_rejected")) -> dict[str, Any] | None:
+        """The first event of ``types`` for ``request_id`` after stream id
+        ``after`` (blocking reads), or None when ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        cursor = after
+        while (left := deadline - time.monotonic()) > 0:
+            reply = self._hard(lambda r: r.xread({self.events_stream: cursor}, count=100,
+                                                 block=max(1, int(min(left, 1.0) * 1000))))
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    event = json.loads(fields[b"body"])
+                    if event.get("type") in types and event.get("request_id") == request_id:
+                        return event
+        return None
+
     # -- backtest request queue ----------------------------------------------
     def _ensure_group(self, r: redis.Redis) -> None:
         try:
