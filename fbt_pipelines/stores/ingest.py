@@ -36,7 +36,7 @@ from fbt_pipelines.catalog.specs import ContractSpec, load_catalog
 from fbt_pipelines.errors import DataError
 from fbt_pipelines.marketdata.contract_codes import normalise_contract_code
 from fbt_pipelines.marketdata.validation import validate_staged
-from fbt_pipelines.stores.warehouse import ensure_schema
+from fbt_pipelines.stores.warehouse import ensure_schema, transaction
 
 CANONICAL = ["contract", "ts", "open", "high", "low", "close", "volume", "open_interest"]
 REQUIRED = ["ts", "open", "high", "low", "close", "volume"]
@@ -277,10 +277,7 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
         raise DataError(f"{source}: line {int(first['line'])}: {first['reason']} "
                         f"(--strict: {len(reasons)} bad row(s), nothing stored)")
     started = dt.datetime.now(dt.UTC)
-    conn.register("contract_map", cmap)
-    conn.register("rejects", reasons)
-    try:
-        conn.execute("BEGIN TRANSACTION")
+    with transaction(conn, contract_map=cmap, rejects=reasons):
         conn.execute(
             """CREATE OR REPLACE TEMP TABLE accepted AS
                SELECT m.contract, m.root, ? AS interval, s.ts, s.open, s.high, s.low, s.close,
@@ -312,13 +309,6 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
         )
         for root in roots or []:
             _bump_bars_version(conn, root, ingest_id)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.unregister("contract_map")
-        conn.unregister("rejects")
     return IngestResult(ingest_id, source, "ok", rows_read, int(accepted), len(reasons), int(replaced),
                         tuple(roots or []), warnings)
 

@@ -11,7 +11,8 @@ Times are stored as ``TIMESTAMPTZ`` in UTC.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import duckdb
 import pandas as pd
@@ -97,24 +98,34 @@ def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(row and row[0])
 
 
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection, **frames: pd.DataFrame) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction with ``frames`` registered as views under their keyword
+    names: COMMIT on success, ROLLBACK on any error (the error propagates);
+    the views are dropped either way."""
+    for name, frame in frames.items():
+        conn.register(name, frame)
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        for name in frames:
+            conn.unregister(name)
+
+
 def write_markets(conn: duckdb.DuckDBPyConnection, markets: pd.DataFrame, contracts: pd.DataFrame) -> None:
     """Replace the ``markets`` and ``contracts`` reference tables in one transaction."""
     ensure_schema(conn)
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.register("incoming_markets", markets)
-        conn.register("incoming_contracts", contracts)
+    with transaction(conn, incoming_markets=markets, incoming_contracts=contracts):
         conn.execute("DELETE FROM markets")
         conn.execute("INSERT INTO markets BY NAME SELECT * FROM incoming_markets")
         conn.execute("DELETE FROM contracts")
         conn.execute("INSERT INTO contracts BY NAME SELECT * FROM incoming_contracts")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.unregister("incoming_markets")
-        conn.unregister("incoming_contracts")
 
 
 def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, frame: pd.DataFrame) -> str:
@@ -134,9 +145,7 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
         raise ValueError(f"frame for {table} holds rows outside partition {key_col}={key!r}")
     ensure_schema(conn)
     version = frame_version(frame)
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.register("incoming_frame", frame)
+    with transaction(conn, incoming_frame=frame):
         if not table_exists(conn, table):
             conn.execute(f"CREATE TABLE {table} AS SELECT * FROM incoming_frame LIMIT 0")
         else:
@@ -158,12 +167,6 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
             "INSERT OR REPLACE INTO data_versions VALUES (?, ?, ?, ?, ?)",
             [table, key, version, len(frame), dt.datetime.now(dt.UTC)],
         )
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.unregister("incoming_frame")
     return version
 
 
