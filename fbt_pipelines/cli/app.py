@@ -17,7 +17,7 @@ from rich.table import Table
 
 from fbt_pipelines.config import paths, redis_url
 
-console = Console(width=None if sys.stdout.isatty() else 120)
+console = Console(width=None if sys.stdout.isatty() else 140)
 # MLflow announces schema migrations and registrations at INFO; the CLI shows its own progress
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -154,7 +154,7 @@ def _print_summary() -> None:
     for col in ["market", "bars", "contracts", "rolls", "from", "to", *strategies]:
         table.add_column(col, justify="right" if col not in ("market", "from", "to") else "left")
     for r in markets.to_dict("records"):
-        cells = [f"{r.get(f'{st}_sharpe', float('nan')):.2f} / {r.get(f'{st}_net_pnl', float('nan')) / 1e3:,.0f}k"
+        cells = [f"{r.get(f'{st}_sharpe', float('nan')):.2f}/{r.get(f'{st}_net_pnl', float('nan')) / 1e3:,.0f}k"
                  for st in strategies]
         table.add_row(r["root"], f"{r['bars']:,}", str(r["contracts"]), str(int(r.get("rolls") or 0)), r["first"],
                       r["last"], *cells)
