@@ -15,6 +15,7 @@ from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.engine.backtest import backtest_market
 from fbt_pipelines.engine.futures_engine import EngineConfig
 from fbt_pipelines.portfolio.sizing import VolTargetConfig
+from fbt_pipelines.reports.sparkline import svg_lines
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.stores.cached_reads import read_partition_cached
 from fbt_pipelines.versioning import code_version, frame_version
@@ -70,6 +71,7 @@ def backtests(context: AssetExecutionContext, config: BacktestsConfig, warehouse
             tags={"strategy": strategy, "market": root, "data_version": data_version,
                   "config_hash": engine.config_hash(), "code_version": code_version()},
             tables={"equity": bt.result.bars, "trades": bt.result.trades},
+            figures={"equity": svg_lines({"equity (USD)": bt.result.bars["equity"]}, width=640, height=240)},
         )
         runs.append({"root": root, "strategy": strategy, "params": json.dumps(bt.params, sort_keys=True),
                      "engine": "fbt-vectorised", "config_hash": engine.config_hash(), "data_version": data_version,

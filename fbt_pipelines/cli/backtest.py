@@ -78,6 +78,7 @@ def backtest(strategy: str, market: str, params: tuple[str, ...], engine: str, s
     from fbt_pipelines.engine.strategies import strategy_signal, validate_params
     from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk
     from fbt_pipelines.risk.metrics import risk_metrics
+    from fbt_pipelines.reports.sparkline import svg_lines
     from fbt_pipelines.stores import warehouse as wh
     from fbt_pipelines.stores.tracking import Tracking
     from fbt_pipelines.versioning import code_version, frame_version
@@ -123,7 +124,8 @@ def backtest(strategy: str, market: str, params: tuple[str, ...], engine: str, s
                                             "no_costs": no_costs, "capital": capital, "risk_target": risk_target},
             summary, tags={"strategy": strategy, "market": root, "engine": engine, "data_version": data_version,
                            "config_hash": config.config_hash(), "code_version": code_version(), "source": "fbt backtest"},
-            tables={"equity": result.bars, "trades": result.trades})
+            tables={"equity": result.bars, "trades": result.trades},
+            figures={"equity": svg_lines({"equity (USD)": result.bars["equity"]}, width=640, height=240)})
         row = pd.DataFrame([{"run_id": run_id, "root": root, "strategy": strategy, "engine": engine,
                              "params": json.dumps(merged, sort_keys=True), "data_version": data_version, **summary}])
         wh.replace_partition(conn, "adhoc_backtest_runs", run_id, row)

@@ -99,8 +99,9 @@ class Tracking:
 
     def log_backtest(self, run_name: str, params: Mapping[str, Any], metrics: Mapping[str, float],
                      tags: Mapping[str, str], tables: Mapping[str, pd.DataFrame] | None = None,
-                     experiment: str = BACKTEST_EXPERIMENT) -> str:
-        """One MLflow run for one backtest; ``tables`` are logged as CSV artifacts."""
+                     experiment: str = BACKTEST_EXPERIMENT, figures: Mapping[str, str] | None = None) -> str:
+        """One MLflow run for one backtest; ``tables`` are logged as CSV
+        artifacts, ``figures`` (name -> SVG text) as ``<name>.svg``."""
         self._activate()
         exp_id = self.experiment_id(experiment)
         with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags)) as run:
@@ -112,6 +113,8 @@ class Tracking:
                         path = Path(tmp) / f"{name}.csv"
                         frame.to_csv(path, index=False)
                         mlflow.log_artifact(str(path))
+            for name, svg in (figures or {}).items():
+                mlflow.log_text(svg, f"{name}.svg")
             return run.info.run_id
 
     def log_sweep(self, run_name: str, params: Mapping[str, Any], table: pd.DataFrame, tags: Mapping[str, str],

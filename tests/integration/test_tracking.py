@@ -60,3 +60,13 @@ def test_backtest_run_has_params_metrics_tags_and_tables(tmp_path):
     assert client.get_experiment(run.info.experiment_id).name == BACKTEST_EXPERIMENT
     local = client.download_artifacts(run_id, "equity.csv", str(tmp_path))
     assert pd.read_csv(local)["equity"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_backtest_run_keeps_an_equity_chart(tmp_path):
+    from fbt_pipelines.reports.sparkline import svg_lines
+
+    tracking = Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    svg = svg_lines({"equity (USD)": [1.0, 2.0, 1.5]})
+    run_id = tracking.log_backtest("x", {}, {"sharpe": 1.0}, {"strategy": "s"}, figures={"equity": svg})
+    local = MlflowClient(tracking.tracking_uri).download_artifacts(run_id, "equity.svg", str(tmp_path))
+    assert open(local).read() == svg
