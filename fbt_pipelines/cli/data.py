@@ -305,3 +305,36 @@ def continuous(root: str, rule: str, method: str, depth: int | None, interval: s
     console.print(table)
     console.print(f"{len(series.prices):,} rows" + (" [yellow](non-positive adjusted prices)[/yellow]"
                                                      if series.non_positive else ""))
+
+
+@main.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False))
+def backup_cmd(dest: str) -> None:
+    """Back up FBT_HOME (warehouse, MLflow, catalogue and margin files, Dagster storage) to DEST.
+
+    \b
+    Example:
+      fbt backup /backups/fbt-$(date +%F)
+    """
+    from fbt_pipelines.stores.backup import backup
+
+    try:
+        manifest = backup(paths(), Path(dest))
+    except FbtError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = sum(t["rows"] for t in manifest["warehouse"].values())
+    console.print(f"backed up {len(manifest['warehouse'])} tables ({rows:,} rows) to {dest}")
+
+
+@main.command("restore")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.option("--force", is_flag=True, help="Replace an existing warehouse.")
+def restore_cmd(src: str, force: bool) -> None:
+    """Restore a backup into FBT_HOME and verify every table's rows and checksum."""
+    from fbt_pipelines.stores.backup import restore
+
+    try:
+        restored = restore(Path(src), paths(), force)
+    except FbtError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"restored {len(restored)} tables into {paths().home}; row counts and checksums match the backup")
