@@ -1,5 +1,7 @@
 """Stage 5: the multi-market portfolio, its risk report and tear sheet."""
 
+import os
+
 import pandas as pd
 from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult,
                      MetadataValue, asset)
@@ -7,6 +9,7 @@ from pydantic import Field
 
 from assets._support import WRITER_POOL, announce, md_table
 from assets.backtests import backtests
+from fbt_pipelines.alerts import send_alert
 from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.engine.backtest import backtest_market
 from fbt_pipelines.engine.futures_engine import EngineConfig
@@ -77,7 +80,8 @@ class RiskLimits(Config):
         AssetCheckSpec("margin_limit", asset="risk_report", description="Margin / equity within the limit."),
     ],
 )
-def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: WarehouseResource) -> MaterializeResult:
+def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: WarehouseResource,
+                bus: BusResource) -> MaterializeResult:
     """Portfolio risk from daily equity: CAGR, vol, Sharpe, Sortino, Calmar, max drawdown, historical VaR/CVaR 95 and 99."""
     with warehouse.connect() as conn:
         equity = wh.read_partition(conn, "portfolio_equity", PORTFOLIO, order_by=["ts"])
@@ -87,6 +91,13 @@ def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: W
                              "data_version": frame_version(equity), "code_version": code_version()}])
         wh.replace_partition(conn, "risk_report", PORTFOLIO, row)
     shown = {k: v for k, v in m.as_dict().items() if isinstance(v, float)}
+    breaches = {name: (value, limit) for name, value, limit in [
+        ("max_drawdown", m.max_drawdown, config.max_drawdown), ("var_99", m.var_99, config.max_var_99),
+        ("max_margin_to_equity", margin_ratio, config.max_margin_to_equity)] if not value <= limit}
+    if breaches:
+        send_alert(bus.get(), {"kind": "risk_limit_breach", "portfolio": PORTFOLIO, "run_id": context.run_id,
+                               "breaches": {k: {"value": v, "limit": lim} for k, (v, lim) in breaches.items()}},
+                   os.environ.get("FBT_ALERT_WEBHOOK"))
     return MaterializeResult(
         metadata={**shown, "max_margin_to_equity": margin_ratio},
         check_results=[

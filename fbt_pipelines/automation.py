@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 
-from dagster import (AssetSelection, DefaultScheduleStatus, DefaultSensorStatus, RunRequest, SensorEvaluationContext,
-                     SensorResult, SkipReason, define_asset_job, schedule, sensor)
+import os
+
+from dagster import (AssetSelection, DefaultScheduleStatus, DefaultSensorStatus, RunFailureSensorContext, RunRequest,
+                     SensorEvaluationContext, SensorResult, SkipReason, define_asset_job, run_failure_sensor, schedule,
+                     sensor)
 
 from assets.backtests import backtests
 from assets.catalog import market_catalog
@@ -129,3 +132,16 @@ def backtest_request_sensor(context: SensorEvaluationContext, bus: BusResource):
             b.publish("request_rejected", {"request_id": body.get("request_id"), "reason": str(exc)})
         b.ack(entry_id)
     return runs or SkipReason("no backtest requests")
+
+
+@run_failure_sensor(default_status=DefaultSensorStatus.STOPPED)
+def run_failure_alert(context: RunFailureSensorContext, bus: BusResource):
+    """A failed run publishes an ``alert`` event on Redis and, if
+    ``FBT_ALERT_WEBHOOK`` is set, POSTs it there."""
+    from fbt_pipelines.alerts import send_alert
+
+    run = context.dagster_run
+    send_alert(bus.get(), {
+        "kind": "run_failure", "job": run.job_name, "run_id": run.run_id,
+        "partition": run.tags.get("dagster/partition"), "message": context.failure_event.message,
+    }, os.environ.get("FBT_ALERT_WEBHOOK"))

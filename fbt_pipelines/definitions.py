@@ -19,7 +19,7 @@ import assets.raw_bars
 import assets.rolls
 import assets.sweeps
 from fbt_pipelines.automation import (backtest_job, backtest_request_sensor, catalog_job, daily_ingest, ingest_job,
-                                      landing_files_sensor, portfolio_job, train_job)
+                                      landing_files_sensor, portfolio_job, run_failure_alert, train_job)
 from fbt_pipelines.config import DEFAULT_REDIS_URL, paths
 from resources import BusResource, FilesResource, TrackingResource, WarehouseResource
 
@@ -49,6 +49,6 @@ defs = Definitions(
     assets=ALL_ASSETS,
     jobs=[catalog_job, ingest_job, train_job, backtest_job, portfolio_job],
     schedules=[daily_ingest],
-    sensors=[landing_files_sensor, backtest_request_sensor],
+    sensors=[landing_files_sensor, backtest_request_sensor, run_failure_alert],
     resources=local_resources(),
 )

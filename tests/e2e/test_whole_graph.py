@@ -219,3 +219,18 @@ def test_sweep_children_walk_forward_and_consistency_with_the_backtest(graph):
     wf = query(home, "SELECT * FROM walk_forward_equity WHERE root = 'ES' ORDER BY ts")
     assert sorted(wf["ts"].dt.year.unique()) == [2018, 2019, 2020] and wf["window"].nunique() == 3
     assert wf["equity"].iloc[-1] == pytest.approx(1_000_000 + wf["pnl"].sum(), abs=0.01)
+
+
+def test_risk_limit_breach_fails_its_check_and_raises_an_alert(graph, redis_url):
+    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.stores.bus import Bus
+
+    _, instance, _ = graph
+    config = {"ops": {"risk_report": {"config": {"max_drawdown": 0.01, "max_var_99": 0.5,
+                                                  "max_margin_to_equity": 0.9}}}}
+    result = materialize(ALL_ASSETS, selection=AssetSelection.assets("risk_report"), run_config=config,
+                         resources=local_resources(), instance=instance)
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"max_drawdown_limit": False, "var_limit": True, "margin_limit": True}
+    alerts = [e for e in Bus(redis_url).recent_events(50) if e["type"] == "alert" and e["run_id"] == result.run_id]
+    assert len(alerts) == 1 and set(alerts[0]["breaches"]) == {"max_drawdown"}

@@ -31,7 +31,7 @@ def test_definitions_resolve_every_job_schedule_and_sensor(fbt_home):
     for job, _ in PIPELINE:
         assert defs.resolve_job_def(job).name == job
     assert defs.resolve_schedule_def("daily_ingest").cron_schedule == "30 22 * * 1-5"
-    for name in ("landing_files_sensor", "backtest_request_sensor"):
+    for name in ("landing_files_sensor", "backtest_request_sensor", "run_failure_alert"):
         assert defs.resolve_sensor_def(name).name == name
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {"market_catalog", "raw_bars", "roll_schedule", "continuous_prices", "features", "model",
