@@ -95,3 +95,21 @@ def test_backtest_command_logs_a_run_and_refuses_bad_parameters(fbt_home):
     bad = run("backtest", "--strategy", "sma_crossover", "--market", "ES", "--param", "speed=3")
     assert bad.exit_code == 1 and "unknown parameter(s) ['speed']" in bad.output
     assert "bollinger_reversion" in run("strategies").output
+
+
+def test_status_reports_health_assets_and_failed_checks(fbt_home, monkeypatch):
+    from dagster import AssetSelection, DagsterInstance, materialize
+
+    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.instance import ensure_dagster_home
+
+    missing = json.loads(run("status", "--json").stdout)
+    assert missing["warehouse"]["ok"] is False and run("status").exit_code == 1
+    ensure_dagster_home()
+    with DagsterInstance.get() as instance:
+        assert materialize(ALL_ASSETS, selection=AssetSelection.assets("market_catalog"),
+                           resources=local_resources(), instance=instance).success
+    info = json.loads(run("status", "--json").stdout)
+    assets = {a["asset"]: a["last_materialized_utc"] for a in info["assets"]}
+    assert assets["market_catalog"] is not None and assets["backtests"] is None
+    assert info["warehouse"]["ok"] and info["redis"]["ok"] and info["queue"] == {"length": 0, "pending": 0}
