@@ -147,7 +147,7 @@ class TimedConnection:
 
 PHASES = {  # ingest.py function -> phase
     "sha256_file": "hash", "ensure_schema": "schema", "stage_csv": "stage",
-    "_contract_map": "fetch", "_staged_frame": "fetch", "validate_staged": "validate", "_store": "store",
+    "contract_map": "fetch", "staged_frame": "fetch", "validate_staged": "validate", "_store": "store",
 }
 VALIDATE_PARTS = {"session_filter": "validate: sessions", "spike_count": "validate: spikes"}
 

@@ -4,6 +4,12 @@ The split is by time: rows with ``ts <= train_end`` train the model, except
 the last ``horizon`` sessions before ``train_end`` whose labels look past it
 (purged). Predictions start after ``train_end`` plus an embargo of
 ``embargo_days`` calendar days.
+
+Two model kinds (``TrainingConfig.model``): ``"random_forest"`` (default) and
+``"logistic"`` (StandardScaler + LogisticRegression). With ``tune=True`` one
+hyperparameter (RF ``max_depth``, logistic ``C``) is chosen from a small grid
+by expanding-window time-series folds over the training rows only, scored by
+log loss, and the model is then refit on all training rows.
 """
 
 from __future__ import annotations
@@ -13,9 +19,20 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.model_selection import TimeSeriesSplit
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from fbt_pipelines.ml.features import FEATURE_COLUMNS
+
+MODEL_KINDS = ("random_forest", "logistic")
+MAX_DEPTH_GRID: tuple[int, ...] = (2, 3, 5, 8)
+"""``max_depth`` values tried by ``tune=True`` for the random forest."""
+C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+"""Inverse L2 strengths ``C`` tried by ``tune=True`` for the logistic model."""
+TUNE_SPLITS = 3
 
 
 @dataclass(frozen=True)
@@ -30,6 +47,16 @@ class TrainingConfig:
     min_samples_leaf: int = 50
     seed: int = 0
     features: tuple[str, ...] = field(default=tuple(FEATURE_COLUMNS))
+    model: str = "random_forest"
+    """``"random_forest"`` or ``"logistic"`` (StandardScaler + LogisticRegression)."""
+    logistic_c: float = 1.0
+    """Inverse L2 strength of the logistic model when not tuned."""
+    tune: bool = False
+    """Choose max_depth (RF) or C (logistic) on inner time-series folds of the training rows."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"model must be one of {MODEL_KINDS}, got {self.model!r}")
 
     def params(self) -> dict[str, object]:
         d = asdict(self)
@@ -47,7 +74,7 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    model: RandomForestClassifier
+    model: RandomForestClassifier | Pipeline
     config: TrainingConfig
     metrics: dict[str, float]
     importances: pd.Series
@@ -57,25 +84,33 @@ class TrainedModel:
 
 def split_in_out_of_sample(frame: pd.DataFrame, config: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, test) rows of a features+label frame, purged and embargoed."""
+    train_mask, test_mask = _split_masks(frame, config)
+    return frame[train_mask], frame[test_mask]
+
+
+def _split_masks(frame: pd.DataFrame, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
     has_features = frame[list(config.features)].notna().all(axis=1).to_numpy()
     after_embargo = (pd.to_datetime(frame["ts"], utc=True) > config.predict_from_ts).to_numpy()
     # purge: a training row's label (its market's next ``horizon`` rows) must end by train_end
-    train = frame[has_features & _label_known_by(frame, config)].dropna(subset=["label"])
-    test = frame[has_features & after_embargo]
-    return train, test
+    train = has_features & _label_known_by(frame, config) & frame["label"].notna().to_numpy()
+    return train, has_features & after_embargo
+
+
+def _label_end(frame: pd.DataFrame, horizon: int) -> pd.DatetimeIndex:
+    """Per row (positionally): ts of the session ``horizon`` rows later in the
+    same market, the last bar its label uses (NaT past the data)."""
+    ts = pd.to_datetime(frame["ts"], utc=True).reset_index(drop=True)
+    market = (frame["root"] if "root" in frame.columns else pd.Series("", index=frame.index)).reset_index(drop=True)
+    order = pd.DataFrame({"market": market, "ts": ts}).sort_values(["market", "ts"], kind="stable")
+    shifted = order.groupby("market", sort=False)["ts"].shift(-horizon)
+    return pd.DatetimeIndex(shifted.sort_index())  # back to row order (the index is 0..n-1)
 
 
 def _label_known_by(frame: pd.DataFrame, config: TrainingConfig) -> np.ndarray:
     """Per row: is the session ``horizon`` rows later in the same market on or
     before train_end? (The label uses exactly those rows; counting rows, not
     calendar days, is exact across weekends and holidays.)"""
-    ts = pd.to_datetime(frame["ts"], utc=True).reset_index(drop=True)
-    market = (frame["root"] if "root" in frame.columns else pd.Series("", index=frame.index)).reset_index(drop=True)
-    order = pd.DataFrame({"market": market, "ts": ts}).sort_values(["market", "ts"], kind="stable")
-    label_end = order.groupby("market", sort=False)["ts"].shift(-config.horizon)
-    known = np.zeros(len(frame), dtype=bool)
-    known[order.index.to_numpy()] = (label_end <= config.train_end_ts).to_numpy()
-    return known
+    return np.asarray(_label_end(frame, config.horizon) <= config.train_end_ts)  # NaT -> False
 
 
 def train_direction_model(frame: pd.DataFrame, config: TrainingConfig) -> TrainedModel:

@@ -1,0 +1,526 @@
+"""Speed of fbt's futures engine against a bare Numba loop, vectorbt and PyBroker.
+
+    .venv/bin/python bench/engine.py            # full, ~3 min on 2 cores
+    .venv/bin/python bench/engine.py --quick    # ~30 s, smaller inputs
+
+Prints ONE table (stdout; progress goes to stderr) with three sections:
+
+1. Single backtest. One synthetic ES-like market (``market_spec("ES")``:
+   50 USD/point, tick 0.25, commission 2.10 per contract per side): a
+   geometric random walk rounded to the 0.25 tick grid, 2,520 sessions x
+   1,390 one-minute bars = 3,502,800 bars, a roll at the last bar of every
+   63rd session (~3 months). Panama frame: ts, contract, open, high, low,
+   close, raw_close, roll. Target = ``sma_crossover(close, 50, 200)``, i.e.
+   +-1 contract (0 during the first 199 bars and on exact SMA ties). Costs:
+   commission only (``slippage_ticks=0``) so every implementation charges the
+   same thing. Each timing is the median of >= 5 runs after one untimed
+   warm-up run; inputs (target, arrays, entry/exit masks) are prepared
+   outside the timed region for all of them.
+
+   (i)   engine  = ``run_backtest`` (validation + kernel + result frames);
+   (ii)  kernel  = ``simulate_futures_nb`` alone;
+   (iii) bare    = :func:`bare_pnl_nb` below: position = target shifted one
+         bar, pnl[i] = pos * (open[i+1] - open[i]) * multiplier (last bar: to
+         its close) - commission * |pos change| - 2 * commission * |pos| on
+         roll bars. It includes roll costs, so its total is fbt's net P&L;
+   (iv)  vectorbt ``Portfolio.from_signals`` (+ ``final_value()``) at the
+         open, size = 50 shares per contract, fee = commission / multiplier
+         per share (passed as a fraction of the fill value). vectorbt has no
+         rolls: its P&L minus fbt's roll costs must equal fbt's;
+   (v)   PyBroker via ``run_pybroker_backtest`` on a 50,000-bar slice that
+         contains one roll, extrapolated linearly to the full length
+         (LABELLED "extrapolated"; PyBroker is a per-bar Python loop).
+
+   Plain asserts: fbt vs bare loop, vectorbt (+ roll costs) and PyBroker
+   (slice) agree on net P&L to the cent; fbt refuses no contract.
+
+2. Sweep. 1,000 SMA parameter sets (fast 2..41 x slow 50..290 step 10) over
+   20 synthetic daily markets (the first 20 catalogue roots, each a random
+   walk on its own tick grid at its catalogue start price and volatility,
+   2,520 sessions, roll every 63 sessions), through ``run_sweep`` (threads,
+   workers=2) per market, timed end to end. Sizing is fbt's vol target
+   (``VolTargetConfig()``: 1 M USD, 20 %, IDM 1.5); the engine account is
+   10 M USD so no equity path reaches zero (``risk_metrics`` refuses it).
+   Also timed: the same sweep straight through the kernel with signals
+   precomputed (one pandas rolling mean per window length, bit-identical to
+   ``sma_crossover``; sizing as ``contracts_for_risk`` of a unit signal),
+   asserted equal to ``run_sweep``'s net P&L to the cent; and a short
+   cProfile of ``backtest_market`` (what one sweep item spends its time on).
+
+3. Numba first call, apart from steady state: fbt's kernel compiled cold in a
+   subprocess with ``NUMBA_CACHE_DIR`` an empty temporary folder, then a
+   second subprocess on that now-filled cache (cache load); plus first calls
+   in this process (bare loop compile, vectorbt and PyBroker warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fbt_pipelines.catalog import load_catalog, market_spec  # noqa: E402
+from fbt_pipelines.catalog.specs import ContractSpec  # noqa: E402
+from fbt_pipelines.engine.backtest import backtest_market  # noqa: E402
+from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest  # noqa: E402
+from fbt_pipelines.engine.kernel import FILL_NEXT_OPEN, TRADE, ROLL, simulate_futures_nb  # noqa: E402
+from fbt_pipelines.engine.strategies import sma_crossover  # noqa: E402
+from fbt_pipelines.engine.sweep import parameter_sets, run_sweep  # noqa: E402
+from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk  # noqa: E402
+
+CENT = 0.005
+SESSIONS = 2_520          # 10 years of sessions
+ROLL_EVERY = 63           # sessions between rolls (~3 months)
+MONTHS = "HMUZ"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _panama(close: np.ndarray, session: np.ndarray, sessions: int, bars_per_session: int,
+            rng: np.random.Generator, gap_points: float, tick: float):
+    """Roll flags (last bar of every ROLL_EVERY-th session), segment index and raw_close."""
+    n = len(close)
+    roll = np.zeros(n, dtype=bool)
+    last_bar = (np.arange(ROLL_EVERY - 1, sessions, ROLL_EVERY) + 1) * bars_per_session - 1
+    roll[last_bar[last_bar < n - 1]] = True
+    segment = np.r_[0, np.cumsum(roll)[:-1]]
+    # Panama offset of a segment = sum of the later roll gaps (on the tick grid)
+    gaps = np.round(rng.normal(gap_points, abs(gap_points), roll.sum() + 1) / tick) * tick
+    later = np.r_[np.cumsum(gaps[:-1][::-1])[::-1], 0.0]
+    raw_close = np.round((close - later[segment]) / tick) * tick
+    return roll, segment, raw_close
+
+
+def make_minute_market(sessions: int, per_session: int, seed: int, tick: float = 0.25) -> pd.DataFrame:
+    """ES-like 1-minute Panama frame: geometric random walk on the tick grid."""
+    n = sessions * per_session
+    rng = np.random.default_rng(seed)
+    bar_vol = 0.01 / np.sqrt(per_session)  # 1 % a session
+    close = np.round(np.exp(np.log(4000.0) + np.cumsum(rng.normal(0.0, bar_vol, n))) / tick) * tick
+    gap = np.round(rng.normal(0.0, 0.3, n)) * tick  # open = previous close +- a tick now and then
+    open_ = np.maximum(np.r_[close[0], close[:-1] + gap[1:]], tick)
+    wick = np.abs(np.round(rng.normal(0.0, 1.0, (2, n)))) * tick
+    high = np.maximum(open_, close) + wick[0]
+    low = np.maximum(np.minimum(open_, close) - wick[1], tick)
+    session = np.arange(n) // per_session
+    roll, segment, raw_close = _panama(close, session, sessions, per_session, rng, 5.0, tick)
+    day = pd.bdate_range("2012-01-02", periods=sessions).to_numpy()  # sessions start 00:00 UTC
+    ts = pd.DatetimeIndex(day[session] + (np.arange(n) % per_session).astype("timedelta64[m]")).tz_localize("UTC")
+    labels = np.array([f"ES{MONTHS[k % 4]}{12 + k // 4:02d}" for k in range(segment.max() + 1)], dtype=object)
+    return pd.DataFrame({"ts": ts, "contract": labels[segment], "open": open_, "high": high, "low": low,
+                         "close": close, "raw_close": raw_close, "roll": roll})
+
+
+def make_daily_market(spec: ContractSpec, sessions: int, seed: int) -> pd.DataFrame:
+    """Daily Panama frame for one catalogue market at its sample price and volatility."""
+    rng = np.random.default_rng(seed)
+    tick = spec.tick_size
+    start = float(spec.sample.get("start_price", 100.0))
+    vol = float(spec.sample.get("annual_vol", 0.2)) / np.sqrt(252.0)
+    close = np.round(np.exp(np.log(start) + np.cumsum(rng.normal(0.0, vol, sessions))) / tick) * tick
+    open_ = np.round((np.r_[close[0], close[:-1]] * np.exp(rng.normal(0.0, vol / 3, sessions))) / tick) * tick
+    roll, segment, raw_close = _panama(close, np.arange(sessions), sessions, 1, rng, 0.002 * start, tick)
+    assert (raw_close > 0).all() and (close > 0).all() and (open_ > 0).all()
+    labels = np.array([f"{spec.root}{k:03d}" for k in range(segment.max() + 1)], dtype=object)
+    return pd.DataFrame({
+        "ts": pd.bdate_range("2012-01-02", periods=sessions, tz="UTC"), "contract": labels[segment],
+        "open": open_, "high": np.maximum(open_, close), "low": np.minimum(open_, close),
+        "close": close, "raw_close": raw_close, "roll": roll,
+    })
+
+
+# --------------------------------------------------------------------------- bare loop
+
+
+@njit(nogil=True)
+def bare_pnl_nb(target, open_, close, roll, multiplier, commission):
+    """P&L arithmetic only: pos = target shifted one bar, open-to-open marks
+    (the last bar to its close), commission per contract traded and a round
+    trip per contract held at a roll close. Returns pnl per bar (USD)."""
+    n = len(open_)
+    pnl = np.empty(n)
+    prev = 0
+    for i in range(n):
+        pos = target[i - 1] if i > 0 else 0
+        nxt = open_[i + 1] if i + 1 < n else close[i]
+        p = pos * (nxt - open_[i]) * multiplier - commission * abs(pos - prev)
+        if roll[i]:
+            p -= 2.0 * commission * abs(pos)
+        pnl[i] = p
+        prev = pos
+    return pnl
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def timed(fn, repeat: int, warmup: int = 1) -> tuple[float, list[float], object]:
+    """Median seconds of ``repeat`` calls after ``warmup`` untimed calls."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+def roll_cost_of(result) -> float:
+    t = result.trades
+    return float(t.loc[t["kind"] == "roll", ["commission", "slippage"]].to_numpy().sum())
+
+
+def vectorbt_run(close, open_, entries, exits, short_entries, short_exits, fees, multiplier):
+    import vectorbt as vbt
+
+    pf = vbt.Portfolio.from_signals(
+        close, entries=entries, exits=exits, short_entries=short_entries, short_exits=short_exits,
+        price=open_, size=multiplier, size_type="amount", fees=fees, init_cash=1e9,
+        accumulate=False, upon_opposite_entry="reverse", freq="1min",
+    )
+    return float(pf.final_value()) - 1e9
+
+
+def signal_masks(target: np.ndarray):
+    """Entry/exit masks executed on bar i (pos[i] = target[i-1]): a flip is the
+    opposite entry alone (vectorbt reverses: one order of 2 x size)."""
+    pos = np.r_[0, target[:-1]]
+    prev = np.r_[0, pos[:-1]]
+    entries = (pos == 1) & (prev != 1)
+    short_entries = (pos == -1) & (prev != -1)
+    exits = (pos == 0) & (prev == 1)
+    short_exits = (pos == 0) & (prev == -1)
+    return entries, exits, short_entries, short_exits
+
+
+KERNEL_PROBE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numba
+t1 = time.perf_counter()
+import numpy as np
+from fbt_pipelines.engine.kernel import simulate_futures_nb as f
+t2 = time.perf_counter()
+args = (np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool), 50.0, 2.1, 0.25, np.full(3, 1e4), 1e6, 0)
+f(*args)
+t3 = time.perf_counter()
+f(*args)
+t4 = time.perf_counter()
+print(json.dumps({"import_numba": t1 - t0, "import_kernel": t2 - t1, "first_call": t3 - t2, "second_call": t4 - t3}))
+"""
+
+
+def kernel_subprocess(cache_dir: str) -> dict:
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir, "PYTHONPATH": str(REPO)}
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", KERNEL_PROBE], env=env, capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["process"] = time.perf_counter() - t0
+    res["cache_files"] = sum(len(f) for _, _, f in os.walk(cache_dir))
+    return res
+
+
+def direct_sweep_market(prices: pd.DataFrame, spec: ContractSpec, sets, sizing: VolTargetConfig,
+                        engine: EngineConfig, workers: int) -> np.ndarray:
+    """The same sweep straight through the kernel: rows (net_pnl, trades, rolls, sharpe)."""
+    n = len(prices)
+    close = prices["close"].to_numpy(float)
+    s = pd.Series(close)
+    # pandas rolling means once per window: sma_crossover computes exactly these
+    ma = {w: s.rolling(w).mean().to_numpy() for w in sorted({p["fast"] for p in sets} | {p["slow"] for p in sets})}
+    unit = contracts_for_risk(prices, np.ones(n, dtype=np.int64), spec, 1.0, sizing)  # = round(budget / cash vol)
+    open_ = prices["open"].to_numpy(float)
+    roll = prices["roll"].to_numpy(bool)
+    margin = np.full(n, float(spec.initial_margin))
+    commission = float(spec.commission if engine.commission is None else engine.commission)
+    slip = float(engine.slippage_ticks * spec.tick_size)
+    cap = float(engine.initial_capital)
+    mult = float(spec.multiplier)
+
+    def chunk(idx):
+        out = np.empty((len(idx), 4))
+        for j, k in enumerate(idx):
+            p = sets[k]
+            diff = ma[p["fast"]] - ma[p["slow"]]
+            target = np.where(np.isnan(diff), 0, np.sign(diff)).astype(np.int64) * unit
+            r = simulate_futures_nb(target, open_, close, roll, mult, commission, slip, margin, cap, FILL_NEXT_OPEN)
+            equity, t_kind, t_qty = r[1], r[5], r[6]
+            ret = np.diff(equity, prepend=cap) / np.r_[cap, equity[:-1]]
+            sd = ret[1:].std(ddof=1)
+            out[j] = (equity[-1] - cap, np.count_nonzero((t_kind == TRADE) & (t_qty != 0)),
+                      np.count_nonzero(t_kind == ROLL), ret[1:].mean() / sd * np.sqrt(252.0) if sd > 0 else np.nan)
+        return out
+
+    parts = [list(range(w, len(sets), workers)) for w in range(workers)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(chunk, parts))
+    out = np.empty((len(sets), 4))
+    for idx, res in zip(parts, results):
+        out[idx] = res
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="~30 s: 252 x 1,390 minute bars, 20,000-bar PyBroker slice, 20 markets x 50 random sets")
+    args = ap.parse_args()
+    quick = args.quick
+    t_start = time.perf_counter()
+    rows: list[tuple[str, str, str]] = []  # (section, what, figure)
+
+    def row(section: str, what: str, figure: str) -> None:
+        rows.append((section, what, figure))
+
+    # ------------------------------------------------------------- 3. compile (subprocesses first, quiet machine)
+    log("numba cold / cached first call in subprocesses")
+    with tempfile.TemporaryDirectory(prefix="fbt-numba-bench-") as cache_dir:
+        cold = kernel_subprocess(cache_dir)
+        cached = kernel_subprocess(cache_dir)
+    assert cold["cache_files"] > 0, "cold run wrote no cache"
+
+    t0 = time.perf_counter()
+    simulate_futures_nb(np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool),
+                        50.0, 2.1, 0.25, np.full(3, 1e4), 1e6, FILL_NEXT_OPEN)
+    kernel_first_here = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bare_pnl_nb(np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool), 50.0, 2.1)
+    bare_compile = time.perf_counter() - t0
+
+    # ------------------------------------------------------------- 1. single backtest
+    per_session = 1_390
+    sessions = 252 if quick else SESSIONS
+    log(f"building {sessions * per_session:,} minute bars")
+    t0 = time.perf_counter()
+    prices = make_minute_market(sessions, per_session, seed=7)
+    t_data = time.perf_counter() - t0
+    n = len(prices)
+    spec = market_spec("ES")
+    cfg = EngineConfig(initial_capital=1_000_000.0, slippage_ticks=0.0, fill="next_open")
+    mult, comm = float(spec.multiplier), float(spec.commission)
+    close, open_ = prices["close"].to_numpy(float), prices["open"].to_numpy(float)
+    roll = prices["roll"].to_numpy(bool)
+    t0 = time.perf_counter()
+    target = sma_crossover(close, fast=50, slow=200)
+    t_signal = time.perf_counter() - t0
+    margin = np.full(n, float(spec.initial_margin))
+    repeat = 5
+
+    log("timing run_backtest / kernel / bare loop")
+    t_engine, _, res = timed(lambda: run_backtest(prices, target, spec, cfg), repeat)
+    t_kernel, _, kout = timed(lambda: simulate_futures_nb(target, open_, close, roll, mult, comm, 0.0, margin,
+                                                          cfg.initial_capital, FILL_NEXT_OPEN), repeat)
+    t_bare, _, bare = timed(lambda: bare_pnl_nb(target, open_, close, roll, mult, comm), repeat)
+
+    trades = res.trades
+    n_trades = int(((trades["kind"] == "trade") & (trades["contracts"] != 0)).sum())
+    n_rolls = int((trades["kind"] == "roll").sum())
+    rc = roll_cost_of(res)
+    assert int(trades["refused"].sum()) == 0, "fbt refused contracts: margin cap would break the comparisons"
+    assert n_rolls > 0
+    assert abs(kout[1][-1] - res.final_equity) < CENT, (kout[1][-1], res.final_equity)
+    bare_total = float(bare.sum())
+    assert abs(bare_total - res.net_pnl) < CENT, (bare_total, res.net_pnl)
+
+    log("vectorbt")
+    entries, exits, short_entries, short_exits = signal_masks(target)
+    fees = comm / (mult * open_)  # fraction of fill value = commission / multiplier per share
+    t0 = time.perf_counter()
+    import vectorbt  # noqa: F401
+    vbt_import = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    vectorbt_run(close[:500], open_[:500], *signal_masks(target[:500]), fees[:500], mult)
+    vbt_first = time.perf_counter() - t0
+    t_vbt, _, vbt_pnl = timed(lambda: vectorbt_run(close, open_, entries, exits, short_entries, short_exits,
+                                                   fees, mult), repeat)
+    assert abs((vbt_pnl - rc) - res.net_pnl) < CENT, (vbt_pnl, rc, res.net_pnl)
+
+    log("PyBroker slice")
+    from fbt_pipelines.engine.pybroker_engine import run_pybroker_backtest
+
+    slice_len = 20_000 if quick else 50_000
+    first_roll = int(np.flatnonzero(roll)[0])
+    lo = max(0, min(first_roll - slice_len // 2, n - slice_len))
+    sl = prices.iloc[lo:lo + slice_len].reset_index(drop=True)
+    sl_target = target[lo:lo + slice_len]
+    assert sl["roll"].any()
+    t0 = time.perf_counter()
+    run_pybroker_backtest(sl.iloc[:500].reset_index(drop=True), sl_target[:500], spec, cfg)
+    pb_first = time.perf_counter() - t0
+    t_pb, _, pb = timed(lambda: run_pybroker_backtest(sl, sl_target, spec, cfg), 3 if quick else 5, warmup=0)
+    fbt_slice = run_backtest(sl, sl_target, spec, cfg)
+    assert int(fbt_slice.trades["refused"].sum()) == 0
+    assert abs(pb.net_pnl - fbt_slice.net_pnl) < CENT, (pb.net_pnl, fbt_slice.net_pnl)
+    t_pb_full = t_pb * n / slice_len
+    t_engine_slice, _, _ = timed(lambda: run_backtest(sl, sl_target, spec, cfg), repeat)
+
+    # ------------------------------------------------------------- 2. sweep
+    catalog = load_catalog()
+    roots = list(catalog)[:20]
+    grid = {"fast": list(range(2, 42)), "slow": list(range(50, 300, 10))}
+    sets = parameter_sets("sma_crossover", grid, mode="random", n=50, seed=1) if quick \
+        else parameter_sets("sma_crossover", grid)
+    assert len(sets) == (50 if quick else 1000)
+    markets = [(r, catalog[r], make_daily_market(catalog[r], SESSIONS, seed=100 + i)) for i, r in enumerate(roots)]
+    sizing = VolTargetConfig()
+    engine_cfg = EngineConfig(initial_capital=10_000_000.0)  # 1 tick slippage, catalogue commission
+    workers = 2
+
+    log("sweep warm-up")
+    run_sweep(markets[0][2], markets[0][1], "sma_crossover", sets[:4], sizing, engine_cfg, workers=workers)
+    direct_sweep_market(markets[0][2], markets[0][1], sets[:4], sizing, engine_cfg, workers)
+
+    log(f"run_sweep: {len(markets)} markets x {len(sets)} sets, workers={workers}")
+    t0 = time.perf_counter()
+    tables = []
+    for root, mspec, mprices in markets:
+        tables.append(run_sweep(mprices, mspec, "sma_crossover", sets, sizing, engine_cfg, workers=workers).table)
+    t_sweep = time.perf_counter() - t0
+    n_bt = len(markets) * len(sets)
+
+    log("direct kernel sweep")
+    t_direct, direct = {}, {}
+    for w in (workers, 1):
+        t0 = time.perf_counter()
+        direct[w] = [direct_sweep_market(mp, ms, sets, sizing, engine_cfg, w) for _, ms, mp in markets]
+        t_direct[w] = time.perf_counter() - t0
+    worst = 0.0
+    for table, d in zip(tables, direct[workers]):
+        worst = max(worst, float(np.max(np.abs(table["net_pnl"].to_numpy() - d[:, 0]))))
+        assert np.array_equal(table["trades"].to_numpy(), d[:, 1]) and np.array_equal(table["rolls"].to_numpy(), d[:, 2])
+    assert worst < CENT, worst
+    assert np.array_equal(direct[1][0], direct[workers][0], equal_nan=True)
+    refused = 0.0
+
+    log("threads vs serial on one market, and cProfile of one sweep item")
+    sub = sets[: min(200, len(sets))]
+    mp0, ms0 = markets[0][2], markets[0][1]
+    t_w = {}
+    for w in (1, workers):
+        t0 = time.perf_counter()
+        run_sweep(mp0, ms0, "sma_crossover", sub, sizing, engine_cfg, workers=w)
+        t_w[w] = time.perf_counter() - t0
+    prof = cProfile.Profile()
+    prof.enable()
+    for p in sub[:100]:
+        bt = backtest_market(mp0, ms0, "sma_crossover", p, sizing, engine_cfg)
+        refused += bt.summary["refused_contracts"]
+    prof.disable()
+    st = pstats.Stats(prof)
+    total_prof = max(v[3] for k, v in st.stats.items() if k[2] == "backtest_market")
+    wanted = [("backtest.py", "summarise", "summarise (risk_metrics + trade stats)"),
+              ("metrics.py", "risk_metrics", "  of which risk_metrics"),
+              ("futures_engine.py", "run_backtest", "run_backtest (checks + kernel + frames)"),
+              ("sizing.py", "contracts_for_risk", "contracts_for_risk (EWMA vol sizing)"),
+              ("strategies.py", "strategy_signal", "strategy_signal (pandas SMAs)"),
+              ("backtest.py", "with_predictions", "with_predictions (assign prob_up/roll_yield)")]
+    shares = []
+    for fname, func, label in wanted:
+        ct = sum(v[3] for k, v in st.stats.items() if k[0].endswith(fname) and k[2] == func)
+        shares.append((label, ct / total_prof))
+    # the kernel itself on this market, per call (from the direct path's arrays)
+    d_one = direct_sweep_market(mp0, ms0, sub[:1], sizing, engine_cfg, 1)  # noqa: F841 (warm)
+    n0 = len(mp0)
+    k_args = (np.ones(n0, np.int64), mp0["open"].to_numpy(float), mp0["close"].to_numpy(float),
+              mp0["roll"].to_numpy(bool), float(ms0.multiplier), float(ms0.commission), float(ms0.tick_size),
+              np.full(n0, float(ms0.initial_margin)), 1e7, FILL_NEXT_OPEN)
+    t_k_daily, _, _ = timed(lambda: simulate_futures_nb(*k_args), 50)
+
+    total = time.perf_counter() - t_start
+
+    # ------------------------------------------------------------- table
+    S1 = f"1 single ({n:,} bars)"
+    row(S1, "data: build frame / SMA(50,200) signal (untimed inputs)", f"{t_data:.2f} s / {t_signal:.3f} s")
+    row(S1, f"trades / rolls / fbt net P&L (commission only)", f"{n_trades:,} / {n_rolls} / {res.net_pnl:,.2f} USD")
+    row(S1, "(i)   fbt run_backtest, median of 5", f"{t_engine:.4f} s  ({n / t_engine / 1e6:.1f} M bars/s)")
+    row(S1, "(ii)  fbt kernel simulate_futures_nb, median of 5", f"{t_kernel:.4f} s  ({n / t_kernel / 1e6:.1f} M bars/s)")
+    row(S1, "(iii) bare Numba P&L loop, median of 5", f"{t_bare:.4f} s  ({n / t_bare / 1e6:.1f} M bars/s)")
+    row(S1, "(iv)  vectorbt from_signals + final_value, median of 5", f"{t_vbt:.4f} s  ({n / t_vbt / 1e6:.1f} M bars/s)")
+    row(S1, f"(v)   PyBroker, {slice_len:,}-bar slice, median of {3 if quick else 5}", f"{t_pb:.3f} s  "
+        f"({slice_len / t_pb / 1e3:.1f} k bars/s); fbt on the slice {t_engine_slice * 1e3:.2f} ms")
+    row(S1, f"(v)   PyBroker EXTRAPOLATED linearly to {n:,} bars", f"{t_pb_full:.1f} s (extrapolated)")
+    row(S1, "ratio engine / bare loop   (target <= 2x)",
+        f"{t_engine / t_bare:.1f}x  {'MET' if t_engine / t_bare <= 2 else 'NOT MET'}")
+    row(S1, "ratio kernel / bare loop", f"{t_kernel / t_bare:.1f}x")
+    row(S1, "ratio engine / kernel (frames + checks overhead)", f"{t_engine / t_kernel:.1f}x")
+    row(S1, "ratio vectorbt / engine    (target > 1)",
+        f"{t_vbt / t_engine:.2f}x  {'MET' if t_vbt / t_engine > 1 else 'NOT MET'}")
+    row(S1, "ratio PyBroker (extrapolated) / engine", f"{t_pb_full / t_engine:,.0f}x")
+    row(S1, "assert fbt = bare loop net P&L (bare includes roll costs)",
+        f"ok, |diff| {abs(bare_total - res.net_pnl):.2e} USD")
+    row(S1, "assert fbt = vectorbt P&L - fbt roll costs",
+        f"ok, |diff| {abs(vbt_pnl - rc - res.net_pnl):.2e} USD (roll costs {rc:,.2f})")
+    row(S1, "assert fbt = PyBroker net P&L on the slice (1 roll)",
+        f"ok, {fbt_slice.net_pnl:,.2f} vs {pb.net_pnl:,.2f} USD")
+
+    S2 = f"2 sweep ({len(markets)} mkts x {len(sets)} sets)"
+    row(S2, f"run_sweep (threads, workers={workers}), end to end", f"{t_sweep:.1f} s  "
+        f"({n_bt / t_sweep:,.0f} backtests/s; target < 60 s: {'MET' if t_sweep < 60 else 'NOT MET'})")
+    row(S2, f"direct kernel sweep (signals precomputed), workers={workers}",
+        f"{t_direct[workers]:.2f} s  ({n_bt / t_direct[workers]:,.0f} backtests/s)")
+    row(S2, "direct kernel sweep, workers=1", f"{t_direct[1]:.2f} s  ({n_bt / t_direct[1]:,.0f} backtests/s)")
+    row(S2, "ratio run_sweep / direct kernel sweep", f"{t_sweep / t_direct[workers]:.0f}x")
+    row(S2, "assert direct = run_sweep: net P&L, trades, rolls (all sets)", f"ok, max |diff| {worst:.2e} USD")
+    row(S2, f"run_sweep 1 market x {len(sub)} sets: workers=1 / workers={workers}",
+        f"{t_w[1]:.2f} s / {t_w[workers]:.2f} s  (threads speed-up {t_w[1] / t_w[workers]:.2f}x)")
+    row(S2, "kernel alone, one 2,520-bar daily backtest", f"{t_k_daily * 1e6:.0f} us")
+    row(S2, f"cProfile of 100 backtest_market calls (serial)", f"{total_prof:.2f} s under profiler = 100%")
+    for label, share in shares:
+        row(S2, f"  {label}", f"{share:5.1%}")
+    row(S2, "refused contracts in the profiled runs", f"{refused:.0f}")
+
+    S3 = "3 numba first call"
+    row(S3, "kernel COLD, fresh process, empty NUMBA_CACHE_DIR: compile",
+        f"{cold['first_call']:.2f} s  (import numba {cold['import_numba']:.2f} s, kernel module "
+        f"{cold['import_kernel']:.2f} s, process {cold['process']:.1f} s)")
+    row(S3, "kernel CACHED, fresh process, same cache dir: first call",
+        f"{cached['first_call']:.2f} s  (import numba {cached['import_numba']:.2f} s, kernel module "
+        f"{cached['import_kernel']:.2f} s, process {cached['process']:.1f} s)")
+    row(S3, "kernel second call, tiny input (dispatch only)", f"{cached['second_call'] * 1e6:.0f} us")
+    row(S3, "kernel first call in this process (FBT_HOME numba cache)", f"{kernel_first_here:.2f} s")
+    row(S3, "bare loop compile (no cache), this process", f"{bare_compile:.2f} s")
+    row(S3, "vectorbt import / first from_signals (500 bars; Numba compile)", f"{vbt_import:.2f} s / {vbt_first:.2f} s")
+    row(S3, "PyBroker first run (500 bars, incl. import)", f"{pb_first:.2f} s")
+
+    w1 = max(len(r[1]) for r in rows)
+    w0 = max(len(r[0]) for r in rows)
+    mode = "QUICK" if quick else "FULL"
+    print(f"bench/engine.py ({mode}); {os.cpu_count()} cores; Python {sys.version.split()[0]}; "
+          f"times exclude data building and the untimed warm-up call")
+    print(f"{'section':{w0}s}  {'what':{w1}s}  figure")
+    print(f"{'-' * w0}  {'-' * w1}  {'-' * 40}")
+    last = None
+    for sec, what, fig in rows:
+        print(f"{(sec if sec != last else ''):{w0}s}  {what:{w1}s}  {fig}")
+        last = sec
+    print(f"total bench time {total:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
