@@ -10,7 +10,7 @@ from assets.partitions import market_partitions
 from assets.rolls import continuous_prices
 from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.engine.futures_engine import EngineConfig
-from fbt_pipelines.engine.sweep import parameter_sets, run_sweep, walk_forward
+from fbt_pipelines.engine.sweep import overfitting_report, parameter_sets, run_sweep, walk_forward
 from fbt_pipelines.portfolio.sizing import VolTargetConfig
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.versioning import code_version, frame_version
@@ -56,9 +56,12 @@ def parameter_sweep(context: AssetExecutionContext, config: SweepConfig, warehou
                                                                               mlflow_parent_run=parent))
         wh.replace_partition(conn, "walk_forward_equity", root, wf.assign(root=root, strategy=config.strategy))
     best = sweep.table.sort_values("sharpe", ascending=False).iloc[0]
+    overfit = overfitting_report(sweep, config.capital)
     wf_sharpe = float(wf["pnl"].mean() / wf["pnl"].std(ddof=1) * 252 ** 0.5) if len(wf) > 2 else float("nan")
     return MaterializeResult(metadata={
         "sets": len(sets), "best_params": best["params"], "best_sharpe": float(best["sharpe"]),
+        "probability_of_backtest_overfitting": overfit["pbo"],
+        "deflated_sharpe_of_best": overfit.get("deflated_sharpe", float("nan")),
         "walk_forward_oos_sharpe": wf_sharpe, "walk_forward_windows": int(wf["window"].nunique()),
         "walk_forward_choices": json.dumps(wf.groupby("window")["set"].first().tolist()),
         "mlflow_parent_run": MetadataValue.text(parent),

@@ -120,3 +120,22 @@ def walk_forward(sweep: SweepResult, capital: float, train_years: int = 3, test_
     out = pd.concat(parts, ignore_index=True)
     out["equity"] = capital + out["pnl"].cumsum()
     return out
+
+
+def overfitting_report(sweep: SweepResult, capital: float) -> dict[str, float]:
+    """Deflated Sharpe of the best set and the probability of backtest
+    overfitting (CSCV) for a sweep: is the best parameter set luck?"""
+    from scipy.stats import kurtosis, skew
+
+    from fbt_pipelines.risk.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
+
+    returns = sweep.pnl / capital
+    daily_sharpe = (returns.mean() / returns.std(ddof=1)).replace([np.inf, -np.inf], np.nan).fillna(0.0)
+    best = int(daily_sharpe.to_numpy().argmax())
+    r = returns.iloc[:, best].to_numpy()
+    out = {"pbo": float(probability_of_backtest_overfitting(sweep.pnl, n_splits=10))}
+    if len(daily_sharpe) > 1 and np.std(r) > 0:
+        out["deflated_sharpe"] = float(deflated_sharpe_ratio(
+            float(daily_sharpe.iloc[best]), len(daily_sharpe), float(daily_sharpe.var(ddof=1)), len(r),
+            float(skew(r)), float(kurtosis(r, fisher=False))))
+    return out

@@ -39,3 +39,18 @@ def test_walk_forward_picks_the_best_in_sample_set_per_window():
     assert wf["equity"].iloc[-1] == pytest.approx(1e6 + wf["pnl"].sum())
     with pytest.raises(StrategyError, match="more than 6 years"):
         walk_forward(SweepResult(table, pnl), capital=1e6, train_years=6)
+
+
+def test_overfitting_report_flags_luck_and_spares_a_real_edge():
+    from fbt_pipelines.engine.sweep import overfitting_report
+
+    ts = pd.bdate_range("2010-01-01", periods=2000, tz="UTC")
+    rng = np.random.default_rng(1)
+    noise = pd.DataFrame(rng.normal(0, 1000, (len(ts), 30)), index=ts)
+    table = pd.DataFrame({"set": range(30), "params": ["{}"] * 30, "sharpe": 0.0})
+    luck = overfitting_report(SweepResult(table, noise), 1e6)
+    edge = noise.copy()
+    edge[0] += 150.0  # a persistent daily edge in set 0 (Sharpe ~2.4)
+    real = overfitting_report(SweepResult(table, edge), 1e6)
+    assert luck["pbo"] > 0.1 and real["pbo"] < 0.01  # noise: the in-sample best is often below median out of sample
+    assert luck["deflated_sharpe"] < 0.9 < real["deflated_sharpe"]
