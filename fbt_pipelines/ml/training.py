@@ -113,22 +113,127 @@ def _label_known_by(frame: pd.DataFrame, config: TrainingConfig) -> np.ndarray:
     return np.asarray(_label_end(frame, config.horizon) <= config.train_end_ts)  # NaT -> False
 
 
-def train_direction_model(frame: pd.DataFrame, config: TrainingConfig) -> TrainedModel:
-    """Fit a RandomForest on the in-sample rows; score it on the later rows.
-
-    Metrics (out of sample, rows with a known label): accuracy, AUC, log loss,
-    Brier score, and the base rate of up moves.
-    """
-    train, test = split_in_out_of_sample(frame, config)
-    if len(train) < 100:
-        raise ValueError(f"only {len(train)} training rows before {config.train_end}; need >= 100")
-    model = RandomForestClassifier(
-        n_estimators=config.n_estimators, max_depth=config.max_depth,
+def make_estimator(config: TrainingConfig, value: float | None = None) -> RandomForestClassifier | Pipeline:
+    """The unfitted estimator of ``config.model``; ``value`` overrides the tuned
+    hyperparameter (RF ``max_depth``, logistic ``C``)."""
+    if config.model == "logistic":
+        c = config.logistic_c if value is None else float(value)
+        return Pipeline([
+            ("scale", StandardScaler()),
+            ("logistic", LogisticRegression(C=c, max_iter=1000, random_state=config.seed)),
+        ])
+    depth = config.max_depth if value is None else int(value)
+    return RandomForestClassifier(
+        n_estimators=config.n_estimators, max_depth=depth,
         min_samples_leaf=config.min_samples_leaf, random_state=config.seed, n_jobs=1,
     )
+
+
+def tuned_parameter(config: TrainingConfig) -> tuple[str, tuple[float, ...]]:
+    """(name, grid) of the hyperparameter ``tune=True`` chooses for ``config.model``."""
+    if config.model == "logistic":
+        return "C", C_GRID
+    return "max_depth", MAX_DEPTH_GRID
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """Outcome of the inner time-series search.
+
+    ``scores``: mean inner-fold log loss per grid value (lower is better);
+    ``folds``: (last inner-training ts, first and last validation ts) per fold.
+    """
+
+    parameter: str
+    chosen: float
+    scores: dict[float, float]
+    folds: list[tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]]
+
+
+def inner_folds(ts: pd.Series, label_end: pd.DatetimeIndex, horizon: int,
+                n_splits: int = TUNE_SPLITS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Expanding-window folds over the training rows: (fit rows, validation rows),
+    as positions into ``ts``.
+
+    sklearn ``TimeSeriesSplit(n_splits, gap=horizon)`` runs over the distinct
+    sessions (rows of all markets at one ts fall on the same side); a fit row
+    is then also dropped when its label ends on or after the first
+    validation session (exact purge for markets with sparser calendars,
+    where ``horizon`` own rows can span more than ``horizon`` sessions; for a
+    market trading every session it drops exactly the rows the gap drops).
+    Validation rows end by train_end: they are training rows.
+    """
+    t = pd.DatetimeIndex(pd.to_datetime(ts, utc=True))
+    sessions = t.unique().sort_values()
+    folds = []
+    for fit_s, val_s in TimeSeriesSplit(n_splits=n_splits, gap=horizon).split(np.arange(len(sessions))):
+        last_fit, first_val, last_val = sessions[fit_s[-1]], sessions[val_s[0]], sessions[val_s[-1]]
+        fit_rows = np.flatnonzero(np.asarray((t <= last_fit) & (label_end < first_val)))
+        val_rows = np.flatnonzero(np.asarray((t >= first_val) & (t <= last_val)))
+        folds.append((fit_rows, val_rows))
+    return folds
+
+
+def _tune(train: pd.DataFrame, label_end: pd.DatetimeIndex, config: TrainingConfig) -> TuningResult:
+    """Grid search on inner folds of ``train`` (the training rows only)."""
+    name, grid = tuned_parameter(config)
+    x = train[list(config.features)].to_numpy(float)
+    y = train["label"].to_numpy(int)
+    ts = pd.DatetimeIndex(pd.to_datetime(train["ts"], utc=True))
+    folds = [(f, v) for f, v in inner_folds(train["ts"], label_end, config.horizon)
+             if len(f) and len(v) and len(np.unique(y[f])) == 2]
+    if not folds:
+        raise ValueError("no inner fold with both classes in its fit rows; cannot tune")
+    scores: dict[float, float] = {}
+    for value in grid:
+        losses = []
+        for fit_rows, val_rows in folds:
+            est = make_estimator(config, value).fit(x[fit_rows], y[fit_rows])
+            losses.append(log_loss(y[val_rows], est.predict_proba(x[val_rows])[:, 1], labels=[0, 1]))
+        scores[value] = float(np.mean(losses))
+    chosen = min(grid, key=lambda v: scores[v])  # ties -> the earlier (simpler) grid value
+    spans = [(ts[f].max(), ts[v].min(), ts[v].max()) for f, v in folds]
+    return TuningResult(name, chosen, scores, spans)
+
+
+def tune_hyperparameter(frame: pd.DataFrame, config: TrainingConfig) -> TuningResult:
+    """The ``tune=True`` search of :func:`train_direction_model`, on its
+    training rows (purged at train_end) only."""
+    train_mask, _ = _split_masks(frame, config)
+    return _tune(frame[train_mask], _label_end(frame, config.horizon)[train_mask], config)
+
+
+def _importances(model: RandomForestClassifier | Pipeline, features: list[str]) -> pd.Series:
+    """RF: impurity importances. Logistic: |coefficient| on the standardised
+    features, scaled to sum to 1."""
+    if isinstance(model, Pipeline):
+        w = np.abs(model[-1].coef_.ravel())
+        w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+    else:
+        w = model.feature_importances_
+    return pd.Series(w, index=features).sort_values(ascending=False)
+
+
+def train_direction_model(frame: pd.DataFrame, config: TrainingConfig) -> TrainedModel:
+    """Fit ``config.model`` on the in-sample rows; score it on the later rows.
+
+    Metrics (out of sample, rows with a known label): accuracy, AUC, log loss,
+    Brier score, and the base rate of up moves. With ``config.tune`` also
+    ``chosen_max_depth`` / ``chosen_C`` and ``tune_log_loss`` (its mean
+    inner-fold log loss).
+    """
+    train_mask, test_mask = _split_masks(frame, config)
+    train, test = frame[train_mask], frame[test_mask]
+    if len(train) < 100:
+        raise ValueError(f"only {len(train)} training rows before {config.train_end}; need >= 100")
+    tuning = _tune(train, _label_end(frame, config.horizon)[train_mask], config) if config.tune else None
+    model = make_estimator(config, tuning.chosen if tuning else None)
     model.fit(train[list(config.features)].to_numpy(float), train["label"].to_numpy(int))
     scored = test.dropna(subset=["label"])
     metrics: dict[str, float] = {"train_rows": float(len(train)), "test_rows": float(len(scored))}
+    if tuning is not None:
+        metrics[f"chosen_{tuning.parameter}"] = float(tuning.chosen)
+        metrics["tune_log_loss"] = tuning.scores[tuning.chosen]
     if len(scored) and scored["label"].nunique() == 2:
         y = scored["label"].to_numpy(int)
         p = model.predict_proba(scored[list(config.features)].to_numpy(float))[:, 1]
@@ -139,7 +244,7 @@ def train_direction_model(frame: pd.DataFrame, config: TrainingConfig) -> Traine
             "oos_brier": float(brier_score_loss(y, p)),
             "oos_base_rate": float(y.mean()),
         })
-    importances = pd.Series(model.feature_importances_, index=list(config.features)).sort_values(ascending=False)
+    importances = _importances(model, list(config.features))
     return TrainedModel(model, config, metrics, importances, len(train), len(scored))
 
 
