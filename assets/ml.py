@@ -1,7 +1,7 @@
 """Stage 3: features, the trained model (MLflow) and out-of-sample predictions."""
 
 import pandas as pd
-from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, DataVersion,
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, Config, DataVersion,
                      MaterializeResult, MetadataValue, asset)
 
 from assets._support import WRITER_POOL, announce, date_range, md_table
@@ -11,6 +11,7 @@ from fbt_pipelines.catalog.contracts import contracts_from_frame
 from fbt_pipelines.futures.back_adjust import roll_yield
 from fbt_pipelines.ml.dataset import feature_table
 from fbt_pipelines.ml.features import FEATURE_COLUMNS
+from fbt_pipelines.ml.monitoring import PSI_SIGNIFICANT, feature_drift
 from fbt_pipelines.ml.training import TrainingConfig, predict_out_of_sample, train_direction_model
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.stores.cached_reads import read_bars_cached, read_partition_cached
@@ -18,6 +19,7 @@ from fbt_pipelines.versioning import code_version
 from resources import BusResource, TrackingResource, WarehouseResource
 
 MODEL_NAME = "fbt-direction-rf"
+DRIFT_WINDOW = 250  # sessions of recent features compared with the training window
 
 
 class FeaturesConfig(Config):
@@ -61,11 +63,16 @@ class ModelConfig(Config):
     max_depth: int = 5
     min_samples_leaf: int = 50
     seed: int = 0
+    model: str = "random_forest"
+    """random_forest or logistic."""
+    tune: bool = False
+    """Choose max_depth (forest) or C (logistic) on purged inner time-series folds of the training rows."""
 
     def training(self, horizon: int) -> TrainingConfig:
         return TrainingConfig(train_end=self.train_end, horizon=horizon, embargo_days=self.embargo_days,
                               n_estimators=self.n_estimators, max_depth=self.max_depth,
-                              min_samples_leaf=self.min_samples_leaf, seed=self.seed)
+                              min_samples_leaf=self.min_samples_leaf, seed=self.seed, model=self.model,
+                              tune=self.tune)
 
 
 @asset(group_name="ml", kinds={"mlflow", "sklearn"}, deps=[features], pool=WRITER_POOL)
@@ -103,7 +110,10 @@ def model(context: AssetExecutionContext, config: ModelConfig, warehouse: Wareho
     partitions_def=market_partitions, group_name="ml", kinds={"duckdb", "mlflow"}, deps=[model, features],
     pool=WRITER_POOL,
     check_specs=[AssetCheckSpec("predictions_out_of_sample", asset="predictions", blocking=True,
-                                description="Every prediction is later than its model's training end plus the embargo.")],
+                                description="Every prediction is later than its model's training end plus the embargo."),
+                 AssetCheckSpec("feature_drift", asset="predictions",
+                                description=f"PSI of every feature, last {DRIFT_WINDOW} sessions vs the training "
+                                            f"window, below {PSI_SIGNIFICANT} (warns).")],
 )
 def predictions(context: AssetExecutionContext, warehouse: WarehouseResource, tracking: TrackingResource,
                 bus: BusResource) -> MaterializeResult:
@@ -120,11 +130,21 @@ def predictions(context: AssetExecutionContext, warehouse: WarehouseResource, tr
         version = wh.replace_partition(conn, "predictions", root, preds)
     earliest_allowed = training.predict_from_ts
     leaks = int((pd.to_datetime(preds["ts"], utc=True) <= earliest_allowed).sum())
+    ts = pd.to_datetime(table["ts"], utc=True)
+    drift = feature_drift(table[ts <= training.train_end_ts], table.tail(DRIFT_WINDOW), list(training.features))
+    worst = drift.idxmax() if drift.notna().any() else None
     announce(context, bus.get(), rows=len(preds), model_version=registered.version)
     return MaterializeResult(
         metadata={"rows": len(preds), "date_range": date_range(preds["ts"]), "model_version": registered.version,
                   "mean_prob_up": float(preds["prob_up"].mean()) if len(preds) else float("nan")},
         data_version=DataVersion(version),
-        check_results=[AssetCheckResult(check_name="predictions_out_of_sample", passed=leaks == 0 and len(preds) > 0,
-                                        metadata={"rows_before_embargo_end": leaks, "rows": len(preds)})],
+        check_results=[
+            AssetCheckResult(check_name="predictions_out_of_sample", passed=leaks == 0 and len(preds) > 0,
+                             metadata={"rows_before_embargo_end": leaks, "rows": len(preds)}),
+            AssetCheckResult(check_name="feature_drift", severity=AssetCheckSeverity.WARN,
+                             passed=bool(drift.fillna(0).max() < PSI_SIGNIFICANT),
+                             metadata={"max_psi": float(drift.max()) if worst else 0.0,
+                                       "worst_feature": str(worst), "psi": md_table(drift.rename("psi").reset_index()
+                                                                                  .rename(columns={"index": "feature"}), ".3f")}),
+        ],
     )
