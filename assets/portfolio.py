@@ -16,7 +16,8 @@ from fbt_pipelines.engine.futures_engine import EngineConfig
 from fbt_pipelines.portfolio.portfolio import combine_markets
 from fbt_pipelines.portfolio.sizing import VolTargetConfig
 from fbt_pipelines.reports.tear_sheet import write_tear_sheet
-from fbt_pipelines.risk.metrics import risk_metrics
+from fbt_pipelines.risk.metrics import daily_returns, risk_metrics
+from fbt_pipelines.risk.monte_carlo import bootstrap_paths, monte_carlo_summary
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.versioning import code_version, frame_version
 from resources import BusResource, FilesResource, WarehouseResource
@@ -67,6 +68,8 @@ def portfolio(context: AssetExecutionContext, config: PortfolioConfig, warehouse
 
 
 class RiskLimits(Config):
+    monte_carlo_paths: int = Field(default=2000, description="Stationary-bootstrap paths of the daily returns.")
+    monte_carlo_seed: int = 0
     max_drawdown: float = Field(default=0.35, description="Largest tolerated peak-to-trough loss (fraction).")
     max_var_99: float = Field(default=0.05, description="Largest tolerated one-day historical VaR 99% (fraction).")
     max_margin_to_equity: float = Field(default=0.5, description="Largest tolerated margin / equity.")
@@ -82,12 +85,17 @@ class RiskLimits(Config):
 )
 def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: WarehouseResource,
                 bus: BusResource) -> MaterializeResult:
-    """Portfolio risk from daily equity: CAGR, vol, Sharpe, Sortino, Calmar, max drawdown, historical VaR/CVaR 95 and 99."""
+    """Portfolio risk from daily equity: CAGR, vol, Sharpe, Sortino, Calmar, max drawdown, historical VaR/CVaR 95 and 99, and a stationary-bootstrap Monte Carlo of drawdown, CAGR and Sharpe."""
     with warehouse.connect() as conn:
         equity = wh.read_partition(conn, "portfolio_equity", PORTFOLIO, order_by=["ts"])
         m = risk_metrics(equity.set_index("ts")["equity"])
         margin_ratio = float((equity["margin"] / equity["equity"]).max())
+        returns = daily_returns(equity.set_index("ts")["equity"]).to_numpy()
+        mc = monte_carlo_summary(bootstrap_paths(returns, config.monte_carlo_paths, len(returns),
+                                                 seed=config.monte_carlo_seed),
+                                 float(equity["equity"].iloc[0]), config.max_drawdown).scalars()
         row = pd.DataFrame([{"portfolio": PORTFOLIO, **m.as_dict(), "max_margin_to_equity": margin_ratio,
+                             **{f"mc_{k}": v for k, v in mc.items()},
                              "data_version": frame_version(equity), "code_version": code_version()}])
         wh.replace_partition(conn, "risk_report", PORTFOLIO, row)
     shown = {k: v for k, v in m.as_dict().items() if isinstance(v, float)}
@@ -99,7 +107,8 @@ def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: W
                                "breaches": {k: {"value": v, "limit": lim} for k, (v, lim) in breaches.items()}},
                    os.environ.get("FBT_ALERT_WEBHOOK"))
     return MaterializeResult(
-        metadata={**shown, "max_margin_to_equity": margin_ratio},
+        metadata={**shown, "max_margin_to_equity": margin_ratio,
+                  "monte_carlo": md_table(pd.DataFrame([{"statistic": k, "value": v} for k, v in mc.items()]), ".4f")},
         check_results=[
             AssetCheckResult(check_name="max_drawdown_limit", passed=bool(m.max_drawdown <= config.max_drawdown),
                              metadata={"max_drawdown": m.max_drawdown, "limit": config.max_drawdown}),

@@ -238,3 +238,11 @@ def test_risk_limit_breach_fails_its_check_and_raises_an_alert(graph, redis_url)
     assert checks == {"max_drawdown_limit": False, "var_limit": True, "margin_limit": True}
     alerts = [e for e in Bus(redis_url).recent_events(50) if e["type"] == "alert" and e["run_id"] == result.run_id]
     assert len(alerts) == 1 and set(alerts[0]["breaches"]) == {"max_drawdown"}
+
+
+def test_risk_report_carries_a_monte_carlo_of_the_portfolio(graph):
+    home, _, _ = graph
+    report = query(home, "SELECT * FROM risk_report").iloc[0]
+    assert report["mc_max_drawdown_p5"] <= report["mc_max_drawdown_p50"] <= report["mc_max_drawdown_p95"]
+    assert report["mc_sharpe_ci_low"] < report["sharpe"] < report["mc_sharpe_ci_high"]
+    assert 0.0 <= report["mc_prob_drawdown_exceeds"] <= 1.0
