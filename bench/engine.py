@@ -13,8 +13,8 @@ Prints ONE table (stdout; progress goes to stderr) with three sections:
    close, raw_close, roll. Target = ``sma_crossover(close, 50, 200)``, i.e.
    +-1 contract (0 during the first 199 bars and on exact SMA ties). Costs:
    commission only (``slippage_ticks=0``) so every implementation charges the
-   same thing. Each timing is the median of >= 5 runs after one untimed
-   warm-up run; inputs (target, arrays, entry/exit masks) are prepared
+   same thing. Each timing is the median (and min) of 7 runs (PyBroker 5, --quick 3) after
+   one untimed warm-up run; inputs (target, arrays, entry/exit masks) are prepared
    outside the timed region for all of them.
 
    (i)   engine  = ``run_backtest`` (validation + kernel + result frames);
@@ -30,6 +30,12 @@ Prints ONE table (stdout; progress goes to stderr) with three sections:
    (v)   PyBroker via ``run_pybroker_backtest`` on a 50,000-bar slice that
          contains one roll, extrapolated linearly to the full length
          (LABELLED "extrapolated"; PyBroker is a per-bar Python loop).
+
+   Diagnostics: a Numba function that only allocates and writes the
+   kernel's output arrays, and kernel / bare / that function again in a
+   subprocess whose glibc keeps freed memory mapped (MALLOC_MMAP_THRESHOLD_,
+   MALLOC_TRIM_THRESHOLD_): at 3.5 M bars the kernel's time is mostly page
+   faults on fresh output arrays, and it varies with the allocator's state.
 
    Plain asserts: fbt vs bare loop, vectorbt (+ roll costs) and PyBroker
    (slice) agree on net P&L to the cent; fbt refuses no contract.
@@ -75,14 +81,14 @@ from numba import njit
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fbt_pipelines.catalog import load_catalog, market_spec  # noqa: E402
-from fbt_pipelines.catalog.specs import ContractSpec  # noqa: E402
-from fbt_pipelines.engine.backtest import backtest_market  # noqa: E402
-from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest  # noqa: E402
-from fbt_pipelines.engine.kernel import FILL_NEXT_OPEN, TRADE, ROLL, simulate_futures_nb  # noqa: E402
-from fbt_pipelines.engine.strategies import sma_crossover  # noqa: E402
-from fbt_pipelines.engine.sweep import parameter_sets, run_sweep  # noqa: E402
-from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk  # noqa: E402
+from fbt_pipelines.catalog import load_catalog, market_spec
+from fbt_pipelines.catalog.specs import ContractSpec
+from fbt_pipelines.engine.backtest import backtest_market
+from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest
+from fbt_pipelines.engine.kernel import FILL_NEXT_OPEN, ROLL, TRADE, simulate_futures_nb
+from fbt_pipelines.engine.strategies import sma_crossover
+from fbt_pipelines.engine.sweep import parameter_sets, run_sweep
+from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk
 
 CENT = 0.005
 SESSIONS = 2_520          # 10 years of sessions
@@ -172,6 +178,31 @@ def bare_pnl_nb(target, open_, close, roll, multiplier, commission):
     return pnl
 
 
+@njit(nogil=True)
+def alloc_only_nb(target):
+    """The kernel's output memory and nothing else: 4 per-bar arrays zeroed and
+    written once per bar, 7 trade-record arrays of 2n left untouched."""
+    n = len(target)
+    position = np.zeros(n, dtype=np.int64)
+    equity = np.zeros(n)
+    margin_used = np.zeros(n)
+    costs = np.zeros(n)
+    t_bar = np.empty(2 * n, dtype=np.int64)
+    t_kind = np.empty(2 * n, dtype=np.int64)
+    t_qty = np.empty(2 * n, dtype=np.int64)
+    t_price = np.empty(2 * n)
+    t_comm = np.empty(2 * n)
+    t_slip = np.empty(2 * n)
+    t_refused = np.empty(2 * n, dtype=np.int64)
+    for i in range(n):
+        position[i] = target[i]
+        equity[i] = 1.0
+        margin_used[i] = 1.0
+        costs[i] = 1.0
+    return (position, equity, margin_used, costs, t_bar[:1], t_kind[:1], t_qty[:1], t_price[:1], t_comm[:1],
+            t_slip[:1], t_refused[:1])
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -243,6 +274,45 @@ def kernel_subprocess(cache_dir: str) -> dict:
     return res
 
 
+HEAP_PROBE = r"""
+import json, statistics, sys, time
+import numpy as np
+from bench.engine import alloc_only_nb, bare_pnl_nb
+from fbt_pipelines.engine.kernel import simulate_futures_nb
+d = sys.argv[1]
+target, open_, close, roll = (np.load(f"{d}/{k}.npy") for k in ("target", "open", "close", "roll"))
+margin = np.full(len(close), 13200.0)
+calls = {
+    "kernel": lambda: simulate_futures_nb(target, open_, close, roll, 50.0, 2.1, 0.0, margin, 1e6, 0),
+    "bare": lambda: bare_pnl_nb(target, open_, close, roll, 50.0, 2.1),
+    "alloc": lambda: alloc_only_nb(target),
+}
+out = {}
+for name, f in calls.items():
+    f()
+    ts = []
+    for _ in range(5):
+        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+    out[name] = statistics.median(ts)
+print(json.dumps(out))
+"""
+
+# glibc returns blocks >= its mmap threshold (at most 32 MB by default) to the OS
+# on free, so each call page-faults its outputs afresh; these settings keep them
+# on the heap (reused, already mapped) for a diagnostic run
+HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "40000000000"}
+
+
+def heap_reuse_subprocess(target, open_, close, roll) -> dict:
+    with tempfile.TemporaryDirectory(prefix="fbt-bench-arrays-") as d:
+        for k, a in (("target", target), ("open", open_), ("close", close), ("roll", roll)):
+            np.save(f"{d}/{k}.npy", a)
+        env = {**os.environ, **HEAP_ENV, "PYTHONPATH": str(REPO)}
+        out = subprocess.run([sys.executable, "-c", HEAP_PROBE, d], env=env, capture_output=True, text=True,
+                             check=True, cwd=str(REPO))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def direct_sweep_market(prices: pd.DataFrame, spec: ContractSpec, sets, sizing: VolTargetConfig,
                         engine: EngineConfig, workers: int) -> np.ndarray:
     """The same sweep straight through the kernel: rows (net_pnl, trades, rolls, sharpe)."""
@@ -293,6 +363,7 @@ def main() -> None:
     args = ap.parse_args()
     quick = args.quick
     t_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
     rows: list[tuple[str, str, str]] = []  # (section, what, figure)
 
     def row(section: str, what: str, figure: str) -> None:
@@ -312,6 +383,7 @@ def main() -> None:
     t0 = time.perf_counter()
     bare_pnl_nb(np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool), 50.0, 2.1)
     bare_compile = time.perf_counter() - t0
+    alloc_only_nb(np.zeros(3, np.int64))
 
     # ------------------------------------------------------------- 1. single backtest
     per_session = 1_390
@@ -330,13 +402,16 @@ def main() -> None:
     target = sma_crossover(close, fast=50, slow=200)
     t_signal = time.perf_counter() - t0
     margin = np.full(n, float(spec.initial_margin))
-    repeat = 5
+    repeat = 7  # >= 5; the table shows the median and (min)
 
     log("timing run_backtest / kernel / bare loop")
-    t_engine, _, res = timed(lambda: run_backtest(prices, target, spec, cfg), repeat)
-    t_kernel, _, kout = timed(lambda: simulate_futures_nb(target, open_, close, roll, mult, comm, 0.0, margin,
+    t_engine, ts_engine, res = timed(lambda: run_backtest(prices, target, spec, cfg), repeat)
+    t_kernel, ts_kernel, kout = timed(lambda: simulate_futures_nb(target, open_, close, roll, mult, comm, 0.0, margin,
                                                           cfg.initial_capital, FILL_NEXT_OPEN), repeat)
-    t_bare, _, bare = timed(lambda: bare_pnl_nb(target, open_, close, roll, mult, comm), repeat)
+    t_bare, ts_bare, bare = timed(lambda: bare_pnl_nb(target, open_, close, roll, mult, comm), repeat)
+    t_alloc, _, _ = timed(lambda: alloc_only_nb(target), repeat)
+    log("same three under glibc heap reuse (subprocess)")
+    heap = heap_reuse_subprocess(target, open_, close, roll)
 
     trades = res.trades
     n_trades = int(((trades["kind"] == "trade") & (trades["contracts"] != 0)).sum())
@@ -357,7 +432,7 @@ def main() -> None:
     t0 = time.perf_counter()
     vectorbt_run(close[:500], open_[:500], *signal_masks(target[:500]), fees[:500], mult)
     vbt_first = time.perf_counter() - t0
-    t_vbt, _, vbt_pnl = timed(lambda: vectorbt_run(close, open_, entries, exits, short_entries, short_exits,
+    t_vbt, ts_vbt, vbt_pnl = timed(lambda: vectorbt_run(close, open_, entries, exits, short_entries, short_exits,
                                                    fees, mult), repeat)
     assert abs((vbt_pnl - rc) - res.net_pnl) < CENT, (vbt_pnl, rc, res.net_pnl)
 
@@ -373,7 +448,7 @@ def main() -> None:
     t0 = time.perf_counter()
     run_pybroker_backtest(sl.iloc[:500].reset_index(drop=True), sl_target[:500], spec, cfg)
     pb_first = time.perf_counter() - t0
-    t_pb, _, pb = timed(lambda: run_pybroker_backtest(sl, sl_target, spec, cfg), 3 if quick else 5, warmup=0)
+    t_pb, ts_pb, pb = timed(lambda: run_pybroker_backtest(sl, sl_target, spec, cfg), 3 if quick else 5, warmup=0)
     fbt_slice = run_backtest(sl, sl_target, spec, cfg)
     assert int(fbt_slice.trades["refused"].sum()) == 0
     assert abs(pb.net_pnl - fbt_slice.net_pnl) < CENT, (pb.net_pnl, fbt_slice.net_pnl)
@@ -406,7 +481,7 @@ def main() -> None:
 
     log("direct kernel sweep")
     t_direct, direct = {}, {}
-    for w in (workers, 1):
+    for w in (workers,):
         t0 = time.perf_counter()
         direct[w] = [direct_sweep_market(mp, ms, sets, sizing, engine_cfg, w) for _, ms, mp in markets]
         t_direct[w] = time.perf_counter() - t0
@@ -415,11 +490,10 @@ def main() -> None:
         worst = max(worst, float(np.max(np.abs(table["net_pnl"].to_numpy() - d[:, 0]))))
         assert np.array_equal(table["trades"].to_numpy(), d[:, 1]) and np.array_equal(table["rolls"].to_numpy(), d[:, 2])
     assert worst < CENT, worst
-    assert np.array_equal(direct[1][0], direct[workers][0], equal_nan=True)
     refused = 0.0
 
     log("threads vs serial on one market, and cProfile of one sweep item")
-    sub = sets[: min(200, len(sets))]
+    sub = sets[: min(100, len(sets))]
     mp0, ms0 = markets[0][2], markets[0][1]
     t_w = {}
     for w in (1, workers):
@@ -444,8 +518,7 @@ def main() -> None:
     for fname, func, label in wanted:
         ct = sum(v[3] for k, v in st.stats.items() if k[0].endswith(fname) and k[2] == func)
         shares.append((label, ct / total_prof))
-    # the kernel itself on this market, per call (from the direct path's arrays)
-    d_one = direct_sweep_market(mp0, ms0, sub[:1], sizing, engine_cfg, 1)  # noqa: F841 (warm)
+    # the kernel itself on one daily market, per call
     n0 = len(mp0)
     k_args = (np.ones(n0, np.int64), mp0["open"].to_numpy(float), mp0["close"].to_numpy(float),
               mp0["roll"].to_numpy(bool), float(ms0.multiplier), float(ms0.commission), float(ms0.tick_size),
@@ -457,13 +530,22 @@ def main() -> None:
     # ------------------------------------------------------------- table
     S1 = f"1 single ({n:,} bars)"
     row(S1, "data: build frame / SMA(50,200) signal (untimed inputs)", f"{t_data:.2f} s / {t_signal:.3f} s")
-    row(S1, f"trades / rolls / fbt net P&L (commission only)", f"{n_trades:,} / {n_rolls} / {res.net_pnl:,.2f} USD")
-    row(S1, "(i)   fbt run_backtest, median of 5", f"{t_engine:.4f} s  ({n / t_engine / 1e6:.1f} M bars/s)")
-    row(S1, "(ii)  fbt kernel simulate_futures_nb, median of 5", f"{t_kernel:.4f} s  ({n / t_kernel / 1e6:.1f} M bars/s)")
-    row(S1, "(iii) bare Numba P&L loop, median of 5", f"{t_bare:.4f} s  ({n / t_bare / 1e6:.1f} M bars/s)")
-    row(S1, "(iv)  vectorbt from_signals + final_value, median of 5", f"{t_vbt:.4f} s  ({n / t_vbt / 1e6:.1f} M bars/s)")
-    row(S1, f"(v)   PyBroker, {slice_len:,}-bar slice, median of {3 if quick else 5}", f"{t_pb:.3f} s  "
-        f"({slice_len / t_pb / 1e3:.1f} k bars/s); fbt on the slice {t_engine_slice * 1e3:.2f} ms")
+    row(S1, "trades / rolls / fbt net P&L (commission only)", f"{n_trades:,} / {n_rolls} / {res.net_pnl:,.2f} USD")
+    row(S1, f"(i)   fbt run_backtest, median (min) of {repeat}",
+        f"{t_engine:.4f} ({min(ts_engine):.4f}) s  {n / t_engine / 1e6:.1f} M bars/s")
+    row(S1, f"(ii)  fbt kernel simulate_futures_nb, median (min) of {repeat}",
+        f"{t_kernel:.4f} ({min(ts_kernel):.4f}) s  {n / t_kernel / 1e6:.1f} M bars/s")
+    row(S1, f"(iii) bare Numba P&L loop, median (min) of {repeat}",
+        f"{t_bare:.4f} ({min(ts_bare):.4f}) s  {n / t_bare / 1e6:.1f} M bars/s")
+    row(S1, "      diagnostic: kernel's output memory alone (alloc + write)", f"{t_alloc:.4f} s")
+    row(S1, "      diagnostic: kernel / bare / alloc with glibc heap reuse*",
+        f"{heap['kernel']:.4f} / {heap['bare']:.4f} / {heap['alloc']:.4f} s  (kernel / bare "
+        f"{heap['kernel'] / heap['bare']:.1f}x)")
+    row(S1, f"(iv)  vectorbt from_signals + final_value, median (min) of {repeat}",
+        f"{t_vbt:.4f} ({min(ts_vbt):.4f}) s  {n / t_vbt / 1e6:.1f} M bars/s")
+    row(S1, f"(v)   PyBroker, {slice_len:,}-bar slice, median (min) of {len(ts_pb)}",
+        f"{t_pb:.3f} ({min(ts_pb):.3f}) s  {slice_len / t_pb / 1e3:.1f} k bars/s; fbt on the slice "
+        f"{t_engine_slice * 1e3:.2f} ms")
     row(S1, f"(v)   PyBroker EXTRAPOLATED linearly to {n:,} bars", f"{t_pb_full:.1f} s (extrapolated)")
     row(S1, "ratio engine / bare loop   (target <= 2x)",
         f"{t_engine / t_bare:.1f}x  {'MET' if t_engine / t_bare <= 2 else 'NOT MET'}")
@@ -484,13 +566,12 @@ def main() -> None:
         f"({n_bt / t_sweep:,.0f} backtests/s; target < 60 s: {'MET' if t_sweep < 60 else 'NOT MET'})")
     row(S2, f"direct kernel sweep (signals precomputed), workers={workers}",
         f"{t_direct[workers]:.2f} s  ({n_bt / t_direct[workers]:,.0f} backtests/s)")
-    row(S2, "direct kernel sweep, workers=1", f"{t_direct[1]:.2f} s  ({n_bt / t_direct[1]:,.0f} backtests/s)")
     row(S2, "ratio run_sweep / direct kernel sweep", f"{t_sweep / t_direct[workers]:.0f}x")
     row(S2, "assert direct = run_sweep: net P&L, trades, rolls (all sets)", f"ok, max |diff| {worst:.2e} USD")
     row(S2, f"run_sweep 1 market x {len(sub)} sets: workers=1 / workers={workers}",
         f"{t_w[1]:.2f} s / {t_w[workers]:.2f} s  (threads speed-up {t_w[1] / t_w[workers]:.2f}x)")
     row(S2, "kernel alone, one 2,520-bar daily backtest", f"{t_k_daily * 1e6:.0f} us")
-    row(S2, f"cProfile of 100 backtest_market calls (serial)", f"{total_prof:.2f} s under profiler = 100%")
+    row(S2, "cProfile of 100 backtest_market calls (serial)", f"{total_prof:.2f} s under profiler = 100%")
     for label, share in shares:
         row(S2, f"  {label}", f"{share:5.1%}")
     row(S2, "refused contracts in the profiled runs", f"{refused:.0f}")
@@ -512,13 +593,16 @@ def main() -> None:
     w0 = max(len(r[0]) for r in rows)
     mode = "QUICK" if quick else "FULL"
     print(f"bench/engine.py ({mode}); {os.cpu_count()} cores; Python {sys.version.split()[0]}; "
-          f"times exclude data building and the untimed warm-up call")
+          f"times exclude data building and the untimed warm-up call; load average at start / end "
+          f"{load_start:.2f} / {os.getloadavg()[0]:.2f} (other processes share the cores)")
     print(f"{'section':{w0}s}  {'what':{w1}s}  figure")
     print(f"{'-' * w0}  {'-' * w1}  {'-' * 40}")
     last = None
     for sec, what, fig in rows:
         print(f"{(sec if sec != last else ''):{w0}s}  {what:{w1}s}  {fig}")
         last = sec
+    print("* subprocess with MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ raised so glibc reuses mapped heap "
+          "memory instead of page-faulting fresh outputs on every call")
     print(f"total bench time {total:.1f} s")
 
 
