@@ -1,9 +1,9 @@
 """Parameter sweeps (grid or random) and walk-forward selection for one market.
 
 Parallelism: threads, not processes. The Numba kernel releases the GIL
-(``nogil=True``), so backtests of different parameter sets run on all cores
-without pickling prices or results across a process boundary (fbt's rule:
-no pickle between processes).
+(``nogil=True``); no prices or results are pickled across a process boundary
+(fbt's rule). The per-set work is the signal (pandas/NumPy) and one kernel
+call: inputs, volatility sizing and costs are prepared once per market.
 
 Walk-forward: every parameter set is backtested once over the whole period
 (sizing uses fixed capital, so a set's daily P&L does not depend on earlier
@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
-from fbt_pipelines.engine.backtest import backtest_market
+from fbt_pipelines.engine.backtest import with_predictions
 from fbt_pipelines.engine.futures_engine import EngineConfig
-from fbt_pipelines.engine.strategies import STRATEGIES, validate_params
+from fbt_pipelines.engine.kernel import FILL_NEXT_CLOSE, FILL_NEXT_OPEN, ROLL, TRADE, simulate_futures_nb
+from fbt_pipelines.engine.strategies import STRATEGIES, strategy_signal, validate_params
 from fbt_pipelines.errors import StrategyError
-from fbt_pipelines.portfolio.sizing import VolTargetConfig
+from fbt_pipelines.portfolio.sizing import VolTargetConfig, cash_vol_per_contract, whole_contracts
 
 ANNUAL = np.sqrt(252.0)
 
@@ -80,22 +81,55 @@ class SweepResult:
 
 def run_sweep(prices: pd.DataFrame, spec: ContractSpec, strategy: str, sets: Sequence[Mapping[str, Any]],
               sizing: VolTargetConfig, engine: EngineConfig, predictions: pd.DataFrame | None = None,
-              features: pd.DataFrame | None = None, workers: int = 2) -> SweepResult:
-    """Backtest every parameter set (threads; see the module docstring)."""
+              features: pd.DataFrame | None = None, workers: int = 2,
+              margins: np.ndarray | None = None) -> SweepResult:
+    """Backtest every parameter set (threads; see the module docstring).
+
+    Same accounting as :func:`fbt_pipelines.engine.backtest.backtest_market`
+    (and tested equal to it), without its per-set frames: the inputs, the
+    volatility sizing and the cost parameters are prepared once, each set
+    computes its signal and calls the kernel, and the summary comes from the
+    kernel's arrays.
+    """
+    frame = with_predictions(prices, predictions, features)
+    cash_vol = cash_vol_per_contract(frame, spec, sizing)
+    budget = sizing.capital * sizing.annual_risk_target * sizing.idm
+    n = len(frame)
+    open_, close = frame["open"].to_numpy(float), frame["close"].to_numpy(float)
+    roll = frame["roll"].to_numpy(bool)
+    margin = (np.full(n, float(spec.initial_margin)) if margins is None
+              else np.ascontiguousarray(margins, dtype=np.float64))
+    commission = float(spec.commission if engine.commission is None else engine.commission)
+    slippage = float(engine.slippage_ticks * spec.tick_size)
+    fill = FILL_NEXT_OPEN if engine.fill == "next_open" else FILL_NEXT_CLOSE
+    capital = float(engine.initial_capital)
 
     def one(params: Mapping[str, Any]):
-        return backtest_market(prices, spec, strategy, params, sizing, engine, predictions, features=features)
+        params = validate_params(strategy, params)
+        target = whole_contracts(strategy_signal(strategy, frame, params), cash_vol, budget)
+        _, equity, _, _, _, kind, qty, _, comm, slip, _ = simulate_futures_nb(
+            target, open_, close, roll, float(spec.multiplier), commission, slippage, margin, capital, fill)
+        rolls = kind == ROLL
+        return params, equity, {
+            "net_pnl": float(equity[-1] - capital), "sharpe": _equity_sharpe(equity),
+            "max_drawdown": float(np.max(1.0 - equity / np.maximum.accumulate(equity))),
+            "trades": float(np.count_nonzero((kind == TRADE) & (qty != 0))), "rolls": float(rolls.sum()),
+            "roll_costs": float(comm[rolls].sum() + slip[rolls].sum()),
+        }
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(one, sets))
-    rows, pnl = [], {}
-    for i, bt in enumerate(results):
-        key = json.dumps(bt.params, sort_keys=True)
-        rows.append({"set": i, "params": key, **{k: bt.summary[k] for k in
-                     ("net_pnl", "sharpe", "max_drawdown", "trades", "rolls", "roll_costs")}})
-        pnl[i] = bt.result.bars["pnl"].to_numpy()
-    ts = pd.DatetimeIndex(results[0].result.bars["ts"])
-    return SweepResult(pd.DataFrame(rows), pd.DataFrame(pnl, index=ts))
+    rows = [{"set": i, "params": json.dumps(p, sort_keys=True), **summary}
+            for i, (p, _, summary) in enumerate(results)]
+    pnl = {i: np.diff(equity, prepend=capital) for i, (_, equity, _) in enumerate(results)}
+    return SweepResult(pd.DataFrame(rows), pd.DataFrame(pnl, index=pd.DatetimeIndex(frame["ts"])))
+
+
+def _equity_sharpe(equity: np.ndarray) -> float:
+    """Annualised Sharpe of daily simple returns of ``equity`` (as risk_metrics)."""
+    r = equity[1:] / equity[:-1] - 1.0
+    sd = r.std(ddof=1) if len(r) > 1 else float("nan")
+    return float(r.mean() / sd * ANNUAL) if sd > 1e-12 else float("nan")
 
 
 def walk_forward(sweep: SweepResult, capital: float, train_years: int = 3, test_years: int = 1) -> pd.DataFrame:

@@ -52,11 +52,20 @@ def contracts_for_risk(
     contract's daily returns x sqrt(252) and ``raw_close * multiplier`` is one
     contract's notional in USD. Zero where the volatility is not yet known.
     """
+    return whole_contracts(signal, cash_vol_per_contract(prices, spec, config),
+                           config.capital * config.annual_risk_target * weight * config.idm)
+
+
+def cash_vol_per_contract(prices: pd.DataFrame, spec: ContractSpec, config: VolTargetConfig) -> np.ndarray:
+    """Annualised USD volatility of one contract per bar (NaN until known)."""
     daily_vol = contract_returns(prices).ewm(span=config.vol_span, min_periods=config.vol_span).std()
     notional = prices["raw_close"].astype(float) * spec.multiplier
-    cash_vol_per_contract = (daily_vol * np.sqrt(ANNUAL_SESSIONS) * notional).to_numpy()
-    budget = config.capital * config.annual_risk_target * weight * config.idm
+    return (daily_vol * np.sqrt(ANNUAL_SESSIONS) * notional).to_numpy()
+
+
+def whole_contracts(signal: np.ndarray, cash_vol: np.ndarray, budget: float) -> np.ndarray:
+    """``round(signal * budget / cash_vol)``, 0 where that is not finite."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        raw = np.asarray(signal, dtype=float) * budget / cash_vol_per_contract
+        raw = np.asarray(signal, dtype=float) * budget / cash_vol
     raw = np.where(np.isfinite(raw), raw, 0.0)
     return np.round(raw).astype(np.int64)

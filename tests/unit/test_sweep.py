@@ -54,3 +54,27 @@ def test_overfitting_report_flags_luck_and_spares_a_real_edge():
     real = overfitting_report(SweepResult(table, edge), 1e6)
     assert luck["pbo"] > 0.1 and real["pbo"] < 0.01  # noise: the in-sample best is often below median out of sample
     assert luck["deflated_sharpe"] < 0.9 < real["deflated_sharpe"]
+
+
+def test_sweep_equals_backtest_market_set_by_set():
+    from fbt_pipelines.catalog import market_spec
+    from fbt_pipelines.engine.backtest import backtest_market
+    from fbt_pipelines.engine.futures_engine import EngineConfig
+    from fbt_pipelines.engine.sweep import run_sweep
+    from fbt_pipelines.portfolio.sizing import VolTargetConfig
+    from tests.unit._futures_data import random_market
+
+    from fbt_pipelines.futures.back_adjust import back_adjust
+    from fbt_pipelines.futures.roll_schedule import calendar_roll_schedule
+
+    contracts, closes, bars = random_market(seed=5)
+    prices = back_adjust(bars, calendar_roll_schedule("ES", contracts, closes, 3), contracts, "panama")
+    spec, sizing, engine = market_spec("ES"), VolTargetConfig(capital=1e6, idm=1.0), EngineConfig()
+    sets = parameter_sets("sma_crossover", {"fast": [5, 10], "slow": [20, 40]})
+    sweep = run_sweep(prices, spec, "sma_crossover", sets, sizing, engine, workers=2)
+    assert (sweep.table["trades"] > 5).all() and (sweep.table["rolls"] > 0).all()
+    for row in sweep.table.itertuples():
+        bt = backtest_market(prices, spec, "sma_crossover", sets[row.set], sizing, engine)
+        for key in ("net_pnl", "sharpe", "max_drawdown", "trades", "rolls", "roll_costs"):
+            assert getattr(row, key) == pytest.approx(bt.summary[key], rel=1e-12, abs=1e-9), key
+        np.testing.assert_allclose(sweep.pnl[row.set].to_numpy(), bt.result.bars["pnl"].to_numpy(), atol=1e-9)
