@@ -95,3 +95,35 @@ def status(as_json: bool) -> None:
                           f"(run {f['run_id']})")
     if not healthy:
         raise SystemExit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def risk(as_json: bool) -> None:
+    """The current portfolio's risk report (metrics, limits' inputs, Monte Carlo).
+
+    \b
+    Example:
+      fbt risk --json | jq .sharpe
+    """
+    import duckdb
+
+    from fbt_pipelines.stores import warehouse as wh
+
+    if not paths().warehouse.exists():
+        raise click.ClickException(f"no warehouse at {paths().warehouse}: run `fbt demo` first")
+    with duckdb.connect(str(paths().warehouse), read_only=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        report = wh.read_table(conn, "risk_report")
+    if report.empty:
+        raise click.ClickException("no risk report yet: materialize risk_report (fbt demo)")
+    row = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in report.iloc[0].to_dict().items()}
+    if as_json:
+        click.echo(json.dumps(row, indent=2, default=str))
+        return
+    table = Table(title=f"Risk report ({row.get('portfolio')}, {row.get('start')} .. {row.get('end')})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in row.items():
+        table.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
+    console.print(table)

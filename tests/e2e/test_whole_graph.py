@@ -246,3 +246,18 @@ def test_risk_report_carries_a_monte_carlo_of_the_portfolio(graph):
     assert report["mc_max_drawdown_p5"] <= report["mc_max_drawdown_p50"] <= report["mc_max_drawdown_p95"]
     assert report["mc_sharpe_ci_low"] < report["sharpe"] < report["mc_sharpe_ci_high"]
     assert 0.0 <= report["mc_prob_drawdown_exceeds"] <= 1.0
+
+
+def test_fbt_risk_prints_the_report_as_json(graph):
+    import json
+
+    from click.testing import CliRunner
+
+    from fbt_pipelines.cli import main
+
+    home, _, _ = graph
+    out = CliRunner().invoke(main, ["risk", "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert report["sharpe"] == pytest.approx(query(home, "SELECT sharpe FROM risk_report")["sharpe"].iloc[0])
+    assert "mc_sharpe_ci_low" in report and report["portfolio"] == "main"
