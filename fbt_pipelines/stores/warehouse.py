@@ -83,9 +83,13 @@ RESULT_TABLES = {
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Pin the session to UTC (TIMESTAMPTZ values come back in the session's
-    zone, which would otherwise follow the machine's) and create the core
-    tables if they do not exist."""
+    zone, which would otherwise follow the machine's) and, on a writable
+    connection, create the core tables if they do not exist."""
     conn.execute("SET TimeZone = 'UTC'")
+    read_only = conn.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    if read_only and read_only[0][0]:
+        return  # a reader (CLI, a second process): the writer created the schema
     conn.execute(SCHEMA)
     for column, kind in MIGRATIONS:
         conn.execute(f"ALTER TABLE ingests ADD COLUMN IF NOT EXISTS {column} {kind}")

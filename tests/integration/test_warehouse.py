@@ -131,3 +131,13 @@ def test_bars_cache_is_invalidated_by_a_new_ingest(conn, bus, tmp_path):
     ingest_path(conn, write(tmp_path, "es_fix.csv", GOOD.replace("1792.00,900", "1793.00,900")))
     fresh, hit3 = read_bars_cached(conn, bus, "ES")
     assert hit3 is False and fresh["close"].tolist() == [1805.75, 1795.25, 1793.00]
+
+
+def test_readers_work_on_a_read_only_connection(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as c:
+        wh.ensure_schema(c)
+        ingest_path(c, write(tmp_path, "es.csv", GOOD))
+    with duckdb.connect(str(path), read_only=True) as ro:
+        assert len(wh.read_bars(ro, "ES")) == 3 and wh.partition_version(ro, "bars", "ES") is not None
+        assert str(wh.read_bars(ro, "ES")["ts"].dt.tz) == "UTC"
