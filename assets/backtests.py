@@ -28,7 +28,7 @@ class BacktestsConfig(Config):
 
     strategies: dict[str, dict[str, float]] = Field(
         default={"sma_crossover": {"fast": 20, "slow": 100}, "ml_signal": {"threshold": 0.55},
-                 "ewmac_multi": {}, "carry": {}},
+                 "ewmac_multi": {}, "carry": {}, "buy_and_hold": {}},
         description="Strategy name -> parameters (see `fbt strategies`).",
     )
     initial_capital: float = Field(default=1_000_000.0, description="USD per market backtest.")

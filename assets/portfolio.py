@@ -20,7 +20,9 @@ from fbt_pipelines.risk.metrics import daily_returns, risk_metrics
 from fbt_pipelines.risk.monte_carlo import bootstrap_paths, monte_carlo_summary
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.versioning import code_version, frame_version
-from resources import BusResource, FilesResource, WarehouseResource
+from fbt_pipelines.engine.comparison import compare_strategies
+from fbt_pipelines.reports.sparkline import markdown_image, svg_bars
+from resources import BusResource, FilesResource, TrackingResource, WarehouseResource
 
 PORTFOLIO = "main"
 
@@ -32,6 +34,26 @@ class PortfolioConfig(Config):
     annual_risk_target: float = Field(default=0.20, description="Annualised volatility target of the portfolio.")
     idm: float = Field(default=1.5, description="Instrument diversification multiplier.")
     slippage_ticks: float = 1.0
+
+
+@asset(group_name="portfolio", kinds={"duckdb", "mlflow"}, deps=[backtests], pool=WRITER_POOL)
+def strategy_comparison(context: AssetExecutionContext, warehouse: WarehouseResource,
+                        tracking: TrackingResource) -> MaterializeResult:
+    """Every strategy against the others and against buy-and-hold on the same markets, costs included (also an MLflow run)."""
+    with warehouse.connect() as conn:
+        runs = wh.read_table(conn, "backtest_runs", order_by=["root", "strategy"])
+        table = compare_strategies(runs)
+        wh.replace_partition(conn, "strategy_comparison", "main", table.assign(report="main"))
+    run_id = tracking.get().log_backtest(
+        "strategy-comparison", {"markets": ",".join(sorted(runs["root"].unique())), "strategies": len(table)},
+        {f"mean_sharpe_{r.strategy}": r.mean_sharpe for r in table.itertuples()},
+        tags={"kind": "comparison", "code_version": code_version()}, tables={"comparison": table},
+        figures={"mean_sharpe": svg_bars(dict(zip(table["strategy"], table["mean_sharpe"])))})
+    return MaterializeResult(metadata={
+        "comparison": md_table(table, ",.2f"), "best": str(table["strategy"].iloc[0]),
+        "chart": MetadataValue.md(markdown_image(svg_bars(dict(zip(table["strategy"], table["mean_sharpe"]))),
+                                                 "mean Sharpe by strategy")),
+        "mlflow_run": MetadataValue.text(run_id)})
 
 
 @asset(group_name="portfolio", kinds={"duckdb"}, deps=[backtests], pool=WRITER_POOL)

@@ -15,7 +15,7 @@ from assets.backtests import backtests
 from assets.catalog import market_catalog
 from assets.ml import features, model, predictions
 from assets.partitions import MARKETS, market_partitions
-from assets.portfolio import portfolio, risk_report, tear_sheet
+from assets.portfolio import portfolio, risk_report, strategy_comparison, tear_sheet
 from assets.raw_bars import raw_bars
 from assets.rolls import continuous_prices, roll_schedule
 from assets.sweeps import parameter_sweep
@@ -38,8 +38,9 @@ backtest_job = define_asset_job(
     "backtest_market", AssetSelection.assets(predictions, backtests, parameter_sweep), partitions_def=market_partitions,
     description="One market: out-of-sample predictions, every strategy's backtest, the parameter sweep.",
 )
-portfolio_job = define_asset_job("portfolio_report", AssetSelection.assets(portfolio, risk_report, tear_sheet),
-                                 description="Portfolio across markets, risk report, tear sheet.")
+portfolio_job = define_asset_job("portfolio_report",
+                                 AssetSelection.assets(strategy_comparison, portfolio, risk_report, tear_sheet),
+                                 description="Strategy comparison, portfolio across markets, risk report, tear sheet.")
 
 # The order `fbt demo` runs them in: the whole lineage graph.
 PIPELINE = [

@@ -135,3 +135,8 @@ def bollinger_reversion(close: np.ndarray, window: int = 20, k: float = 2.0) -> 
     back = ((prev < 0) & (z >= 0)) | ((prev > 0) & (z <= 0))
     event[back & event.isna()] = 0.0
     return event.ffill().fillna(0.0).to_numpy().astype(np.int64)
+
+
+@register_strategy("buy_and_hold", "Always long one standard risk position (the baseline every strategy must beat).")
+def buy_and_hold(close: np.ndarray) -> np.ndarray:
+    return np.ones(len(close), dtype=np.int64)

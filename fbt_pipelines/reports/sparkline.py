@@ -40,3 +40,28 @@ def svg_lines(series: Mapping[str, Sequence[float]], width: int = 480, height: i
 
 def markdown_image(svg: str, alt: str) -> str:
     return f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})"
+
+
+def svg_bars(values: Mapping[str, float], width: int = 480, bar_height: int = 18) -> str:
+    """Horizontal bar chart (one labelled bar per key), zero line, negatives red."""
+    items = [(k, float(v)) for k, v in values.items()]
+    lo = min([0.0] + [v for _, v in items])
+    hi = max([0.0] + [v for _, v in items])
+    span = (hi - lo) or 1.0
+    label_w, pad = 130, 10
+    plot_w = width - label_w - 2 * pad
+    height = pad * 2 + bar_height * len(items)
+    x0 = label_w + pad + plot_w * (0 - lo) / span
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="10"><rect width="{width}" height="{height}" fill="white"/>']
+    for i, (name, v) in enumerate(items):
+        y = pad + i * bar_height
+        x = label_w + pad + plot_w * (min(v, 0) - lo) / span
+        w = plot_w * abs(v) / span
+        color = "#c0392b" if v < 0 else "#27ae60"
+        parts.append(f'<text x="{label_w}" y="{y + 12}" text-anchor="end">{name}</text>')
+        parts.append(f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{bar_height - 4}" fill="{color}"/>')
+        parts.append(f'<text x="{x + w + 3 if v >= 0 else x - 3:.1f}" y="{y + 12}" '
+                     f'text-anchor="{"start" if v >= 0 else "end"}">{v:.2f}</text>')
+    parts.append(f'<line x1="{x0:.1f}" x2="{x0:.1f}" y1="{pad}" y2="{height - pad}" stroke="#555"/></svg>')
+    return "".join(parts)

@@ -78,6 +78,7 @@ RESULT_TABLES = {
     "portfolio_equity": "portfolio",
     "portfolio_positions": "portfolio",
     "risk_report": "portfolio",
+    "strategy_comparison": "report",
 }
 
 

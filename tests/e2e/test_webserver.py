@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"market_catalog", "raw_bars", "roll_schedule", "continuous_prices", "features", "model",
-            "predictions", "backtests", "parameter_sweep", "portfolio", "risk_report", "tear_sheet"}
+            "predictions", "backtests", "parameter_sweep", "strategy_comparison", "portfolio", "risk_report", "tear_sheet"}
 
 
 def free_port() -> int:

@@ -32,7 +32,7 @@ STAGES = [
     (["raw_bars", "roll_schedule", "continuous_prices", "features"], True),
     (["model"], False),
     (["predictions", "backtests", "parameter_sweep"], True),
-    (["portfolio", "risk_report", "tear_sheet"], False),
+    (["strategy_comparison", "portfolio", "risk_report", "tear_sheet"], False),
 ]
 ALL_KEYS = [k for keys, _ in STAGES for k in keys]
 
@@ -152,10 +152,12 @@ def test_model_registered_and_predictions_out_of_sample(graph):
 def test_backtests_logged_and_consistent(graph):
     home, _, _ = graph
     runs = query(home, "SELECT * FROM backtest_runs ORDER BY root, strategy")
-    assert len(runs) == 8 and set(runs["strategy"]) == {"sma_crossover", "ml_signal", "ewmac_multi", "carry"}
+    strategies = {"sma_crossover", "ml_signal", "ewmac_multi", "carry", "buy_and_hold"}
+    assert len(runs) == 10 and set(runs["strategy"]) == strategies
     client = MlflowClient(paths().mlflow_tracking_uri)
     exp = client.get_experiment_by_name(BACKTEST_EXPERIMENT)
-    assert len(client.search_runs([exp.experiment_id])) == 8
+    per_backtest = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") != "comparison"]
+    assert len(per_backtest) == 10
     for run in runs.itertuples():
         eq = query(home, "SELECT * FROM backtest_equity WHERE root = ? AND strategy = ? ORDER BY ts",
                    [run.root, run.strategy])
@@ -261,3 +263,17 @@ def test_fbt_risk_prints_the_report_as_json(graph):
     report = json.loads(out.stdout)
     assert report["sharpe"] == pytest.approx(query(home, "SELECT sharpe FROM risk_report")["sharpe"].iloc[0])
     assert "mc_sharpe_ci_low" in report and report["portfolio"] == "main"
+
+
+def test_strategy_comparison_against_buy_and_hold(graph):
+    home, _, _ = graph
+    runs = query(home, "SELECT root, strategy, sharpe, net_pnl FROM backtest_runs")
+    table = query(home, "SELECT * FROM strategy_comparison").set_index("strategy")
+    assert set(table.index) == set(runs["strategy"])
+    for strategy, group in runs.groupby("strategy"):
+        assert table.loc[strategy, "mean_sharpe"] == pytest.approx(group["sharpe"].mean(), rel=1e-12)
+        assert table.loc[strategy, "total_net_pnl"] == pytest.approx(group["net_pnl"].sum(), abs=0.01)
+        base = runs[runs["strategy"] == "buy_and_hold"].set_index("root")["sharpe"]
+        expected = (group.set_index("root")["sharpe"] - base).mean()
+        assert table.loc[strategy, "sharpe_vs_buy_and_hold"] == pytest.approx(expected, abs=1e-12)
+    assert table.loc["buy_and_hold", "sharpe_vs_buy_and_hold"] == 0.0

@@ -35,7 +35,7 @@ def test_definitions_resolve_every_job_schedule_and_sensor(fbt_home):
         assert defs.resolve_sensor_def(name).name == name
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {"market_catalog", "raw_bars", "roll_schedule", "continuous_prices", "features", "model",
-                    "predictions", "backtests", "parameter_sweep", "portfolio", "risk_report", "tear_sheet"}
+                    "predictions", "backtests", "parameter_sweep", "strategy_comparison", "portfolio", "risk_report", "tear_sheet"}
 
 
 def test_daily_schedule_requests_every_market_with_data():

@@ -23,3 +23,13 @@ def test_markdown_image_is_a_data_uri_of_the_svg():
     md = markdown_image(svg, "chart")
     assert md.startswith("![chart](data:image/svg+xml;base64,")
     assert base64.b64decode(md.split(",", 1)[1].rstrip(")")).decode() == svg
+
+
+def test_bars_put_negatives_left_of_zero_in_red():
+    from fbt_pipelines.reports.sparkline import svg_bars
+
+    root = ET.fromstring(svg_bars({"a": 1.0, "b": -0.5}, width=280))
+    rects = root.findall(f"{NS}rect")[1:]  # [0] is the background
+    # plot from x = 140 to 270 (label 130 + pad 10), span 1.5 -> zero at 140 + 130 * 0.5 / 1.5 = 183.3
+    assert [r.get("fill") for r in rects] == ["#27ae60", "#c0392b"]
+    assert float(rects[0].get("x")) == 183.3 and float(rects[1].get("x")) + float(rects[1].get("width")) == 183.3
