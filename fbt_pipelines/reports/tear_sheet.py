@@ -2,20 +2,42 @@
 
 The page works offline: ``plotly.min.js`` is written next to the HTML once and
 referenced relatively, so several reports share one bundle.
+
+Sections: risk and provenance tables; equity and drawdown; monthly returns
+heat map; rolling Sharpe and volatility; net P&L by market; and, when a
+trades frame is given, trade analysis (round-trip P&L distribution, holding
+times, win rate, best / worst, roll costs vs other costs).
 """
 
 from __future__ import annotations
 
 import html
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from fbt_pipelines.reports.analytics import (
+    monthly_returns,
+    rolling_sharpe,
+    rolling_vol,
+    round_trips,
+    trade_stats,
+)
+
+__all__ = [
+    "BUNDLE", "equity_drawdown_figure", "market_pnl_figure", "monthly_returns", "monthly_returns_figure",
+    "rolling_figure", "rolling_sharpe", "trade_figures", "write_tear_sheet",
+]
+
 BUNDLE = "plotly.min.js"
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_MARGIN = {"l": 60, "r": 20, "t": 50, "b": 40}
 
 
 def equity_drawdown_figure(equity: pd.DataFrame, title: str) -> go.Figure:
@@ -42,6 +64,96 @@ def market_pnl_figure(pnl_by_market: pd.Series) -> go.Figure:
     return fig
 
 
+def monthly_returns_figure(equity: pd.Series) -> go.Figure:
+    """Year x month heat map of monthly returns (% of start-of-month equity), plus the year's return."""
+    table = monthly_returns(equity)
+    year = (1.0 + table.fillna(0.0)).prod(axis=1) - 1.0
+    year[table.isna().all(axis=1)] = np.nan
+    z = np.column_stack([table.to_numpy(float), year.to_numpy(float)]) * 100.0
+    text = [["" if not np.isfinite(v) else f"{v:+.1f}" for v in row] for row in z]
+    months = table.to_numpy(float)
+    lim = float(np.nanmax(np.abs(months))) * 100.0 if np.isfinite(months).any() else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[*MONTHS, "Year"], y=[str(y) for y in table.index], text=text, texttemplate="%{text}",
+        colorscale="RdYlGn", zmid=0.0, zmin=-(lim or 1.0), zmax=lim or 1.0, xgap=2, ygap=2,
+        hovertemplate="%{y} %{x}: %{z:.2f}%<extra></extra>", colorbar={"title": "%"}))
+    fig.update_layout(title="Monthly returns (% of start-of-month equity)", height=120 + 28 * max(len(table), 2),
+                      yaxis={"autorange": "reversed", "type": "category"}, margin=_MARGIN)
+    return fig
+
+
+def rolling_figure(equity: pd.Series, window: int = 126) -> go.Figure:
+    """Rolling ``window``-day Sharpe (above) and annualised volatility (below)."""
+    sharpe, vol = rolling_sharpe(equity, window), rolling_vol(equity, window)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=(f"Rolling {window}-day Sharpe", f"Rolling {window}-day annualised volatility"))
+    fig.add_trace(go.Scatter(x=sharpe.index, y=sharpe.values, name="Sharpe", line={"width": 1.2}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=vol.index, y=vol.values, name="volatility", line={"width": 1.2, "color": "#d95f0e"}),
+                  row=2, col=1)
+    fig.add_hline(y=0.0, line={"width": 0.8, "color": "#888"}, row=1, col=1)
+    fig.update_yaxes(tickformat=".0%", row=2, col=1)
+    fig.update_layout(title=f"Rolling {window}-day Sharpe and annualised volatility", height=460, showlegend=False,
+                      margin={**_MARGIN, "t": 70})
+    if sharpe.notna().sum() == 0:
+        fig.add_annotation(text=f"fewer than {window} daily returns", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5)
+    return fig
+
+
+def trade_figures(trips: pd.DataFrame, stats: Mapping[str, float], unit: str) -> list[go.Figure]:
+    """P&L distribution and holding times of round trips, and roll vs other costs."""
+    net = trips["net_pnl"].to_numpy(float)
+    colors = np.where(net < 0, "#c0392b", "#27ae60")
+    pnl = go.Figure(go.Histogram(x=net, nbinsx=min(max(len(net), 1), 40), marker_color="#2c7fb8")
+                    if len(net) > 10 else go.Bar(x=list(range(1, len(net) + 1)), y=net, marker_color=colors))
+    pnl.update_layout(title=f"Round-trip net P&L ({unit})", height=320, margin=_MARGIN, bargap=0.05,
+                      xaxis_title=unit if len(net) > 10 else "round trip", yaxis_title="count" if len(net) > 10 else unit)
+    held = go.Figure(go.Histogram(x=trips["holding_days"].to_numpy(float), nbinsx=30, marker_color="#756bb1"))
+    held.update_layout(title="Holding time of round trips (days)", height=320, margin=_MARGIN, bargap=0.05,
+                       xaxis_title="calendar days", yaxis_title="count")
+    costs = go.Figure(go.Bar(x=["rolls", "other fills"], y=[stats["roll_costs"], stats["other_costs"]],
+                             marker_color=["#d95f0e", "#2c7fb8"], text=[f"{stats['roll_costs']:,.0f}",
+                                                                         f"{stats['other_costs']:,.0f}"]))
+    costs.update_layout(title="Costs (USD): rolls vs other fills", height=320, margin=_MARGIN,
+                        yaxis_tickformat=",.0f")
+    return [pnl, held, costs]
+
+
+def _fmt(value: float, kind: str) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return {"count": f"{value:,.0f}", "pct": f"{value:.1%}", "money": f"{value:,.2f}", "days": f"{value:,.1f}"}[kind]
+
+
+def _trade_section(trades: pd.DataFrame, equity: pd.DataFrame, multiplier: float | Mapping[str, float] | None
+                   ) -> tuple[str, list[go.Figure]]:
+    last_close = None
+    if "close" in equity.columns and "root" not in trades.columns and len(equity):
+        last_close = float(equity["close"].iloc[-1])
+    last_ts = pd.Timestamp(equity["ts"].iloc[-1]) if len(equity) else None
+    trips = round_trips(trades, multiplier, last_close=last_close, last_ts=last_ts)
+    stats = trade_stats(trades, trips)
+    unit = "USD" if multiplier is not None else "points x contracts, before costs"
+    rows = {
+        "Fills / rolls": f"{_fmt(stats['fills'], 'count')} / {_fmt(stats['rolls'], 'count')}",
+        "Round trips (closed / open)": f"{_fmt(stats['round_trips'], 'count')} / "
+                                       f"{_fmt(stats['open_round_trips'], 'count')}",
+        "Win rate": _fmt(stats["win_rate"], "pct"),
+        f"Best / worst round trip ({unit})": f"{_fmt(stats['best'], 'money')} / {_fmt(stats['worst'], 'money')}",
+        f"Average round trip ({unit})": _fmt(stats["average"], "money"),
+        "Median holding time (days)": _fmt(stats["median_holding_days"], "days"),
+        "Commission / slippage (USD)": f"{_fmt(stats['commission'], 'money')} / {_fmt(stats['slippage'], 'money')}",
+        "Roll costs / other costs (USD)": f"{_fmt(stats['roll_costs'], 'money')} / "
+                                          f"{_fmt(stats['other_costs'], 'money')}",
+    }
+    note = ("<p class=\"note\">A round trip runs from flat to flat (a sign flip closes one and opens the next); "
+            "an open position is marked at the last close. P&amp;L uses fill prices, slippage included; "
+            "net of commission and roll costs.</p>") if multiplier is not None else (
+            "<p class=\"note\">No contract multiplier given: round-trip P&amp;L in points x contracts, before costs."
+            "</p>")
+    return f"<h2>Trades</h2>{_table(rows)}{note}", trade_figures(trips, stats, unit)
+
+
 def _table(rows: Mapping[str, object]) -> str:
     cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
     return f"<table>{cells}</table>"
@@ -54,11 +166,19 @@ def write_tear_sheet(
     metrics: Mapping[str, object],
     pnl_by_market: pd.Series,
     provenance: Mapping[str, object],
+    *,
+    trades: pd.DataFrame | None = None,
+    multiplier: float | Mapping[str, float] | None = None,
+    rolling_window: int = 126,
 ) -> Path:
     """Write the tear sheet HTML (and the shared plotly bundle) to ``path``.
 
-    ``equity`` has columns ts, equity (USD); ``metrics`` are display-ready
-    values; ``provenance`` lists parameters and the data version.
+    ``equity`` has columns ts, equity (USD) (a ``close`` column, adjusted
+    points, marks an open position in the trade analysis); ``metrics`` are
+    display-ready values; ``provenance`` lists parameters and the data
+    version. ``trades`` (the engine's trade columns) adds the trade analysis;
+    ``multiplier`` (USD per point, or per ``root`` when trades carry one)
+    puts round-trip P&L in USD. ``rolling_window`` is in sessions.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     bundle = path.parent / BUNDLE
@@ -66,17 +186,33 @@ def write_tear_sheet(
         tmp = bundle.with_suffix(".tmp")
         tmp.write_text(get_plotlyjs(), encoding="utf-8")
         tmp.replace(bundle)
-    figs = [equity_drawdown_figure(equity, title), market_pnl_figure(pnl_by_market)]
+    figs = [equity_drawdown_figure(equity, title)]
+    notes = []
+    curve = equity.set_index("ts")["equity"].astype(float)
+    if len(curve) and np.isfinite(curve.to_numpy()).all() and (curve > 0).all():
+        figs += [monthly_returns_figure(curve), rolling_figure(curve, rolling_window)]
+    else:
+        notes.append("<p class=\"note\">Equity is not strictly positive: monthly and rolling returns are omitted.</p>")
+    figs.append(market_pnl_figure(pnl_by_market))
     body = "\n".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figs)
+    trade_html = ""
+    if trades is not None:
+        section, trade_figs = _trade_section(trades, equity, multiplier)
+        charts = "".join(f"<div class=\"cell\">{f.to_html(full_html=False, include_plotlyjs=False)}</div>"
+                         for f in trade_figs)
+        trade_html = f"{section}<div class=\"grid\">{charts}</div>"
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <script src="{BUNDLE}"></script>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;margin:8px 0 24px}}
-th,td{{padding:3px 12px;border-bottom:1px solid #ddd;text-align:left}} th{{font-weight:600}} .cols{{display:flex;gap:48px}}</style>
+th,td{{padding:3px 12px;border-bottom:1px solid #ddd;text-align:left}} th{{font-weight:600}} .cols{{display:flex;gap:48px}}
+.grid{{display:flex;flex-wrap:wrap;gap:8px}} .cell{{flex:1 1 420px;min-width:0}} .note{{color:#666;font-size:90%}}</style>
 </head><body>
 <h1>{html.escape(title)}</h1>
 <div class="cols"><div><h2>Risk</h2>{_table(metrics)}</div><div><h2>Provenance</h2>{_table(provenance)}</div></div>
+{"".join(notes)}
 {body}
+{trade_html}
 </body></html>"""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(page, encoding="utf-8")
