@@ -77,7 +77,6 @@ def backtest(strategy: str, market: str, params: tuple[str, ...], engine: str, s
     from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest
     from fbt_pipelines.engine.strategies import strategy_signal, validate_params
     from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk
-    from fbt_pipelines.risk.metrics import risk_metrics
     from fbt_pipelines.reports.sparkline import svg_lines
     from fbt_pipelines.stores import warehouse as wh
     from fbt_pipelines.stores.tracking import Tracking
@@ -133,9 +132,9 @@ def backtest(strategy: str, market: str, params: tuple[str, ...], engine: str, s
         wh.replace_partition(conn, "adhoc_backtest_trades", run_id, result.trades.assign(run_id=run_id))
     finally:
         conn.close()
-    m = risk_metrics(result.bars.set_index("ts")["equity"])
     out = {"run_id": run_id, "strategy": strategy, "market": root, "engine": engine, "params": merged,
-           "total_pnl": round(float(summary["net_pnl"]), 2), "sharpe": m.sharpe, "max_drawdown": m.max_drawdown,
+           "total_pnl": round(float(summary["net_pnl"]), 2), "sharpe": summary["sharpe"],
+           "max_drawdown": summary["max_drawdown"], "ruined": bool(summary["ruined"]),
            "n_trades": int(summary["trades"]), "rolls": int(summary["rolls"]),
            "roll_costs": round(float(summary["roll_costs"]), 2), "first": str(frame["ts"].iloc[0].date()),
            "last": str(frame["ts"].iloc[-1].date())}
@@ -143,6 +142,6 @@ def backtest(strategy: str, market: str, params: tuple[str, ...], engine: str, s
         click.echo(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}))
         return
     console.print(f"[bold]{strategy}[/bold] on {root} ({out['first']} .. {out['last']}, {engine} engine): "
-                  f"net P&L {out['total_pnl']:,.2f} USD, Sharpe {m.sharpe:.2f}, max DD {m.max_drawdown:.1%}, "
+                  f"net P&L {out['total_pnl']:,.2f} USD, Sharpe {out['sharpe']:.2f}, max DD {out['max_drawdown']:.1%}, "
                   f"{out['n_trades']} trades, {out['rolls']} rolls costing {out['roll_costs']:,.2f} USD")
     console.print(f"MLflow run {run_id}")

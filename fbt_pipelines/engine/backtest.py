@@ -38,15 +38,30 @@ def with_predictions(prices: pd.DataFrame, predictions: pd.DataFrame | None,
 
 
 def summarise(result: BacktestResult) -> dict[str, float]:
-    """Headline numbers of a backtest (USD, fractions, counts)."""
+    """Headline numbers of a backtest (USD, fractions, counts).
+
+    An account whose equity reaches zero or below is *ruined* (the engine has
+    no forced liquidation): ``ruined`` = 1, Sharpe and CAGR are NaN (returns on
+    a non-positive base mean nothing) and ``max_drawdown`` is the loss from
+    the peak as a fraction of it (above 1 when more than the peak was lost).
+    """
     trades = result.trades
-    m = risk_metrics(result.bars.set_index("ts")["equity"])
+    equity = result.bars.set_index("ts")["equity"]
+    ruined = bool((equity <= 0).any())
+    if ruined:
+        values = equity.to_numpy(float)
+        sharpe = cagr = float("nan")
+        max_drawdown = float(np.max(1.0 - values / np.maximum.accumulate(values)))
+    else:
+        m = risk_metrics(equity)
+        sharpe, cagr, max_drawdown = m.sharpe, m.cagr, m.max_drawdown
     return {
         "net_pnl": result.net_pnl,
         "final_equity": result.final_equity,
-        "sharpe": m.sharpe,
-        "cagr": m.cagr,
-        "max_drawdown": m.max_drawdown,
+        "sharpe": sharpe,
+        "cagr": cagr,
+        "max_drawdown": max_drawdown,
+        "ruined": float(ruined),
         # rows with 0 contracts only record refused (unaffordable) contracts: not fills
         "trades": float(((trades["kind"] == "trade") & (trades["contracts"] != 0)).sum()),
         "rolls": float((trades["kind"] == "roll").sum()),

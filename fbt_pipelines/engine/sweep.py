@@ -126,7 +126,10 @@ def run_sweep(prices: pd.DataFrame, spec: ContractSpec, strategy: str, sets: Seq
 
 
 def _equity_sharpe(equity: np.ndarray) -> float:
-    """Annualised Sharpe of daily simple returns of ``equity`` (as risk_metrics)."""
+    """Annualised Sharpe of daily simple returns of ``equity`` (as risk_metrics);
+    NaN for a ruined account (equity <= 0), as :func:`backtest.summarise`."""
+    if (equity <= 0).any():
+        return float("nan")
     r = equity[1:] / equity[:-1] - 1.0
     sd = r.std(ddof=1) if len(r) > 1 else float("nan")
     return float(r.mean() / sd * ANNUAL) if sd > 1e-12 else float("nan")

@@ -678,3 +678,18 @@ def test_margin_check_counts_the_trades_own_costs(es: ContractSpec) -> None:
     assert r.bars["position"].tolist() == [0, 1, 1]
     assert r.bars["equity"].iloc[1] == pytest.approx(13_200.0, abs=1e-9)
     assert (r.bars["margin"] <= r.bars["equity"] + 1e-9).all()
+
+
+def test_a_ruined_account_is_summarised_not_crashed(es: ContractSpec) -> None:
+    from fbt_pipelines.engine.backtest import summarise
+
+    # long 10 ES from 4000 on 20,000 USD with no margin check; price falls 100 points:
+    # loss 10 x 100 x 50 = 50,000 > equity -> equity negative, the account is ruined
+    frame = flat_frame(4)
+    frame.loc[2:, ["open", "close", "raw_close"]] = 3900.0
+    spec = dataclasses.replace(es, initial_margin=0.0)
+    result = run_backtest(frame, np.array([10, 10, 10, 10]), spec, EngineConfig(initial_capital=20_000.0,
+                                                                                  slippage_ticks=0.0))
+    assert result.bars["equity"].min() < 0
+    s = summarise(result)
+    assert s["ruined"] == 1.0 and np.isnan(s["sharpe"]) and np.isnan(s["cagr"]) and s["max_drawdown"] > 1.0
