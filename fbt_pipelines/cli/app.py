@@ -148,14 +148,14 @@ def _print_summary() -> None:
         conn.execute("SET TimeZone = 'UTC'")
         markets = market_summary(conn)
         port = portfolio_summary(conn)
-    strategies = sorted({c.rsplit("_", 2)[0] for c in markets.columns if c.endswith("_net_pnl")})
+    strategies = sorted({c.removesuffix("_net_pnl") for c in markets.columns if c.endswith("_net_pnl")})
     table = Table(title="Per market: data, rolls and each strategy's Sharpe / net P&L (USD, after costs, "
-                        "vol-targeted)")
+                        "vol-targeted; ruined = equity hit zero)")
     for col in ["market", "bars", "contracts", "rolls", "from", "to", *strategies]:
         table.add_column(col, justify="right" if col not in ("market", "from", "to") else "left")
     for r in markets.to_dict("records"):
-        cells = [f"{r.get(f'{st}_sharpe', float('nan')):.2f}/{r.get(f'{st}_net_pnl', float('nan')) / 1e3:,.0f}k"
-                 for st in strategies]
+        cells = [("[red]ruined[/red]" if r.get(f"{st}_ruined") == 1.0 else f"{r.get(f'{st}_sharpe', float('nan')):.2f}")
+                 + f"/{r.get(f'{st}_net_pnl', float('nan')) / 1e3:,.0f}k" for st in strategies]
         table.add_row(r["root"], f"{r['bars']:,}", str(r["contracts"]), str(int(r.get("rolls") or 0)), r["first"],
                       r["last"], *cells)
     console.print(table)

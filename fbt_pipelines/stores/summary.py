@@ -22,8 +22,11 @@ def market_summary(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         rolls = conn.execute("SELECT root, count(*) AS rolls FROM roll_schedule GROUP BY root").df()
         base = base.merge(rolls, on="root", how="left")
     if wh.table_exists(conn, "backtest_runs"):
-        runs = conn.execute("SELECT root, strategy, net_pnl, sharpe FROM backtest_runs").df()
-        wide = runs.pivot(index="root", columns="strategy", values=["net_pnl", "sharpe"])
+        has_ruined = "ruined" in [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'backtest_runs'").fetchall()]
+        runs = conn.execute("SELECT root, strategy, net_pnl, sharpe" + (", ruined" if has_ruined else ", 0.0 AS ruined")
+                            + " FROM backtest_runs").df()
+        wide = runs.pivot(index="root", columns="strategy", values=["net_pnl", "sharpe", "ruined"])
         wide.columns = [f"{strategy}_{metric}" for metric, strategy in wide.columns]
         base = base.merge(wide.reset_index(), on="root", how="left")
     return base
