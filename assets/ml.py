@@ -69,10 +69,8 @@ class ModelConfig(Config):
     """Choose max_depth (forest) or C (logistic) on purged inner time-series folds of the training rows."""
 
     def training(self, horizon: int) -> TrainingConfig:
-        return TrainingConfig(train_end=self.train_end, horizon=horizon, embargo_days=self.embargo_days,
-                              n_estimators=self.n_estimators, max_depth=self.max_depth,
-                              min_samples_leaf=self.min_samples_leaf, seed=self.seed, model=self.model,
-                              tune=self.tune)
+        # every field here is a TrainingConfig field of the same name
+        return TrainingConfig(horizon=horizon, **self.model_dump())
 
 
 @asset(group_name="ml", kinds={"mlflow", "sklearn"}, deps=[features], pool=WRITER_POOL)

@@ -43,6 +43,20 @@ def main() -> None:
     """
 
 
+def parse_params(items: tuple[str, ...]) -> dict[str, float]:
+    """``--param NAME=VALUE`` options as numbers (the strategy validates names and types)."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: the value must be a number", param_hint="--param") from None
+    return out
+
+
 def _markets_option(value: str | None) -> list[str]:
     from fbt_pipelines.catalog import load_catalog
     from fbt_pipelines.marketdata.sample_data import DEFAULT_MARKETS
@@ -140,12 +154,10 @@ def _materialize(roots: list[str]) -> None:
 
 
 def _print_summary() -> None:
-    import duckdb
-
+    from fbt_pipelines.cli.data import connect_warehouse
     from fbt_pipelines.stores.summary import market_summary, portfolio_summary
 
-    with duckdb.connect(str(paths().warehouse), read_only=True) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
+    with connect_warehouse(read_only=True) as conn:
         markets = market_summary(conn)
         port = portfolio_summary(conn)
     strategies = sorted({c.removesuffix("_net_pnl") for c in markets.columns if c.endswith("_net_pnl")})
@@ -235,15 +247,7 @@ def submit(market: str, strategy: str, params: tuple[str, ...], wait: bool, time
     from fbt_pipelines.errors import FbtError
     from fbt_pipelines.stores.bus import Bus
 
-    parsed: dict[str, float] = {}
-    for item in params:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
-        try:
-            parsed[name] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: value must be a number", param_hint="--param") from None
+    parsed = parse_params(params)
     bus = Bus(redis_url())
     try:
         validate_params(strategy, parsed)

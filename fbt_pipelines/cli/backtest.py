@@ -10,23 +10,10 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
-from fbt_pipelines.cli.app import console, main
+from fbt_pipelines.cli.app import console, main, parse_params
 from fbt_pipelines.cli.data import connect_warehouse
 from fbt_pipelines.config import paths
 from fbt_pipelines.errors import FbtError
-
-
-def _params(items: tuple[str, ...]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: the value must be a number", param_hint="--param") from None
-    return out
 
 
 @main.command()
@@ -85,7 +72,7 @@ def backtest(strategy: str, market: str, params: tuple[str, ...], engine: str, s
     root = market.upper()
     try:
         spec = market_spec(root)
-        merged = validate_params(strategy, _params(params))
+        merged = validate_params(strategy, parse_params(params))
         config = EngineConfig(initial_capital=capital, slippage_ticks=0.0 if no_costs else 1.0,
                               commission=0.0 if no_costs else None)
         sizing = VolTargetConfig(capital=capital, annual_risk_target=risk_target, idm=1.0)

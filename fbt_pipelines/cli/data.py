@@ -48,10 +48,7 @@ def connect_warehouse(read_only: bool = False, attempts: int = 8):
     for attempt in range(attempts):
         try:
             conn = duckdb.connect(str(path), read_only=read_only)
-            if read_only:
-                conn.execute("SET TimeZone = 'UTC'")
-            else:
-                ensure_schema(conn)
+            ensure_schema(conn)  # UTC session; tables only on a writable connection
             return conn
         except duckdb.IOException as exc:
             if attempt == attempts - 1:

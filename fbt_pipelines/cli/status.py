@@ -106,14 +106,12 @@ def risk(as_json: bool) -> None:
     Example:
       fbt risk --json | jq .sharpe
     """
-    import duckdb
-
+    from fbt_pipelines.cli.data import connect_warehouse
     from fbt_pipelines.stores import warehouse as wh
 
     if not paths().warehouse.exists():
         raise click.ClickException(f"no warehouse at {paths().warehouse}: run `fbt demo` first")
-    with duckdb.connect(str(paths().warehouse), read_only=True) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
+    with connect_warehouse(read_only=True) as conn:
         report = wh.read_table(conn, "risk_report")
     if report.empty:
         raise click.ClickException("no risk report yet: materialize risk_report (fbt demo)")

@@ -12,7 +12,6 @@ from fbt_pipelines.catalog.specs import ContractSpec
 from fbt_pipelines.engine.futures_engine import BacktestResult, EngineConfig, run_backtest
 from fbt_pipelines.engine.strategies import strategy_signal, validate_params
 from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk
-from fbt_pipelines.risk.metrics import risk_metrics
 
 
 @dataclass(frozen=True)
@@ -37,31 +36,36 @@ def with_predictions(prices: pd.DataFrame, predictions: pd.DataFrame | None,
     return out.drop(columns=["roll_yield"], errors="ignore").merge(features[["ts", "roll_yield"]], on="ts", how="left")
 
 
-def summarise(result: BacktestResult) -> dict[str, float]:
-    """Headline numbers of a backtest (USD, fractions, counts).
+def equity_headline(equity: np.ndarray) -> dict[str, float]:
+    """Sharpe, CAGR, max drawdown and ruin of a daily equity path (USD).
 
+    Sharpe: mean / st. dev. (ddof 1) of daily simple returns x sqrt(252), NaN
+    when the st. dev. is ~0 (as :func:`fbt_pipelines.risk.metrics.risk_metrics`).
     An account whose equity reaches zero or below is *ruined* (the engine has
     no forced liquidation): ``ruined`` = 1, Sharpe and CAGR are NaN (returns on
-    a non-positive base mean nothing) and ``max_drawdown`` is the loss from
-    the peak as a fraction of it (above 1 when more than the peak was lost).
+    a non-positive base mean nothing) and ``max_drawdown`` is the loss from the
+    peak as a fraction of it (above 1 when more than the peak was lost).
     """
-    trades = result.trades
-    equity = result.bars.set_index("ts")["equity"]
+    equity = np.asarray(equity, dtype=float)
     ruined = bool((equity <= 0).any())
-    if ruined:
-        values = equity.to_numpy(float)
-        sharpe = cagr = float("nan")
-        max_drawdown = float(np.max(1.0 - values / np.maximum.accumulate(values)))
-    else:
-        m = risk_metrics(equity)
-        sharpe, cagr, max_drawdown = m.sharpe, m.cagr, m.max_drawdown
+    max_drawdown = float(np.max(1.0 - equity / np.maximum.accumulate(equity)))
+    sharpe = cagr = float("nan")
+    if not ruined and len(equity) > 2:
+        r = equity[1:] / equity[:-1] - 1.0
+        sd = r.std(ddof=1)
+        sharpe = float(r.mean() / sd * np.sqrt(252.0)) if sd > 1e-12 else float("nan")
+        cagr = float((equity[-1] / equity[0]) ** (252.0 / len(r)) - 1.0)
+    return {"sharpe": sharpe, "cagr": cagr, "max_drawdown": max_drawdown, "ruined": float(ruined)}
+
+
+def summarise(result: BacktestResult) -> dict[str, float]:
+    """Headline numbers of a backtest (USD, fractions, counts); see
+    :func:`equity_headline` for Sharpe, CAGR, drawdown and ruin."""
+    trades = result.trades
     return {
         "net_pnl": result.net_pnl,
         "final_equity": result.final_equity,
-        "sharpe": sharpe,
-        "cagr": cagr,
-        "max_drawdown": max_drawdown,
-        "ruined": float(ruined),
+        **equity_headline(result.bars["equity"].to_numpy(float)),
         # rows with 0 contracts only record refused (unaffordable) contracts: not fills
         "trades": float(((trades["kind"] == "trade") & (trades["contracts"] != 0)).sum()),
         "rolls": float((trades["kind"] == "roll").sum()),

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
-from fbt_pipelines.engine.backtest import with_predictions
+from fbt_pipelines.engine.backtest import equity_headline, with_predictions
 from fbt_pipelines.engine.futures_engine import EngineConfig
 from fbt_pipelines.engine.kernel import FILL_NEXT_CLOSE, FILL_NEXT_OPEN, ROLL, TRADE, simulate_futures_nb
 from fbt_pipelines.engine.strategies import STRATEGIES, strategy_signal, validate_params
@@ -110,9 +110,10 @@ def run_sweep(prices: pd.DataFrame, spec: ContractSpec, strategy: str, sets: Seq
         _, equity, _, _, _, kind, qty, _, comm, slip, _ = simulate_futures_nb(
             target, open_, close, roll, float(spec.multiplier), commission, slippage, margin, capital, fill)
         rolls = kind == ROLL
+        headline = equity_headline(equity)
         return params, equity, {
-            "net_pnl": float(equity[-1] - capital), "sharpe": _equity_sharpe(equity),
-            "max_drawdown": float(np.max(1.0 - equity / np.maximum.accumulate(equity))),
+            "net_pnl": float(equity[-1] - capital), "sharpe": headline["sharpe"],
+            "max_drawdown": headline["max_drawdown"],
             "trades": float(np.count_nonzero((kind == TRADE) & (qty != 0))), "rolls": float(rolls.sum()),
             "roll_costs": float(comm[rolls].sum() + slip[rolls].sum()),
         }
@@ -123,16 +124,6 @@ def run_sweep(prices: pd.DataFrame, spec: ContractSpec, strategy: str, sets: Seq
             for i, (p, _, summary) in enumerate(results)]
     pnl = {i: np.diff(equity, prepend=capital) for i, (_, equity, _) in enumerate(results)}
     return SweepResult(pd.DataFrame(rows), pd.DataFrame(pnl, index=pd.DatetimeIndex(frame["ts"])))
-
-
-def _equity_sharpe(equity: np.ndarray) -> float:
-    """Annualised Sharpe of daily simple returns of ``equity`` (as risk_metrics);
-    NaN for a ruined account (equity <= 0), as :func:`backtest.summarise`."""
-    if (equity <= 0).any():
-        return float("nan")
-    r = equity[1:] / equity[:-1] - 1.0
-    sd = r.std(ddof=1) if len(r) > 1 else float("nan")
-    return float(r.mean() / sd * ANNUAL) if sd > 1e-12 else float("nan")
 
 
 def walk_forward(sweep: SweepResult, capital: float, train_years: int = 3, test_years: int = 1) -> pd.DataFrame:
