@@ -12,6 +12,13 @@ Keys (``prefix`` defaults to ``fbt``):
 - ``<prefix>:events``                       pub/sub channel, JSON messages
 - ``<prefix>:events:stream``                capped stream of the same events
 - ``<prefix>:requests``                     request stream, group ``<prefix>-sensor``
+
+Untrusted bytes: a cache value that is not a readable Arrow IPC stream is a
+cache miss (logged, key deleted); a request body over the size limit, not
+JSON or not a JSON object is rejected (logged, acked, a ``request_rejected``
+event published). Nothing read from Redis is unpickled or evaluated.
+Passwords in ``url`` (``redis://:pw@host``) never appear in messages
+(:func:`redact_url`).
 """
 
 from __future__ import annotations
@@ -22,12 +29,14 @@ import logging
 import time
 import uuid
 from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import redis
 
+from fbt_pipelines import limits
 from fbt_pipelines.errors import FbtError
 
 log = logging.getLogger("fbt.bus")
@@ -42,6 +51,30 @@ _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 class BusUnavailable(FbtError):
     """Redis cannot be reached, so the backtest request queue cannot be used."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and messages)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<malformed Redis URL>"
+
+
+def describe_failure(url: str, exc: BaseException) -> str:
+    """One line saying why Redis at ``url`` cannot be used (wrong password named as such)."""
+    where = redact_url(url)
+    if isinstance(exc, redis.AuthenticationError):
+        return f"Redis at {where} refused the credentials ({exc}); check the password in REDIS_URL"
+    return f"Redis at {where} is unreachable ({exc})"
 
 
 class Bus:
@@ -75,6 +108,7 @@ class Bus:
         self._up: bool | None = None  # None: not probed yet
         self._last_probe = 0.0
         self._group_ready = False
+        self._last_error = f"Redis at {redact_url(url)} is unreachable"
 
     # -- connection -------------------------------------------------------
     @property
@@ -103,9 +137,10 @@ class Bus:
     def _mark_down(self, exc: BaseException) -> None:
         self._up, self._group_ready = False, False
         self._last_probe = time.monotonic()
+        self._last_error = describe_failure(self.url, exc)
         if self.url not in _REPORTED_DOWN:
             _REPORTED_DOWN.add(self.url)
-            log.warning("Redis at %s is unreachable (%s); cache and events skipped", self.url, exc)
+            log.warning("%s; cache and events skipped", self._last_error)
 
     def _soft(self, default: T, fn: Callable[[redis.Redis], T]) -> T:
         """Run ``fn(client)``; on a connection failure return ``default``."""
@@ -120,7 +155,7 @@ class Bus:
     def _hard(self, fn: Callable[[redis.Redis], T]) -> T:
         """Run ``fn(client)``; on a connection failure raise :class:`BusUnavailable`."""
         if not self.available:
-            raise BusUnavailable(f"Redis at {self.url} is unreachable; request queue unavailable")
+            raise BusUnavailable(f"{self._last_error}; request queue unavailable")
         try:
             if not self._group_ready:
                 self._ensure_group(self._client)  # type: ignore[arg-type]
@@ -133,9 +168,7 @@ class Bus:
                 return fn(self._client)  # type: ignore[arg-type]
         except _CONNECTION_ERRORS as exc:
             self._mark_down(exc)
-            raise BusUnavailable(
-                f"Redis at {self.url} is unreachable ({exc}); request queue unavailable"
-            ) from exc
+            raise BusUnavailable(f"{describe_failure(self.url, exc)}; request queue unavailable") from exc
 
     def ping(self) -> bool:
         """True if Redis answers PING now (probes even within the retry interval); never raises."""
@@ -171,10 +204,19 @@ class Bus:
 
     def cache_get(self, namespace: str, version: str) -> pd.DataFrame | None:
         """The cached frame, or ``None`` if absent, expired or Redis is unreachable."""
-        raw = self._soft(None, lambda r: r.get(self.cache_key(namespace, version)))
+        key = self.cache_key(namespace, version)
+        raw = self._soft(None, lambda r: r.get(key))
         if raw is None:
             return None
-        return ipc.open_stream(pa.py_buffer(raw)).read_all().to_pandas()
+        try:
+            # Arrow IPC only: a value that is not a valid stream (garbage, a
+            # pickle, a truncated write) is a miss, never an error of the run.
+            return ipc.open_stream(pa.py_buffer(raw)).read_all().to_pandas()
+        except Exception as exc:  # noqa: BLE001 - any undecodable value is a miss
+            log.warning("cache entry %s is not a readable Arrow IPC stream (%s: %s); treated as a miss and deleted",
+                        key, type(exc).__name__, str(exc)[:200])
+            self._soft(0, lambda r: r.delete(key))
+            return None
 
     # -- events -------------------------------------------------------------
     def publish(self, event_type: str, payload: dict[str, Any]) -> bool:
@@ -232,6 +274,7 @@ class Bus:
         request = dict(request)
         request.setdefault("request_id", uuid.uuid4().hex)
         body = json.dumps(request, default=str)
+        limits.check_request_body(body)  # refuse here what the reader would reject
         self._hard(lambda r: r.xadd(self.requests_stream, {"body": body}))
         return str(request["request_id"])
 
@@ -242,8 +285,10 @@ class Bus:
 
         Entries pending (read but not acked) for at least ``claim_idle_ms`` by
         any consumer are taken over via XAUTOCLAIM; the rest are read with a
-        non-blocking XREADGROUP ``>``. Entries whose body is not valid JSON are
-        logged and acked so they cannot jam the queue.
+        non-blocking XREADGROUP ``>``. Entries whose body is over
+        ``FBT_MAX_REQUEST_BYTES``, not JSON or not a JSON object are logged,
+        acked (so they cannot jam the queue) and announced as
+        ``request_rejected`` events with the reason.
         """
 
         def _do(r: redis.Redis) -> list[tuple[bytes, dict | None]]:
@@ -262,10 +307,15 @@ class Bus:
         out: list[tuple[str, dict[str, Any]]] = []
         for raw_id, fields in self._hard(_do):
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            body = fields.get(b"body") if isinstance(fields, dict) else None
             try:
-                out.append((entry_id, json.loads(fields[b"body"])))
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("dropping malformed request %s on %s: %s", entry_id, self.requests_stream, exc)
+                if body is None:
+                    raise limits.LimitExceeded("entry has no body field")
+                out.append((entry_id, limits.check_request_body(body)))
+            except limits.LimitExceeded as exc:
+                log.error("rejected request %s on %s: %s", entry_id, self.requests_stream, exc)
+                self.publish("request_rejected", {"request_id": limits.request_id_of(body) if body else None,
+                                                  "entry_id": entry_id, "reason": str(exc)})
                 self.ack(entry_id)
         return out
 
