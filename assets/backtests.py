@@ -14,6 +14,7 @@ from assets.rolls import continuous_prices
 from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.engine.backtest import backtest_market
 from fbt_pipelines.engine.futures_engine import EngineConfig
+from fbt_pipelines.engine.strategies import strategies_help
 from fbt_pipelines.portfolio.sizing import VolTargetConfig
 from fbt_pipelines.reports.sparkline import svg_lines
 from fbt_pipelines.stores import warehouse as wh
@@ -29,7 +30,7 @@ class BacktestsConfig(Config):
     strategies: dict[str, dict[str, float]] = Field(
         default={"sma_crossover": {"fast": 20, "slow": 100}, "ml_signal": {"threshold": 0.55},
                  "ewmac_multi": {}, "carry": {}, "buy_and_hold": {}},
-        description="Strategy name -> parameters (see `fbt strategies`).",
+        description=f"Strategy name -> parameters. {strategies_help()}",
     )
     initial_capital: float = Field(default=1_000_000.0, description="USD per market backtest.")
     annual_risk_target: float = Field(default=0.20, description="Volatility target of the single-market backtest.")

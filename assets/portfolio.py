@@ -13,6 +13,7 @@ from fbt_pipelines.alerts import send_alert
 from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.engine.backtest import backtest_market
 from fbt_pipelines.engine.futures_engine import EngineConfig
+from fbt_pipelines.engine.strategies import strategies_help
 from fbt_pipelines.portfolio.portfolio import combine_markets
 from fbt_pipelines.portfolio.sizing import VolTargetConfig
 from fbt_pipelines.reports.tear_sheet import write_tear_sheet
@@ -28,7 +29,7 @@ PORTFOLIO = "main"
 
 
 class PortfolioConfig(Config):
-    strategy: str = Field(default="sma_crossover", description="Strategy traded in every market.")
+    strategy: str = Field(default="sma_crossover", description=f"Strategy traded in every market. {strategies_help()}")
     params: dict[str, float] = Field(default={"fast": 20, "slow": 100}, description="Its parameters.")
     capital: float = Field(default=10_000_000.0, description="Portfolio capital, USD.")
     annual_risk_target: float = Field(default=0.20, description="Annualised volatility target of the portfolio.")

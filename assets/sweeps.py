@@ -10,6 +10,7 @@ from assets.partitions import market_partitions
 from assets.rolls import continuous_prices
 from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.engine.futures_engine import EngineConfig
+from fbt_pipelines.engine.strategies import strategies_help
 from fbt_pipelines.engine.sweep import overfitting_report, parameter_sets, run_sweep, walk_forward
 from fbt_pipelines.portfolio.sizing import VolTargetConfig
 from fbt_pipelines.stores import warehouse as wh
@@ -18,7 +19,7 @@ from resources import TrackingResource, WarehouseResource
 
 
 class SweepConfig(Config):
-    strategy: str = Field(default="sma_crossover", description="Strategy to sweep (see `fbt strategies`).")
+    strategy: str = Field(default="sma_crossover", description=f"Strategy to sweep. {strategies_help()}")
     grid: dict[str, list[float]] = Field(default={"fast": [10, 20, 40], "slow": [50, 100, 200]},
                                          description="Parameter -> values; every combination is tried.")
     mode: str = Field(default="grid", description="grid or random (n seeded draws from the grid).")

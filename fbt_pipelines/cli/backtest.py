@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import numpy as np
@@ -19,21 +20,43 @@ from fbt_pipelines.errors import FbtError
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 def strategies(as_json: bool) -> None:
-    """The strategy template library: parameters, defaults, descriptions."""
-    from fbt_pipelines.engine.strategies import STRATEGIES
+    """The strategy template library: parameters, defaults, descriptions.
 
-    rows = [{"name": t.name, "inputs": list(t.inputs), "params": t.defaults, "description": t.description}
-            for t in sorted(STRATEGIES.values(), key=lambda t: t.name)]
+    \b
+    Your own strategies: one .py file per strategy in $FBT_HOME/strategies/,
+    a function decorated with @register_strategy (see docs/guide.md). A file
+    that cannot be used is named on stderr with the reason (exit code 1);
+    the other strategies are still listed.
+    \b
+    Examples:
+      fbt strategies
+      fbt strategies --json | jq '.[].name'
+    """
+    from fbt_pipelines.engine.strategies import available_strategies
+    from fbt_pipelines.engine.user_strategies import strategies_folder, user_problems
+
+    library = available_strategies()
+    problems = user_problems()
+    rows = [{"name": t.name, "inputs": list(t.inputs), "params": t.defaults, "description": t.description,
+             "source": t.source or "fbt"}
+            for t in sorted(library.values(), key=lambda t: t.name)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
-    table = Table(title="Strategy templates (fbt backtest --strategy NAME --param k=v)")
-    for col in ["name", "parameters (defaults)", "inputs", "description"]:
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-",
-                      ", ".join(r["inputs"]), escape(r["description"]))
-    console.print(table)
+    else:
+        table = Table(title="Strategy templates (fbt backtest --strategy NAME --param k=v)")
+        for col in ["name", "parameters (defaults)", "inputs", "description"]:
+            table.add_column(col)
+        for r in rows:
+            origin = "" if r["source"] == "fbt" else f" [dim](yours: {escape(Path(r['source']).name)})[/dim]"
+            table.add_row(r["name"], ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-",
+                          ", ".join(r["inputs"]), escape(r["description"]) + origin)
+        console.print(table)
+        if not problems:
+            console.print(f"[dim]your strategies: {escape(str(strategies_folder()))}/*.py[/dim]", soft_wrap=True)
+    for problem in problems:
+        click.echo(f"error: strategy file not loaded: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
 
 
 @main.command()

@@ -4,14 +4,16 @@ A signal is a position in units of a standard risk position per bar (+1 long
 at the volatility target, -1 short, 0 flat; forecast strategies use [-2, 2]),
 decided with data up to that bar's close; sizing turns it into whole contracts
 and the engine trades it on the next bar. Register a new strategy with
-:func:`register_strategy` (see :mod:`fbt_pipelines.engine.strategy_library`).
+:func:`register_strategy` (see :mod:`fbt_pipelines.engine.strategy_library`);
+traders add their own in ``$FBT_HOME/strategies/*.py`` with the same decorator
+(see :mod:`fbt_pipelines.engine.user_strategies`).
 """
 
 from __future__ import annotations
 
 import inspect
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -26,6 +28,10 @@ class StrategyTemplate:
     fn: Callable[..., np.ndarray]
     description: str
     inputs: tuple[str, ...]  # frame columns the function takes, by name
+    source: str | None = None  # path of the user file that defines it; None for fbt's library
+
+    def with_source(self, source: str) -> "StrategyTemplate":
+        return replace(self, source=source)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -34,16 +40,51 @@ class StrategyTemplate:
 
 
 STRATEGIES: dict[str, StrategyTemplate] = {}
+# while a user file is being loaded, registrations are collected here (and checked) instead
+_collector: list[StrategyTemplate] | None = None
 
 
 def register_strategy(name: str, description: str, inputs: tuple[str, ...] = ("close",)):
-    """Decorator: add a signal function to the template library."""
+    """Decorator: add a signal function to the template library.
+
+    ``inputs`` are the frame columns passed positionally (first parameters,
+    in order); the remaining keyword parameters, each with a numeric
+    default, are the strategy's parameters.
+    """
 
     def wrap(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-        STRATEGIES[name] = StrategyTemplate(name, fn, description, inputs)
+        template = StrategyTemplate(name, fn, description, tuple(inputs))
+        if _collector is not None:
+            _collector.append(template)
+        else:
+            STRATEGIES[name] = template
         return fn
 
     return wrap
+
+
+def available_strategies() -> dict[str, StrategyTemplate]:
+    """Every strategy: fbt's library plus the user files in ``$FBT_HOME/strategies`` (re-read when changed)."""
+    from fbt_pipelines.engine.user_strategies import sync_user_strategies
+
+    sync_user_strategies()
+    return dict(STRATEGIES)
+
+
+def strategies_help() -> str:
+    """One line for config descriptions: every strategy with its defaults, user strategies marked."""
+    parts = []
+    for t in sorted(available_strategies().values(), key=lambda t: t.name):
+        params = ", ".join(f"{k}={v}" for k, v in t.defaults.items())
+        parts.append(f"{t.name}({params})" + (" [yours]" if t.source else ""))
+    return "Available: " + "; ".join(parts) + ". See `fbt strategies`."
+
+
+def _problems_hint() -> str:
+    from fbt_pipelines.engine.user_strategies import sync_user_strategies
+
+    problems = sync_user_strategies()
+    return "".join(f"; not loaded: {p}" for p in problems)
 
 
 @register_strategy("sma_crossover", "Long when the fast simple moving average of the close is above the slow one, short below.")
@@ -76,8 +117,9 @@ def ml_signal(prob_up: np.ndarray, threshold: float = 0.55) -> np.ndarray:
 
 def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults merged with ``params``; clear error for an unknown strategy or parameter."""
-    if name not in STRATEGIES:
-        raise StrategyError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
+    available = available_strategies()
+    if name not in available:
+        raise StrategyError(f"unknown strategy {name!r}; known: {', '.join(sorted(available))}{_problems_hint()}")
     defaults = STRATEGIES[name].defaults
     unknown = sorted(set(params) - set(defaults))
     if unknown:
@@ -106,8 +148,27 @@ def strategy_signal(name: str, frame: pd.DataFrame, params: Mapping[str, Any]) -
     if missing:
         raise StrategyError(f"{name}: input frame lacks column(s) {missing}")
     args = [frame[c].to_numpy(float) for c in template.inputs]
-    return template.fn(*args, **merged)
+    if template.source is None:
+        return template.fn(*args, **merged)
+    try:  # a user's function: any failure is reported with its file, not as a traceback
+        signal = np.asarray(template.fn(*args, **merged), dtype=float)
+    except StrategyError:
+        raise
+    except Exception as exc:
+        raise StrategyError(f"{name} ({template.source}): {type(exc).__name__}: {exc}") from exc
+    if signal.shape != (len(frame),):
+        raise StrategyError(f"{name} ({template.source}): returned shape {signal.shape}, "
+                            f"expected one signal per bar ({len(frame)},)")
+    if not np.isfinite(signal).all():
+        bad = int(np.flatnonzero(~np.isfinite(signal))[0])
+        raise StrategyError(f"{name} ({template.source}): signal is NaN/inf at bar {bad} "
+                            f"({frame['ts'].iloc[bad] if 'ts' in frame.columns else bad}); return 0 for flat")
+    return signal
 
 
 # the rest of the template library registers itself on import
 from fbt_pipelines.engine import strategy_library as _library  # noqa: E402,F401
+# then the user's files in $FBT_HOME/strategies (problems are kept, reported by `fbt strategies`)
+from fbt_pipelines.engine.user_strategies import sync_user_strategies as _sync  # noqa: E402
+
+_sync()
