@@ -25,13 +25,14 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
-from fbt_pipelines.engine.kernel import FILL_NEXT_CLOSE, FILL_NEXT_OPEN, ROLL, simulate_futures_nb
+from fbt_pipelines.engine.kernel import FILL_NEXT_CLOSE, FILL_NEXT_OPEN, ROLL, backtest_nb, bar_state_nb
 
 TRADE_COLUMNS = [
     "ts", "contract", "kind", "contracts", "price", "raw_price", "to_raw_price", "commission", "slippage", "refused",
@@ -75,27 +76,139 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class _KernelRun:
+    """What :func:`run_backtest` keeps to build the frames on demand: the
+    kernel's outputs and the input columns (pandas Series: copy-on-write keeps
+    them as they were at the call even if the caller's frame changes later)."""
+
+    ts: pd.Series
+    contract: pd.Series
+    close_column: pd.Series  # held so that ``close`` (a view of it) stays as it was
+    close: np.ndarray
+    raw_close: pd.Series
+    margin: np.ndarray  # float64[n] per bar, or float64[1] for every bar
+    equity: np.ndarray
+    t_bar: np.ndarray
+    t_kind: np.ndarray
+    t_qty: np.ndarray
+    t_price: np.ndarray
+    t_comm: np.ndarray
+    t_slip: np.ndarray
+    t_refused: np.ndarray
+
+
 class BacktestResult:
     """Per-bar path and trades of one backtest.
+
+    ``equity`` (float64 array, currency at each bar's close) is computed by
+    the kernel's single pass; ``bars`` and ``trades`` are pandas frames built
+    from the kernel's arrays the first time they are read (then kept), so a
+    caller that needs only the equity curve or the final P&L pays for neither.
 
     ``bars`` columns: ts, contract, close (adjusted points), position
     (contracts at the close), equity (currency at the close), pnl (currency,
     change in equity), margin (currency in use: |position| x the bar's margin
     per contract), costs (commission + slippage,
     currency). ``trades`` columns: :data:`TRADE_COLUMNS`.
+
+    ``BacktestResult(bars=..., trades=..., initial_capital=...)`` wraps frames
+    built elsewhere (``bars`` must then have an ``equity`` column).
     """
 
-    bars: pd.DataFrame
-    trades: pd.DataFrame
-    initial_capital: float
+    def __init__(self, bars: pd.DataFrame | None = None, trades: pd.DataFrame | None = None,
+                 initial_capital: float = 0.0, *, _run: _KernelRun | None = None) -> None:
+        if _run is None and (bars is None or trades is None):
+            raise TypeError("BacktestResult needs bars and trades frames")
+        self.initial_capital = float(initial_capital)
+        self._run = _run
+        if bars is not None:
+            self.__dict__["bars"] = bars
+        if trades is not None:
+            self.__dict__["trades"] = trades
+
+    def __repr__(self) -> str:
+        return (f"BacktestResult(bars={len(self.equity)}, initial_capital={self.initial_capital}, "
+                f"final_equity={self.final_equity})")
+
+    @cached_property
+    def equity(self) -> np.ndarray:
+        """Equity at each bar's close (currency), read-only."""
+        eq = self._run.equity if self._run is not None else self.bars["equity"].to_numpy(float)
+        eq = eq.view()
+        eq.flags.writeable = False
+        return eq
 
     @property
     def final_equity(self) -> float:
-        return float(self.bars["equity"].iloc[-1]) if len(self.bars) else self.initial_capital
+        return float(self.equity[-1]) if len(self.equity) else self.initial_capital
 
     @property
     def net_pnl(self) -> float:
         return self.final_equity - self.initial_capital
+
+    @cached_property
+    def bars(self) -> pd.DataFrame:
+        r = self._run
+        n = len(r.equity)
+        position, margin, costs = bar_state_nb(n, r.t_bar, r.t_kind, r.t_qty, r.t_comm, r.t_slip, r.margin)
+        return pd.DataFrame({
+            "ts": r.ts.array, "contract": r.contract.array, "close": r.close,
+            "position": position, "equity": r.equity,
+            "pnl": np.diff(r.equity, prepend=self.initial_capital),
+            "margin": margin, "costs": costs,
+        })
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        r = self._run
+        # .array keeps the dtype: .to_numpy() on tz-aware ts builds an object array of
+        # Timestamps (~1.7 s per million bars)
+        ts, contract = r.ts.array, r.contract.array
+        t_bar = r.t_bar
+        # raw (traded) prices: Panama offset of a bar is close - raw_close
+        raw_close = r.raw_close.to_numpy(float)
+        offset = r.close[t_bar] - raw_close[t_bar]
+        last = len(r.close) - 1
+        nxt = np.minimum(t_bar + 1, last)
+        next_offset = r.close[nxt] - raw_close[nxt]
+        is_roll = r.t_kind == ROLL
+        return pd.DataFrame({
+            "ts": ts[t_bar], "contract": contract[t_bar],
+            "kind": np.where(is_roll, "roll", "trade"),
+            "contracts": r.t_qty, "price": r.t_price, "raw_price": r.t_price - offset,
+            # a roll's new leg is bought at the next contract's close on the roll date
+            "to_raw_price": np.where(is_roll, r.t_price - next_offset, np.nan),
+            "commission": r.t_comm, "slippage": r.t_slip, "refused": r.t_refused,
+        }, columns=TRADE_COLUMNS)
+
+
+def _whole_contracts(target, n: int) -> np.ndarray:
+    """``target`` as contiguous int64 contracts (no copy when it already is)."""
+    target = np.asarray(target)
+    if target.shape != (n,):
+        raise ValueError(f"target has shape {target.shape}, prices have {n} rows")
+    if target.dtype.kind in "iu":  # integers are whole and finite
+        return np.ascontiguousarray(target, dtype=np.int64)
+    if target.dtype.kind not in "bf":  # object/str arrays: np.isfinite would raise an opaque TypeError
+        raise ValueError(f"target must be whole contracts (finite integers), got dtype {target.dtype}")
+    if not np.all(np.isfinite(target)) or not np.all(target == np.round(target)):
+        raise ValueError("target must be whole contracts (finite integers)")
+    return target.astype(np.int64)
+
+
+def _margin_per_bar(margins, spec: ContractSpec, n: int) -> np.ndarray:
+    """float64[1] (the catalogue margin on every bar) or the validated float64[n]."""
+    if margins is None:
+        return np.array([float(spec.initial_margin)])
+    per_contract = np.asarray(margins)
+    if per_contract.shape != (n,):
+        raise ValueError(f"margins has shape {per_contract.shape}, prices have {n} rows")
+    if per_contract.dtype.kind not in "iuf":
+        raise ValueError(f"margins must be numbers (currency per contract), got dtype {per_contract.dtype}")
+    per_contract = np.ascontiguousarray(per_contract, dtype=np.float64)
+    if not np.all(np.isfinite(per_contract)) or np.any(per_contract < 0):
+        raise ValueError("margins must be finite and >= 0 (currency per contract)")
+    return per_contract
 
 
 def run_backtest(
@@ -121,60 +234,33 @@ def run_backtest(
         float, finite, >= 0; length = rows); ``None`` uses
         ``spec.initial_margin`` on every bar. 0 on a bar means no margin
         check for fills on that bar.
+
+    One Numba pass computes the equity curve and the trades (and checks that
+    every open and close is finite); the ``bars`` and ``trades`` frames are
+    built when first read (see :class:`BacktestResult`).
     """
     n = len(prices)
-    target = np.asarray(target)
-    if target.shape != (n,):
-        raise ValueError(f"target has shape {target.shape}, prices have {n} rows")
-    if target.dtype.kind not in "biuf":  # object/str arrays: np.isfinite would raise an opaque TypeError
-        raise ValueError(f"target must be whole contracts (finite integers), got dtype {target.dtype}")
-    if not np.all(np.isfinite(target)) or not np.all(target == np.round(target)):
-        raise ValueError("target must be whole contracts (finite integers)")
-    for col in ("open", "close"):
-        if not np.isfinite(prices[col].to_numpy(float)).all():
-            raise ValueError(f"prices.{col} has non-finite values")
-    if margins is None:
-        per_contract = np.full(n, float(spec.initial_margin), dtype=np.float64)
-    else:
-        per_contract = np.asarray(margins)
-        if per_contract.shape != (n,):
-            raise ValueError(f"margins has shape {per_contract.shape}, prices have {n} rows")
-        if per_contract.dtype.kind not in "iuf":
-            raise ValueError(f"margins must be numbers (currency per contract), got dtype {per_contract.dtype}")
-        per_contract = np.ascontiguousarray(per_contract, dtype=np.float64)
-        if not np.all(np.isfinite(per_contract)) or np.any(per_contract < 0):
-            raise ValueError("margins must be finite and >= 0 (currency per contract)")
-    commission = spec.commission if config.commission is None else config.commission
+    target = _whole_contracts(target, n)
+    per_contract = _margin_per_bar(margins, spec, n)
     open_ = prices["open"].to_numpy(float)
-    close = prices["close"].to_numpy(float)
+    close_column = prices["close"]
+    close = close_column.to_numpy(float)
     roll = prices["roll"].to_numpy(bool)
-    out = simulate_futures_nb(
-        target.astype(np.int64), open_, close, roll,
+    commission = spec.commission if config.commission is None else config.commission
+    (equity, t_bar, t_kind, t_qty, t_price, t_comm, t_slip, t_refused, bad_row) = backtest_nb(
+        target, open_, close, roll,
         float(spec.multiplier), float(commission), float(config.slippage_ticks * spec.tick_size),
         per_contract, float(config.initial_capital),
         FILL_NEXT_OPEN if config.fill == "next_open" else FILL_NEXT_CLOSE,
     )
-    position, equity, margin, costs, t_bar, t_kind, t_qty, t_price, t_comm, t_slip, t_refused = out
-    # .array keeps the dtype: .to_numpy() on tz-aware ts builds an object array of
-    # Timestamps (~1.7 s per million bars, 1000x the kernel's time)
-    ts = prices["ts"].array
-    contract = prices["contract"].array
-    bars = pd.DataFrame({
-        "ts": ts, "contract": contract, "close": close,
-        "position": position, "equity": equity,
-        "pnl": np.diff(equity, prepend=config.initial_capital),
-        "margin": margin, "costs": costs,
-    })
-    # raw (traded) prices: Panama offset of the bar is close - raw_close
-    offset = close - prices["raw_close"].to_numpy(float)
-    next_offset = np.r_[offset[1:], offset[-1:]] if n else offset
-    is_roll = t_kind == ROLL
-    trades = pd.DataFrame({
-        "ts": ts[t_bar], "contract": contract[t_bar],
-        "kind": np.where(is_roll, "roll", "trade"),
-        "contracts": t_qty, "price": t_price, "raw_price": t_price - offset[t_bar],
-        # a roll's new leg is bought at the next contract's close on the roll date
-        "to_raw_price": np.where(is_roll, t_price - next_offset[t_bar], np.nan),
-        "commission": t_comm, "slippage": t_slip, "refused": t_refused,
-    }, columns=TRADE_COLUMNS)
-    return BacktestResult(bars=bars, trades=trades, initial_capital=config.initial_capital)
+    if bad_row >= 0:
+        for col, values in (("open", open_), ("close", close)):
+            if not np.isfinite(values).all():
+                raise ValueError(f"prices.{col} has non-finite values")
+    run = _KernelRun(
+        ts=prices["ts"], contract=prices["contract"], close_column=close_column, close=close,
+        raw_close=prices["raw_close"],
+        margin=per_contract, equity=equity, t_bar=t_bar, t_kind=t_kind, t_qty=t_qty, t_price=t_price,
+        t_comm=t_comm, t_slip=t_slip, t_refused=t_refused,
+    )
+    return BacktestResult(initial_capital=config.initial_capital, _run=run)
