@@ -28,7 +28,9 @@ import pandas as pd
 
 __all__ = [
     "RiskMetrics", "daily_returns", "drawdown", "historical_cvar", "historical_var",
-    "max_drawdown_duration", "parametric_var", "risk_metrics",
+    "max_drawdown_duration", "parametric_var", "risk_metrics", "ulcer_index", "parametric_cvar",
+    "cornish_fisher_z", "cornish_fisher_var", "cornish_fisher_cvar", "turnover_notional", "turnover_contracts",
+    "cost_share", "beta_correlation",
 ]
 
 # Daily return std (or downside deviation) at or below this is float noise of a
@@ -258,3 +260,156 @@ def risk_metrics(
         var_99=historical_var(r, 0.99), cvar_99=historical_cvar(r, 0.99),
         skew=skew, kurtosis=kurt,
     )
+
+
+# --- further desk metrics -----------------------------------------------------------------------------
+
+
+def ulcer_index(equity: pd.Series) -> float:
+    """Ulcer index (Peter Martin): root mean square drawdown, a fraction.
+
+    ``sqrt(mean(dd[t]^2))`` over the sessions after the first, ``dd`` from
+    :func:`drawdown` (fractions <= 0, the first point its own peak). It
+    weighs depth and duration: a 10 % drawdown held for a year scores more
+    than one recovered in a week. quantstats divides the sum by ``n - 1``
+    instead of ``n`` (``n`` daily returns): theirs = ours x sqrt(n / (n - 1)).
+    """
+    dd = drawdown(equity).to_numpy()[1:]
+    return float(np.sqrt(np.mean(dd**2)))
+
+
+def parametric_cvar(returns: pd.Series | np.ndarray, level: float = 0.95) -> float:
+    """One-day Gaussian expected shortfall, a positive fraction of equity:
+    ``sigma * phi(z_level) / (1 - level) - mu`` (sample mean, st. dev. ddof=1)."""
+    values = _return_values(returns, minimum=2)
+    nd = NormalDist()
+    z = nd.inv_cdf(_check_level(level))
+    return float(values.std(ddof=1) * nd.pdf(z) / (1.0 - level) - values.mean())
+
+
+def _population_skew_kurt(values: np.ndarray) -> tuple[float, float]:
+    dev = values - values.mean()
+    m2 = float(np.mean(dev**2))
+    if m2 <= _ZERO_VOL**2:
+        return math.nan, math.nan
+    return float(np.mean(dev**3)) / m2**1.5, float(np.mean(dev**4)) / m2**2 - 3.0
+
+
+def cornish_fisher_z(p: np.ndarray | float, skew: float, excess_kurtosis: float) -> np.ndarray | float:
+    """Cornish-Fisher quantile of a standardised return at probability ``p``:
+    ``z + (z^2 - 1) S / 6 + (z^3 - 3z) K / 24 - (2 z^3 - 5 z) S^2 / 36``
+    with ``z`` the normal quantile, ``S`` skew and ``K`` excess kurtosis."""
+    z = np.vectorize(NormalDist().inv_cdf)(p) if np.ndim(p) else NormalDist().inv_cdf(float(p))
+    s, k = skew, excess_kurtosis
+    return z + (z**2 - 1) * s / 6 + (z**3 - 3 * z) * k / 24 - (2 * z**3 - 5 * z) * s**2 / 36
+
+
+def cornish_fisher_var(returns: pd.Series | np.ndarray, level: float = 0.95) -> float:
+    """One-day Cornish-Fisher (modified) VaR, a positive fraction of equity.
+
+    ``-(mu + sigma * z_cf(1 - level))``: the Gaussian VaR with its quantile
+    corrected for the sample skew and excess kurtosis (population moments,
+    as :class:`RiskMetrics`); ``mu`` the mean, ``sigma`` the st. dev. (ddof=1)
+    of daily returns. NaN for constant returns.
+    """
+    values = _return_values(returns, minimum=3)
+    s, k = _population_skew_kurt(values)
+    if math.isnan(s):
+        return math.nan
+    zc = cornish_fisher_z(1.0 - _check_level(level), s, k)
+    return float(-(values.mean() + values.std(ddof=1) * zc))
+
+
+def cornish_fisher_cvar(returns: pd.Series | np.ndarray, level: float = 0.95) -> float:
+    """One-day Cornish-Fisher expected shortfall, a positive fraction of equity.
+
+    The mean of the Cornish-Fisher return quantiles over the tail,
+    ``-(1 / a) * integral_0^a (mu + sigma * z_cf(p)) dp`` with ``a = 1 - level``,
+    in closed form: substituting ``p = Phi(z)``, the integral of each power of
+    ``z`` against the normal density up to ``c = z_a`` is ``I0 = Phi(c)``,
+    ``I1 = -phi(c)``, ``I2 = Phi(c) - c phi(c)``, ``I3 = -(c^2 + 2) phi(c)``
+    (the modified ES of Boudt, Peterson and Croux, 2008, without their
+    second-order terms). With zero skew and kurtosis it is the Gaussian
+    expected shortfall (:func:`parametric_cvar`).
+    """
+    values = _return_values(returns, minimum=3)
+    s, k = _population_skew_kurt(values)
+    if math.isnan(s):
+        return math.nan
+    a = 1.0 - _check_level(level)
+    nd = NormalDist()
+    c = nd.inv_cdf(a)
+    phi = nd.pdf(c)
+    i0, i1, i2, i3 = a, -phi, a - c * phi, -(c**2 + 2) * phi
+    mean_z = (i1 + (i2 - i0) * s / 6 + (i3 - 3 * i1) * k / 24 - (2 * i3 - 5 * i1) * s**2 / 36) / a
+    return float(-(values.mean() + values.std(ddof=1) * mean_z))
+
+
+def _years(sessions: int, periods_per_year: int = 252) -> float:
+    if sessions <= 0:
+        raise ValueError("need at least one session")
+    return sessions / periods_per_year
+
+
+def turnover_notional(traded_notional_usd: float, equity: pd.Series, periods_per_year: int = 252) -> float:
+    """Notional traded per year as a multiple of average equity.
+
+    ``traded / mean(equity) / years`` with ``traded`` the sum of |contracts|
+    x raw price x multiplier x FX over every fill (USD, rolls excluded: they
+    do not change the position) and ``years = (len(equity) - 1) / 252``.
+    2.0 means the book trades twice its average equity a year.
+    """
+    values = _equity_values(equity)
+    return float(traded_notional_usd / values.mean() / _years(len(values) - 1, periods_per_year))
+
+
+def turnover_contracts(position: pd.Series | np.ndarray, periods_per_year: int = 252) -> float:
+    """One market's position turnover per year (pysystemtrade's measure).
+
+    ``sum(|position[t] - position[t-1]|) / mean(|position|) / years`` with
+    contracts per session and ``years = sessions / 252`` (the first session
+    trades from flat). One-way: a round trip (open, then close) counts 2.
+    NaN when the market never holds a position.
+    """
+    p = np.asarray(position, dtype=float)
+    traded = float(np.abs(np.diff(p, prepend=0.0)).sum())
+    avg = float(np.abs(p).mean()) if p.size else 0.0
+    if avg <= 0:
+        return math.nan
+    return traded / avg / _years(p.size, periods_per_year)
+
+
+def cost_share(costs_usd: float, net_pnl_usd: float) -> float:
+    """Share of the gross P&L paid in costs: ``costs / (net + costs)``.
+
+    Costs (commission, slippage and roll costs, USD, positive) and net P&L
+    after costs (USD). 0.25 means a quarter of what the strategy earned
+    before costs went to trading costs. NaN when the gross P&L is not
+    positive (costs then exceed anything earned; compare amounts instead).
+    """
+    gross = net_pnl_usd + costs_usd
+    return float(costs_usd / gross) if gross > 0 else math.nan
+
+
+def beta_correlation(portfolio_returns: pd.Series, market_returns: pd.Series) -> tuple[float, float, int]:
+    """Beta and Pearson correlation of daily portfolio returns to a market's.
+
+    Both are simple daily returns (fractions) indexed by session; only
+    sessions present in both (and finite) are used. ``beta = cov(p, m) /
+    var(m)`` (same ddof), as ``empyrical.beta`` with no risk-free rate.
+    Returns ``(beta, correlation, sessions used)``; NaN when fewer than 3
+    common sessions or the market is constant.
+    """
+    joined = pd.concat([portfolio_returns.rename("p"), market_returns.rename("m")], axis=1, join="inner")
+    joined = joined[np.isfinite(joined).all(axis=1)]
+    n = len(joined)
+    if n < 3:
+        return math.nan, math.nan, n
+    p, m = joined["p"].to_numpy(float), joined["m"].to_numpy(float)
+    var_m = float(np.var(m, ddof=1))
+    if var_m <= _ZERO_VOL**2:
+        return math.nan, math.nan, n
+    cov = float(np.cov(p, m, ddof=1)[0, 1])
+    sd_p = float(np.std(p, ddof=1))
+    corr = cov / (sd_p * math.sqrt(var_m)) if sd_p > _ZERO_VOL else math.nan
+    return cov / var_m, corr, n
