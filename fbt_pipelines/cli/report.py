@@ -52,7 +52,9 @@ def _load_run(run_id: str) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame]:
 @click.option("--open", "open_browser", is_flag=True, help="Open the tear sheet in the default web browser.")
 @click.option("--csv", "as_csv", is_flag=True,
               help="Also write equity.csv, trades.csv and metrics.csv into $FBT_HOME/reports/RUN_ID/.")
-def report(run_id: str, open_browser: bool, as_csv: bool) -> None:
+@click.option("--pdf", "as_pdf", is_flag=True,
+              help="Also write $FBT_HOME/reports/RUN_ID.pdf (static charts, one topic per page).")
+def report(run_id: str, open_browser: bool, as_csv: bool, as_pdf: bool) -> None:
     """Tear sheet of one `fbt backtest` run: $FBT_HOME/reports/RUN_ID.html.
 
     \b
@@ -61,13 +63,14 @@ def report(run_id: str, open_browser: bool, as_csv: bool) -> None:
     times, win rate, best / worst, roll costs vs other costs). The page
     works offline: plotly.min.js is written beside it.
     \b
-    No PDF export: fbt has no PDF renderer among its dependencies; open the
-    page (--open) and use the browser's Print > Save as PDF.
+    --pdf writes the same report with static charts (matplotlib): summary
+    (risk + provenance), equity and drawdown, monthly heat map, rolling
+    Sharpe and volatility, trade statistics.
     \b
     Examples:
       fbt backtest --strategy sma_crossover --market ES --json   # prints run_id
       fbt report 3f2a...c9 --open
-      fbt report 3f2a...c9 --csv
+      fbt report 3f2a...c9 --csv --pdf
     """
     from fbt_pipelines.catalog import market_spec
     from fbt_pipelines.reports.analytics import round_trips, trade_stats
@@ -123,6 +126,12 @@ def report(run_id: str, open_browser: bool, as_csv: bool) -> None:
     write_tear_sheet(out, f"{strategy} on {root} (fbt backtest {run_id})", equity, shown,
                      pd.Series({root: net_pnl}), provenance, trades=trades, multiplier=multiplier)
     console.print(f"[green]tear sheet[/green]: {out}", soft_wrap=True)
+    if as_pdf:
+        from fbt_pipelines.reports.pdf import write_pdf
+
+        pdf, pages = write_pdf(paths().reports / f"{run_id}.pdf", f"{strategy} on {root} (fbt backtest {run_id})",
+                               equity, shown, provenance, trades=trades, multiplier=multiplier)
+        console.print(f"[green]pdf[/green]: {pdf} ({pages} pages)", soft_wrap=True)
     if as_csv:
         trips = round_trips(trades, multiplier, last_close=float(equity["close"].iloc[-1]), last_ts=last)
         raw = {**{k: v for k, v in run.items()}, "initial_capital": capital, "first": first.date(),

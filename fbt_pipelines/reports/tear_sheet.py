@@ -125,16 +125,9 @@ def _fmt(value: float, kind: str) -> str:
     return {"count": f"{value:,.0f}", "pct": f"{value:.1%}", "money": f"{value:,.2f}", "days": f"{value:,.1f}"}[kind]
 
 
-def _trade_section(trades: pd.DataFrame, equity: pd.DataFrame, multiplier: float | Mapping[str, float] | None
-                   ) -> tuple[str, list[go.Figure]]:
-    last_close = None
-    if "close" in equity.columns and "root" not in trades.columns and len(equity):
-        last_close = float(equity["close"].iloc[-1])
-    last_ts = pd.Timestamp(equity["ts"].iloc[-1]) if len(equity) else None
-    trips = round_trips(trades, multiplier, last_close=last_close, last_ts=last_ts)
-    stats = trade_stats(trades, trips)
-    unit = "USD" if multiplier is not None else "points x contracts, before costs"
-    rows = {
+def trade_rows(stats: Mapping[str, float], unit: str) -> dict[str, str]:
+    """Display rows of :func:`~fbt_pipelines.reports.analytics.trade_stats` (HTML and PDF share them)."""
+    return {
         "Fills / rolls": f"{_fmt(stats['fills'], 'count')} / {_fmt(stats['rolls'], 'count')}",
         "Round trips (closed / open)": f"{_fmt(stats['round_trips'], 'count')} / "
                                        f"{_fmt(stats['open_round_trips'], 'count')}",
@@ -146,6 +139,24 @@ def _trade_section(trades: pd.DataFrame, equity: pd.DataFrame, multiplier: float
         "Roll costs / other costs (USD)": f"{_fmt(stats['roll_costs'], 'money')} / "
                                           f"{_fmt(stats['other_costs'], 'money')}",
     }
+
+
+def trade_analysis(trades: pd.DataFrame, equity: pd.DataFrame, multiplier: float | Mapping[str, float] | None
+                   ) -> tuple[pd.DataFrame, dict[str, float], str]:
+    """(round trips, trade stats, P&L unit) of a run; an open position is marked at the last close."""
+    last_close = None
+    if "close" in equity.columns and "root" not in trades.columns and len(equity):
+        last_close = float(equity["close"].iloc[-1])
+    last_ts = pd.Timestamp(equity["ts"].iloc[-1]) if len(equity) else None
+    trips = round_trips(trades, multiplier, last_close=last_close, last_ts=last_ts)
+    unit = "USD" if multiplier is not None else "points x contracts, before costs"
+    return trips, trade_stats(trades, trips), unit
+
+
+def _trade_section(trades: pd.DataFrame, equity: pd.DataFrame, multiplier: float | Mapping[str, float] | None
+                   ) -> tuple[str, list[go.Figure]]:
+    trips, stats, unit = trade_analysis(trades, equity, multiplier)
+    rows = trade_rows(stats, unit)
     note = ("<p class=\"note\">A round trip runs from flat to flat (a sign flip closes one and opens the next); "
             "an open position is marked at the last close. P&amp;L uses fill prices, slippage included; "
             "net of commission and roll costs.</p>") if multiplier is not None else (

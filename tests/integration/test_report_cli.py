@@ -8,6 +8,7 @@ import json
 import re
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -78,3 +79,74 @@ def test_report_writes_the_tear_sheet_and_csvs_of_a_backtest(fbt_home, monkeypat
     unknown = run("report", "0" * 32)
     assert unknown.exit_code == 1 and "unknown run id" in unknown.output and run_id in unknown.output
     assert run("report", "../etc").exit_code == 2
+
+    # a user strategy (one file in $FBT_HOME/strategies) runs through `fbt backtest`, then `fbt report --pdf`
+    _user_strategy_backtest_and_pdf(fbt_home)
+
+
+MOMENTUM = '''
+import numpy as np
+from fbt_pipelines.engine.strategies import register_strategy
+
+
+@register_strategy("momentum", "Long when the close is above its value `lookback` bars ago, short below.")
+def momentum(close: np.ndarray, lookback: int = 60) -> np.ndarray:
+    past = np.roll(close, lookback)
+    past[:lookback] = np.nan
+    return np.nan_to_num(np.sign(close - past))
+'''
+
+
+def _user_strategy_backtest_and_pdf(fbt_home):
+    import pypdf
+
+    from fbt_pipelines.catalog import market_spec
+    from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest
+    from fbt_pipelines.engine.strategies import available_strategies
+    from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk
+
+    (fbt_home / "strategies").mkdir()
+    (fbt_home / "strategies" / "momentum.py").write_text(MOMENTUM, encoding="utf-8")
+    try:
+        assert "momentum" in run("strategies").output
+        bt = run("backtest", "--strategy", "momentum", "--market", "ES", "--param", "lookback=40", "--json")
+        assert bt.exit_code == 0, bt.output
+        out = json.loads(bt.stdout)
+        assert out["strategy"] == "momentum" and out["params"] == {"lookback": 40}
+        # the same backtest by hand: the signal computed independently (pandas shift), sized and run on the engine
+        with duckdb.connect(str(fbt_home / "warehouse.duckdb"), read_only=True) as conn:
+            prices = conn.execute("SELECT * FROM continuous_prices WHERE root = 'ES' ORDER BY ts").df()
+        close = prices["close"]
+        signal = np.sign(close - close.shift(40)).fillna(0.0).to_numpy()
+        spec = market_spec("ES")
+        target = contracts_for_risk(prices, signal, spec, 1.0, VolTargetConfig(capital=1e6, annual_risk_target=0.2,
+                                                                                idm=1.0))
+        by_hand = run_backtest(prices, target, spec, EngineConfig(initial_capital=1e6, slippage_ticks=1.0))
+        assert out["total_pnl"] == pytest.approx(by_hand.net_pnl, abs=0.01) and out["n_trades"] > 10
+
+        rid = out["run_id"]
+        result = run("report", rid, "--pdf", "--csv")
+        assert result.exit_code == 0, result.output
+        pdf_path = fbt_home / "reports" / f"{rid}.pdf"
+        assert pdf_path.read_bytes()[:5] == b"%PDF-" and "(5 pages)" in result.output
+        reader = pypdf.PdfReader(pdf_path)
+        assert len(reader.pages) == 5  # summary, equity/drawdown, monthly heat map, rolling, trades
+        text = [" ".join(page.extract_text().split()) for page in reader.pages]
+        m = pd.read_csv(fbt_home / "reports" / rid / "metrics.csv").set_index("metric")["value"]
+        f = {k: float(m[k]) for k in m.index if k not in ("run_id", "root", "strategy", "engine", "params",
+                                                            "data_version", "first", "last", "start", "end")}
+        for expected in [f"Net P&L (after costs) {f['net_pnl']:,.2f} USD", f"Sharpe {f['sharpe']:.2f}",
+                         f"CAGR {f['cagr']:.2%}", f"Max drawdown {f['max_drawdown']:.2%}",
+                         f"VaR 95 / 99 (1d) {f['var_95']:.2%} / {f['var_99']:.2%}", f"run id (MLflow) {rid}",
+                         "strategy momentum", "parameters lookback=40", f"data version {m['data_version']}"]:
+            assert expected in text[0], (expected, text[0])
+        assert "Equity (USD)" in text[1] and "Drawdown" in text[1]
+        assert "Monthly returns" in text[2] and "Rolling 126-day Sharpe" in text[3]
+        for expected in [f"Fills / rolls {f['trades_fills']:,.0f} / {f['trades_rolls']:,.0f}",
+                         f"Win rate {f['trades_win_rate']:.1%}",
+                         f"Roll costs / other costs (USD) {f['trades_roll_costs']:,.2f} / {f['trades_other_costs']:,.2f}"]:
+            assert expected in text[4], (expected, text[4])
+        assert int(f["trades_fills"]) == out["n_trades"]
+    finally:
+        (fbt_home / "strategies" / "momentum.py").unlink()
+        available_strategies()
