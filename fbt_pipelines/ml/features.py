@@ -1,6 +1,8 @@
-"""Features of one market from its continuous (Panama) prices.
+"""Features of one market from its continuous (Panama) prices, plus
+cross-market features joined on the pooled table.
 
-Every feature at bar t uses data up to and including t's close only.
+Every feature at bar t uses data up to and including t's close only (the
+cross-market ones: the other market's sessions strictly before t).
 Returns are the held contract's own percentage returns: on a Panama series the
 point change is exact, and the denominator is the held contract's raw price
 at the previous close, ``close[t-1] - (close[t] - raw_close[t])``.
@@ -8,11 +10,27 @@ at the previous close, ``close[t-1] - (close[t] - raw_close[t])``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
-FEATURE_COLUMNS = ["ret_1", "ret_5", "ret_20", "vol_20", "ewmac_16_64", "dist_high_60", "days_to_expiry", "roll_yield"]
+from fbt_pipelines.catalog.contracts import Contract
+from fbt_pipelines.catalog.expiry import business_day_offset
+from fbt_pipelines.engine.strategy_library import rsi
+
+FEATURE_COLUMNS = ["ret_1", "ret_5", "ret_20", "vol_20", "ewmac_16_64", "dist_high_60", "dist_low_60", "rsi_14",
+                   "atr_14", "atr_pct_14", "days_to_expiry", "days_to_roll", "roll_yield", "day_of_week", "month"]
+"""Own-market features, stored per market in the ``features`` table."""
+CROSS_MARKET_SOURCES: tuple[str, ...] = ("ES", "ZN")
+"""Markets whose recent returns are features of every market (equity index, 10-year note)."""
+CROSS_MARKET_RETURNS: tuple[str, ...] = ("ret_5", "ret_20")
+CROSS_MARKET_COLUMNS = [f"{src.lower()}_{col}" for src in CROSS_MARKET_SOURCES for col in CROSS_MARKET_RETURNS]
+"""``es_ret_5, es_ret_20, zn_ret_5, zn_ret_20``: joined by :func:`add_cross_market_features`."""
+MODEL_FEATURES = FEATURE_COLUMNS + CROSS_MARKET_COLUMNS
 ANNUALISE = np.sqrt(252.0)
+RSI_WINDOW = 14
+ATR_WINDOW = 14
 
 
 def contract_returns(prices: pd.DataFrame) -> pd.Series:
@@ -27,7 +45,44 @@ def _compound(r: pd.Series, window: int) -> pd.Series:
     return np.exp(np.log1p(r).rolling(window).sum()) - 1.0
 
 
-def build_features(prices: pd.DataFrame, carry: pd.Series | None = None) -> pd.DataFrame:
+def wilder_atr(high: pd.Series, low: pd.Series, close: pd.Series, window: int = ATR_WINDOW) -> pd.Series:
+    """Wilder's average true range in points (as TA-Lib ``ATR``).
+
+    True range of bar t (t >= 1): ``max(high_t, close_{t-1}) - min(low_t, close_{t-1})``
+    (bar 0 has none). ATR is the simple mean of the first ``window`` true
+    ranges (bars 1..window), then ``atr_t = atr_{t-1} + (tr_t - atr_{t-1}) / window``.
+    On a Panama series the previous close is in the held contract's terms, so
+    the range across a roll is the new contract's own.
+    """
+    h, lo, c = (s.astype(float).reset_index(drop=True) for s in (high, low, close))
+    prev = c.shift(1)
+    tr = pd.concat([h, prev], axis=1).max(axis=1, skipna=False) - pd.concat([lo, prev], axis=1).min(axis=1, skipna=False)
+    seeded = tr.copy()
+    seeded.iloc[: window + 1] = np.nan
+    if len(tr) > window:
+        seeded.iloc[window] = tr.iloc[1: window + 1].mean()
+    return seeded.ewm(alpha=1.0 / window, adjust=False).mean().set_axis(high.index)
+
+
+def planned_roll_dates(prices: pd.DataFrame, contracts: Sequence[Contract], days_before: int) -> pd.Series:
+    """Per bar: the held contract's calendar roll date, ``days_before``
+    business days before its roll reference (first notice if physically
+    delivered, else last trade), as a UTC midnight.
+
+    This is the market's calendar rule, or the backstop of a volume/open-interest
+    rule: fixed by the exchange calendar when the contract is listed, so it
+    looks at no price. (The realised volume-crossover date would: it depends
+    on future volume.) NaT for a contract not in ``contracts``.
+    """
+    by_id = {c.contract_id: c for c in contracts}
+    planned = {cid: pd.Timestamp(business_day_offset(c.roll_reference, -days_before), tz="UTC")
+               for cid, c in by_id.items()}
+    return pd.Series([planned.get(c, pd.NaT) for c in prices["contract"]], index=prices.index,
+                     name="planned_roll", dtype="datetime64[ns, UTC]")
+
+
+def build_features(prices: pd.DataFrame, carry: pd.Series | None = None,
+                   roll_dates: pd.Series | None = None) -> pd.DataFrame:
     """Feature frame: root, ts and :data:`FEATURE_COLUMNS`.
 
     - ``ret_k``: compounded held-contract return over the last k bars (fraction)
@@ -35,15 +90,36 @@ def build_features(prices: pd.DataFrame, carry: pd.Series | None = None) -> pd.D
     - ``ewmac_16_64``: EWMA(16) - EWMA(64) of the adjusted close, divided by
       the 25-bar st. dev. of daily point changes (a unit-free trend forecast)
     - ``dist_high_60``: close over its 60-bar high, minus 1 (<= 0)
+    - ``dist_low_60``: (close - its 60-bar low) / the held contract's raw close
+      (>= 0, a fraction of the held price; point distances are exact on a
+      Panama series, and the raw price stays positive where adjusted ones may not)
+    - ``rsi_14``: Wilder's RSI over 14 bars (0-100) of the adjusted close
+    - ``atr_14``: Wilder's average true range over 14 bars, in points;
+      ``atr_pct_14``: the same over the held raw close (fraction)
     - ``days_to_expiry``: calendar days to the held contract's last trade
+    - ``days_to_roll``: calendar days from the bar to the held contract's
+      planned roll date (``roll_dates``, see :func:`planned_roll_dates`;
+      NaN when not given)
     - ``roll_yield``: annualised carry of the held contract against the next
       (``carry``, from :func:`fbt_pipelines.futures.back_adjust.roll_yield`;
       NaN when not given)
+    - ``day_of_week`` (0 = Monday) and ``month`` (1-12) of the trading day (UTC date)
     """
     close = prices["close"].astype(float)
+    raw = prices["raw_close"].astype(float)
     r = contract_returns(prices)
     point_vol = close.diff().rolling(25).std()
     ewmac = (close.ewm(span=16, adjust=False).mean() - close.ewm(span=64, adjust=False).mean()) / point_vol
+    ts = pd.DatetimeIndex(pd.to_datetime(prices["ts"], utc=True))
+    if "high" in prices.columns and "low" in prices.columns:
+        atr = wilder_atr(prices["high"], prices["low"], close).to_numpy()
+    else:
+        atr = np.full(len(prices), np.nan)
+    if roll_dates is None:
+        to_roll = np.full(len(prices), np.nan)
+    else:
+        planned = pd.DatetimeIndex(pd.to_datetime(np.asarray(roll_dates), utc=True))
+        to_roll = np.asarray((planned - ts).days, dtype=float)
     return pd.DataFrame({
         "root": prices["root"].to_numpy(),
         "ts": prices["ts"].to_numpy(),
@@ -53,17 +129,83 @@ def build_features(prices: pd.DataFrame, carry: pd.Series | None = None) -> pd.D
         "vol_20": (r.rolling(20).std() * ANNUALISE).to_numpy(),
         "ewmac_16_64": ewmac.to_numpy(),
         "dist_high_60": (close / close.rolling(60).max() - 1.0).to_numpy(),
+        "dist_low_60": ((close - close.rolling(60).min()) / raw).to_numpy(),
+        "rsi_14": rsi(close.to_numpy(), RSI_WINDOW),
+        "atr_14": atr,
+        "atr_pct_14": atr / raw.to_numpy(),
         "days_to_expiry": prices["days_to_expiry"].astype(float).to_numpy(),
+        "days_to_roll": to_roll,
         "roll_yield": np.full(len(prices), np.nan) if carry is None else np.asarray(carry, dtype=float),
+        "day_of_week": np.asarray(ts.dayofweek, dtype=float),
+        "month": np.asarray(ts.month, dtype=float),
     })
 
 
-def forward_return_label(prices: pd.DataFrame, horizon: int = 5) -> pd.Series:
+def add_cross_market_features(table: pd.DataFrame, sources: Sequence[str] = CROSS_MARKET_SOURCES,
+                              returns: Sequence[str] = CROSS_MARKET_RETURNS) -> pd.DataFrame:
+    """The pooled features ``table`` (every market's rows: root, ts, ret_5,
+    ret_20, ...) with ``<source>_<ret>`` columns for every market.
+
+    Alignment: the row of market m at session t gets the source market's value
+    at the source's last session strictly *before* t. Same-day values would
+    peek: the daily bars of different markets close at different times (ES
+    settles after CL), and the label of t starts at m's own close of t. The
+    source market's own rows get its previous session's value too.
+
+    A source market absent from ``table`` gives an all-NaN column (see
+    :func:`available_features`, which drops such columns from the model).
+    Row order and index are kept.
+    """
+    out = table.copy()
+    ts = pd.to_datetime(out["ts"], utc=True)
+    left = pd.DataFrame({"ts": ts.to_numpy(), "_row": np.arange(len(out))}).sort_values("ts", kind="stable")
+    for src in sources:
+        mine = table[table["root"] == src]
+        cols = [f"{src.lower()}_{c}" for c in returns]
+        if mine.empty:
+            for c in cols:
+                out[c] = np.nan
+            continue
+        right = pd.DataFrame({"ts": pd.to_datetime(mine["ts"], utc=True).to_numpy(),
+                              **{c: mine[r].to_numpy(float) for c, r in zip(cols, returns)}}).sort_values("ts")
+        joined = pd.merge_asof(left, right, on="ts", direction="backward", allow_exact_matches=False)
+        joined = joined.sort_values("_row")
+        for c in cols:
+            out[c] = joined[c].to_numpy()
+    return out
+
+
+def available_features(table: pd.DataFrame, candidates: Sequence[str] = MODEL_FEATURES) -> list[str]:
+    """The ``candidates`` the model can use on ``table``: present with at least
+    one finite value (a cross-market feature whose source market is not in
+    the warehouse, or roll_yield without a second contract, is left out
+    rather than dropping every row)."""
+    return [c for c in candidates if c in table.columns and np.isfinite(table[c].to_numpy(float)).any()]
+
+
+def forward_return_label(prices: pd.DataFrame, horizon: int = 5, dead_zone: float = 0.0) -> pd.Series:
     """1.0 if the held-contract return over the next ``horizon`` bars is > 0,
     0.0 if not, NaN where the horizon runs past the data. The label of bar t
-    uses bars t+1..t+horizon: it is a target, never a feature."""
+    uses bars t+1..t+horizon: it is a target, never a feature.
+
+    ``dead_zone`` (a fraction, >= 0): a move with ``|return| < dead_zone``
+    gets NaN, i.e. the row is excluded from training and from the out-of-sample
+    scores (small moves are mostly noise and cost more than they earn). The
+    model still predicts on such rows. 0 (default) keeps every row (a return
+    of exactly 0 is a 0 label).
+    """
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
+    if not dead_zone >= 0:
+        raise ValueError(f"dead_zone must be >= 0, got {dead_zone}")
+    fwd = forward_return(prices, horizon)
+    label = np.where(fwd.isna(), np.nan, (fwd > 0).astype(float))
+    if dead_zone > 0:
+        label = np.where(np.abs(fwd.to_numpy()) < dead_zone, np.nan, label)
+    return pd.Series(label, index=prices.index, name="label")
+
+
+def forward_return(prices: pd.DataFrame, horizon: int) -> pd.Series:
+    """Compounded held-contract return over bars t+1..t+horizon (NaN past the data)."""
     r = contract_returns(prices)
-    fwd = (np.exp(np.log1p(r).rolling(horizon).sum()) - 1.0).shift(-horizon)
-    return pd.Series(np.where(fwd.isna(), np.nan, (fwd > 0).astype(float)), index=prices.index, name="label")
+    return ((np.exp(np.log1p(r).rolling(horizon).sum()) - 1.0).shift(-horizon)).rename("forward_return")

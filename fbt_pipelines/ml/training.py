@@ -53,6 +53,10 @@ class TrainingConfig:
     """Inverse L2 strength of the logistic model when not tuned."""
     tune: bool = False
     """Choose max_depth (RF) or C (logistic) on inner time-series folds of the training rows."""
+    train_start: str | None = None
+    """First date (UTC) of the training window (a rolling walk-forward window); None = all history."""
+    test_end: str | None = None
+    """Last date (UTC) scored and predicted (a walk-forward fold's window ends where the next model takes over)."""
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
@@ -69,7 +73,16 @@ class TrainingConfig:
 
     @property
     def predict_from_ts(self) -> pd.Timestamp:
+        """Predictions are for sessions strictly after this instant (train_end + embargo)."""
         return self.train_end_ts + pd.Timedelta(days=self.embargo_days)
+
+    @property
+    def train_start_ts(self) -> pd.Timestamp | None:
+        return None if self.train_start is None else pd.Timestamp(self.train_start, tz="UTC")
+
+    @property
+    def test_end_ts(self) -> pd.Timestamp | None:
+        return None if self.test_end is None else pd.Timestamp(self.test_end, tz="UTC")
 
 
 @dataclass(frozen=True)
@@ -90,9 +103,14 @@ def split_in_out_of_sample(frame: pd.DataFrame, config: TrainingConfig) -> tuple
 
 def _split_masks(frame: pd.DataFrame, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
     has_features = frame[list(config.features)].notna().all(axis=1).to_numpy()
-    after_embargo = (pd.to_datetime(frame["ts"], utc=True) > config.predict_from_ts).to_numpy()
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    after_embargo = (ts > config.predict_from_ts).to_numpy()
+    if config.test_end_ts is not None:
+        after_embargo &= (ts <= config.test_end_ts).to_numpy()
     # purge: a training row's label (its market's next ``horizon`` rows) must end by train_end
     train = has_features & _label_known_by(frame, config) & frame["label"].notna().to_numpy()
+    if config.train_start_ts is not None:
+        train &= (ts >= config.train_start_ts).to_numpy()
     return train, has_features & after_embargo
 
 
@@ -250,13 +268,17 @@ def train_direction_model(frame: pd.DataFrame, config: TrainingConfig) -> Traine
 
 def predict_out_of_sample(model, features: pd.DataFrame, config: TrainingConfig,
                           model_version: str) -> pd.DataFrame:
-    """Probabilities of an up move for rows after train_end + embargo only.
+    """Probabilities of an up move for rows after train_end + embargo only
+    (and up to ``config.test_end`` when set).
 
     Returns root, ts, prob_up, model_version, train_end.
     """
     usable = features.dropna(subset=list(config.features))
     ts = pd.to_datetime(usable["ts"], utc=True)
-    oos = usable[ts > config.predict_from_ts]
+    keep = ts > config.predict_from_ts
+    if config.test_end_ts is not None:
+        keep &= ts <= config.test_end_ts
+    oos = usable[keep]
     prob = model.predict_proba(oos[list(config.features)].to_numpy(float))[:, 1] if len(oos) else np.array([])
     return pd.DataFrame({
         "root": oos["root"].to_numpy(),
