@@ -18,6 +18,7 @@ from fbt_pipelines.portfolio.portfolio import combine_markets
 from fbt_pipelines.portfolio.sizing import VolTargetConfig
 from fbt_pipelines.reports.tear_sheet import write_tear_sheet
 from fbt_pipelines.risk.metrics import daily_returns, risk_metrics
+from fbt_pipelines.risk.correlation import correlation_matrix
 from fbt_pipelines.risk.monte_carlo import bootstrap_paths, monte_carlo_summary
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.versioning import code_version, frame_version
@@ -145,12 +146,17 @@ def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: W
 
 @asset(group_name="portfolio", kinds={"plotly", "html"}, deps=[risk_report])
 def tear_sheet(context: AssetExecutionContext, warehouse: WarehouseResource, files: FilesResource) -> MaterializeResult:
-    """Self-contained HTML tear sheet of the portfolio: equity, drawdown, risk table, P&L by market, provenance."""
+    """Self-contained HTML tear sheet of the portfolio: equity, drawdown, Monte Carlo bands, risk table, P&L by market, market correlation, per-strategy attribution, provenance."""
     with warehouse.connect() as conn:
         equity = wh.read_partition(conn, "portfolio_equity", PORTFOLIO, order_by=["ts"])
         positions = wh.read_partition(conn, "portfolio_positions", PORTFOLIO)
         report = wh.read_partition(conn, "risk_report", PORTFOLIO).iloc[0]
+        runs = wh.read_table(conn, "backtest_runs")
     pnl = positions.groupby("root")["pnl"].sum()
+    # correlation of the markets' daily P&L (USD) in the portfolio; per-strategy net P&L from the single-market backtests
+    corr = correlation_matrix(positions.pivot_table(index="ts", columns="root", values="pnl", aggfunc="sum"))
+    by_strategy = (runs.pivot_table(index="root", columns="strategy", values="net_pnl", aggfunc="sum")
+                   if len(runs) else None)
     metrics = {
         "CAGR": f"{report['cagr']:.2%}", "Annual vol": f"{report['annual_vol']:.2%}",
         "Sharpe": f"{report['sharpe']:.2f}", "Sortino": f"{report['sortino']:.2f}",
@@ -161,6 +167,8 @@ def tear_sheet(context: AssetExecutionContext, warehouse: WarehouseResource, fil
     provenance = {"portfolio": PORTFOLIO, "data version": report["data_version"], "code version": code_version(),
                   "run id": context.run_id}
     path = write_tear_sheet(files.reports() / "tear_sheet.html", "fbt portfolio tear sheet", equity,
-                            metrics, pnl, provenance)
+                            metrics, pnl, provenance, correlation=corr, strategy_pnl=by_strategy,
+                            strategy_pnl_title="Single-market backtests: net P&L by strategy and market "
+                                               "(USD, after costs)")
     return MaterializeResult(metadata={"path": MetadataValue.path(str(path)),
                                        "sharpe": float(report["sharpe"]), "bytes": path.stat().st_size})

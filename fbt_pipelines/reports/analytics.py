@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["ROUND_TRIP_COLUMNS", "monthly_returns", "rolling_sharpe", "rolling_vol", "round_trips", "trade_stats"]
+__all__ = ["ROUND_TRIP_COLUMNS", "monte_carlo_bands", "monthly_returns", "rolling_sharpe", "rolling_vol", "round_trips",
+           "trade_stats"]
 
 # Daily return std at or below this is float noise of a constant-return curve.
 _ZERO_VOL = 1e-12
@@ -226,3 +227,35 @@ def trade_stats(trades: pd.DataFrame, trips: pd.DataFrame) -> dict[str, float]:
         "roll_costs": float(costs[is_roll].sum()),
         "other_costs": float(costs[~is_roll].sum()),
     }
+
+
+BAND_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def monte_carlo_bands(
+    equity: pd.Series, n_paths: int = 1000, seed: int = 0, mean_block: float = 20,
+    quantiles: tuple[float, ...] = BAND_QUANTILES,
+) -> pd.DataFrame:
+    """Percentile bands of equity paths resampled from the curve's own daily returns.
+
+    The daily returns of ``equity`` are resampled ``n_paths`` times by
+    stationary bootstrap (blocks of mean length ``mean_block`` sessions, see
+    :func:`fbt_pipelines.risk.monte_carlo.bootstrap_paths`) over the same
+    number of sessions; each path compounds from the first equity value
+    (USD). Returns a frame indexed like ``equity`` with one column per
+    quantile (``q05``, ``q25``, ``q50``, ``q75``, ``q95`` for the defaults);
+    the first row is the starting equity in every column. The same ``seed``
+    gives the same bands.
+    """
+    from fbt_pipelines.risk.monte_carlo import bootstrap_paths
+
+    eq = _equity(equity)
+    returns = eq.pct_change().to_numpy()[1:]
+    columns = [f"q{round(q * 100):02d}" for q in quantiles]
+    if returns.size == 0:
+        return pd.DataFrame([[float(eq.iloc[0])] * len(columns)] * len(eq), index=eq.index, columns=columns)
+    paths = bootstrap_paths(returns, n_paths, returns.size, mean_block=mean_block, seed=seed)
+    growth = np.cumprod(1.0 + paths, axis=1) * float(eq.iloc[0])
+    bands = np.quantile(growth, quantiles, axis=0).T
+    start = np.full((1, len(quantiles)), float(eq.iloc[0]))
+    return pd.DataFrame(np.vstack([start, bands]), index=eq.index, columns=columns)

@@ -3,10 +3,13 @@
 The page works offline: ``plotly.min.js`` is written next to the HTML once and
 referenced relatively, so several reports share one bundle.
 
-Sections: risk and provenance tables; equity and drawdown; monthly returns
-heat map; rolling Sharpe and volatility; net P&L by market; and, when a
-trades frame is given, trade analysis (round-trip P&L distribution, holding
-times, win rate, best / worst, roll costs vs other costs).
+Sections: risk and provenance tables; equity and drawdown; Monte Carlo bands
+(the curve's own daily returns resampled by stationary bootstrap); monthly
+returns heat map; rolling Sharpe and volatility; net P&L by market; when
+given, the correlation heat map of the markets' daily P&L and the per-strategy
+attribution (net P&L by strategy and market); and, when a trades frame is
+given, trade analysis (round-trip P&L distribution, holding times, win rate,
+best / worst, roll costs vs other costs).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from fbt_pipelines.reports.analytics import (
+    monte_carlo_bands,
     monthly_returns,
     rolling_sharpe,
     rolling_vol,
@@ -31,8 +35,9 @@ from fbt_pipelines.reports.analytics import (
 )
 
 __all__ = [
-    "BUNDLE", "equity_drawdown_figure", "market_pnl_figure", "monthly_returns", "monthly_returns_figure",
-    "rolling_figure", "rolling_sharpe", "trade_figures", "write_tear_sheet",
+    "BUNDLE", "attribution_figure", "correlation_figure", "equity_drawdown_figure", "market_pnl_figure",
+    "monte_carlo_figure", "monthly_returns", "monthly_returns_figure", "rolling_figure", "rolling_sharpe",
+    "trade_figures", "write_tear_sheet",
 ]
 
 BUNDLE = "plotly.min.js"
@@ -61,6 +66,45 @@ def market_pnl_figure(pnl_by_market: pd.Series) -> go.Figure:
                            marker_color=["#c0392b" if v < 0 else "#27ae60" for v in s.values]))
     fig.update_layout(title="Net P&L by market (USD, after costs)", height=320,
                       xaxis_tickformat=",.0f", margin={"l": 60, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def monte_carlo_figure(equity: pd.Series, bands: pd.DataFrame, n_paths: int) -> go.Figure:
+    """The equity curve (USD) inside the 5-95% and 25-75% bands of resampled paths, median dashed."""
+    fig = go.Figure()
+    band_style = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False}
+    for lo, hi, color, name in [("q05", "q95", "rgba(44,127,184,0.15)", "5-95%"),
+                                ("q25", "q75", "rgba(44,127,184,0.30)", "25-75%")]:
+        fig.add_trace(go.Scatter(x=bands.index, y=bands[lo], **band_style))
+        fig.add_trace(go.Scatter(x=bands.index, y=bands[hi], fill="tonexty", fillcolor=color, name=name,
+                                 mode="lines", line={"width": 0}))
+    fig.add_trace(go.Scatter(x=bands.index, y=bands["q50"], name="median path",
+                             line={"width": 1, "dash": "dash", "color": "#2c7fb8"}))
+    fig.add_trace(go.Scatter(x=equity.index, y=equity.values, name="actual", line={"width": 1.5, "color": "#222"}))
+    fig.update_layout(title=f"Monte Carlo: {n_paths:,} stationary-bootstrap paths of the daily returns (USD)",
+                      height=420, yaxis_tickformat=",.0f", margin=_MARGIN, legend={"orientation": "h", "y": -0.12})
+    return fig
+
+
+def correlation_figure(corr: pd.DataFrame, title: str = "Correlation of daily P&L") -> go.Figure:
+    """Heat map of a correlation matrix (-1..1), each cell labelled."""
+    z = corr.to_numpy(float)
+    text = [["" if not np.isfinite(v) else f"{v:.2f}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=list(corr.columns), y=list(corr.index), text=text, texttemplate="%{text}",
+                               colorscale="RdBu", reversescale=True, zmin=-1.0, zmax=1.0, xgap=2, ygap=2,
+                               hovertemplate="%{y} / %{x}: %{z:.2f}<extra></extra>"))
+    side = 140 + 40 * len(corr)
+    fig.update_layout(title=title, height=max(side, 320), width=max(side + 120, 420), margin=_MARGIN,
+                      yaxis={"autorange": "reversed"})
+    return fig
+
+
+def attribution_figure(pnl: pd.DataFrame, title: str) -> go.Figure:
+    """Grouped bars: net P&L (USD) of each strategy (bar colour) in each market (x)."""
+    fig = go.Figure([go.Bar(name=str(strategy), x=[str(m) for m in pnl.index], y=pnl[strategy].to_numpy(float))
+                     for strategy in pnl.columns])
+    fig.update_layout(title=title, barmode="group", height=380, yaxis_tickformat=",.0f", margin=_MARGIN,
+                      legend={"orientation": "h", "y": -0.15})
     return fig
 
 
@@ -181,6 +225,10 @@ def write_tear_sheet(
     trades: pd.DataFrame | None = None,
     multiplier: float | Mapping[str, float] | None = None,
     rolling_window: int = 126,
+    monte_carlo_paths: int = 1000,
+    correlation: pd.DataFrame | None = None,
+    strategy_pnl: pd.DataFrame | None = None,
+    strategy_pnl_title: str = "Net P&L by strategy and market (USD, after costs)",
 ) -> Path:
     """Write the tear sheet HTML (and the shared plotly bundle) to ``path``.
 
@@ -190,6 +238,11 @@ def write_tear_sheet(
     version. ``trades`` (the engine's trade columns) adds the trade analysis;
     ``multiplier`` (USD per point, or per ``root`` when trades carry one)
     puts round-trip P&L in USD. ``rolling_window`` is in sessions.
+    ``monte_carlo_paths`` > 0 adds the bootstrap bands (seed 0, mean block 20
+    sessions). ``correlation`` (a square matrix, e.g. of the markets' daily
+    P&L) adds a heat map when it has at least two rows; ``strategy_pnl``
+    (markets x strategies, USD) adds the per-strategy attribution when it has
+    at least two strategy columns.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     bundle = path.parent / BUNDLE
@@ -201,10 +254,17 @@ def write_tear_sheet(
     notes = []
     curve = equity.set_index("ts")["equity"].astype(float)
     if len(curve) and np.isfinite(curve.to_numpy()).all() and (curve > 0).all():
+        if monte_carlo_paths > 0 and len(curve) > 2:
+            figs.append(monte_carlo_figure(curve, monte_carlo_bands(curve, monte_carlo_paths), monte_carlo_paths))
         figs += [monthly_returns_figure(curve), rolling_figure(curve, rolling_window)]
     else:
-        notes.append("<p class=\"note\">Equity is not strictly positive: monthly and rolling returns are omitted.</p>")
+        notes.append("<p class=\"note\">Equity is not strictly positive: Monte Carlo bands, monthly and rolling "
+                     "returns are omitted.</p>")
     figs.append(market_pnl_figure(pnl_by_market))
+    if correlation is not None and len(correlation) >= 2:
+        figs.append(correlation_figure(correlation))
+    if strategy_pnl is not None and strategy_pnl.shape[1] >= 2:
+        figs.append(attribution_figure(strategy_pnl, strategy_pnl_title))
     body = "\n".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figs)
     trade_html = ""
     if trades is not None:
