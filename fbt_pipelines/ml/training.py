@@ -104,13 +104,13 @@ def split_in_out_of_sample(frame: pd.DataFrame, config: TrainingConfig) -> tuple
 def _split_masks(frame: pd.DataFrame, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
     has_features = frame[list(config.features)].notna().all(axis=1).to_numpy()
     ts = pd.to_datetime(frame["ts"], utc=True)
-    after_embargo = (ts > config.predict_from_ts).to_numpy()
+    after_embargo = np.asarray(ts > config.predict_from_ts)
     if config.test_end_ts is not None:
-        after_embargo &= (ts <= config.test_end_ts).to_numpy()
+        after_embargo = after_embargo & np.asarray(ts <= config.test_end_ts)
     # purge: a training row's label (its market's next ``horizon`` rows) must end by train_end
     train = has_features & _label_known_by(frame, config) & frame["label"].notna().to_numpy()
     if config.train_start_ts is not None:
-        train &= (ts >= config.train_start_ts).to_numpy()
+        train = train & np.asarray(ts >= config.train_start_ts)
     return train, has_features & after_embargo
 
 

@@ -74,11 +74,11 @@ def plan_folds(last_ts: pd.Timestamp, base: TrainingConfig, wf: WalkForwardConfi
     """The folds for data ending at ``last_ts`` (UTC). A fold exists while some
     session after its embargo does; ``base`` gives every other setting."""
     ends = []
-    end = pd.Timestamp(wf.first_train_end, tz="UTC")
+    first = pd.Timestamp(wf.first_train_end, tz="UTC")
     embargo = pd.Timedelta(days=base.embargo_days)
-    while end + embargo < last_ts:
+    # end_i = first + i*K months, counted from the first end (Dec 31 + 6 months = Jun 30, + 12 = Dec 31 again)
+    while (end := first + pd.DateOffset(months=wf.retrain_months * len(ends))) + embargo < last_ts:
         ends.append(end)
-        end = end + pd.DateOffset(months=wf.retrain_months)
     folds = []
     for i, e in enumerate(ends):
         nxt = ends[i + 1] + embargo if i + 1 < len(ends) else None
@@ -97,7 +97,7 @@ class FoldResult:
     predictions: pd.DataFrame
     """root, ts, prob_up, fold, train_end (model version / run id are added once registered)."""
     train_rows: np.ndarray
-    """Positions (into the frame given to :func:`walk_forward`) of the rows the model was fit on."""
+    """Positions, in the frame given to :func:`walk_forward` sorted by (root, ts), of the rows the model was fit on."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,10 @@ def oos_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 def walk_forward(frame: pd.DataFrame, base: TrainingConfig, wf: WalkForwardConfig) -> WalkForwardResult:
     """Train every fold of :func:`plan_folds` on ``frame`` (pooled features +
-    label, any row order) and stitch their out-of-sample predictions."""
-    frame = frame.reset_index(drop=True)
+    label, any row order: it is sorted by root, ts first, so the forest's
+    bootstrap and the result do not depend on it) and stitch their
+    out-of-sample predictions."""
+    frame = frame.sort_values(["root", "ts"], kind="stable").reset_index(drop=True)
     last = pd.to_datetime(frame["ts"], utc=True).max()
     folds = plan_folds(last, base, wf)
     if not folds:

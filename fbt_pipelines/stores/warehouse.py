@@ -71,13 +71,17 @@ RESULT_TABLES = {
     "backtest_trades": "root",
     "sweep_results": "root",
     "walk_forward_equity": "root",
-    "model_runs": "model_name",
+    "model_runs": "model_name",  # one row per walk-forward fold
+    "model_predictions": "model_name",  # every fold's out-of-sample predictions, stitched
     "adhoc_backtest_runs": "run_id",  # `fbt backtest` results, one MLflow run id each
     "adhoc_backtest_equity": "run_id",
     "adhoc_backtest_trades": "run_id",
     "portfolio_equity": "portfolio",
     "portfolio_positions": "portfolio",
     "risk_report": "portfolio",
+    "portfolio_trades": "portfolio",  # fills and rolls of the portfolio asset, USD columns
+    "risk_scenarios": "portfolio",  # scenario x market P&L of the current book (risk_report)
+    "risk_correlation": "portfolio",  # market and strategy return correlations (risk_report)
     "strategy_comparison": "report",
 }
 

@@ -31,7 +31,6 @@ from sklearn.model_selection import TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
 from fbt_pipelines.ml import training
-from fbt_pipelines.ml.features import FEATURE_COLUMNS
 from fbt_pipelines.ml.training import (
     C_GRID,
     MAX_DEPTH_GRID,
@@ -43,6 +42,9 @@ from fbt_pipelines.ml.training import (
 from tests.unit._futures_data import utc, xnys_sessions
 
 NaN = np.nan
+# The eight features these tables were designed with (the noise table's
+# draws, hence the expected tuning outcomes, depend on the column count).
+FEATURE_COLUMNS = ["ret_1", "ret_5", "ret_20", "vol_20", "ewmac_16_64", "dist_high_60", "days_to_expiry", "roll_yield"]
 TRAIN_END = "2016-06-30"
 HORIZON = 5
 
@@ -72,7 +74,8 @@ def make_table(learnable: bool, seed: int = 0) -> pd.DataFrame:
 
 
 def config(**kw) -> TrainingConfig:
-    base = {"train_end": TRAIN_END, "horizon": HORIZON, "n_estimators": 20, "min_samples_leaf": 20, "seed": 1}
+    base = {"train_end": TRAIN_END, "horizon": HORIZON, "n_estimators": 20, "min_samples_leaf": 20, "seed": 1,
+            "features": tuple(FEATURE_COLUMNS)}
     return TrainingConfig(**{**base, **kw})
 
 
