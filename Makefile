@@ -9,7 +9,7 @@ export FBT_HOME
 STAMP := $(VENV)/.installed-stamp
 INSTALL_LOG := $(FBT_HOME)/install.log
 
-.PHONY: install demo test test-fast ui bench clean-state
+.PHONY: install demo test test-fast ui bench clean-state workers
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fbt needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -39,6 +39,10 @@ test-fast: test
 ## Dagster UI (:3000) and MLflow UI (:5000) on the local state.
 ui: $(STAMP)
 	@$(BIN)/fbt ui
+
+## N Celery workers of this code location on this machine (logs, PIDs: $(FBT_HOME)/workers). Stop: fbt workers stop
+workers: $(STAMP)
+	@$(BIN)/fbt workers start -n $(or $(N),2)
 
 bench: $(STAMP)
 	@$(BIN)/python bench/bench_engine.py

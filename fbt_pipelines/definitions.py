@@ -18,9 +18,11 @@ import assets.portfolio
 import assets.raw_bars
 import assets.rolls
 import assets.sweeps
+from assets.sweep_fanout import ChunkParquetIOManager, sweep_fanout
 from fbt_pipelines.automation import (backtest_job, backtest_request_sensor, catalog_job, daily_ingest, ingest_job,
                                       landing_files_sensor, portfolio_job, run_failure_alert, train_job)
 from fbt_pipelines.config import DEFAULT_REDIS_URL, paths
+from fbt_pipelines.executors import fbt_executor
 from resources import BusResource, FilesResource, TrackingResource, WarehouseResource
 
 
@@ -38,6 +40,7 @@ def local_resources() -> dict[str, object]:
                                      artifact_root=str(p.mlflow_artifacts)),
         "files": FilesResource(landing_dir=str(p.landing), reports_dir=str(p.reports),
                                margins_dir=str(p.home / "margins")),
+        "sweep_io": ChunkParquetIOManager(base_dir=str(p.home / "scratch")),
     }
 
 
@@ -47,8 +50,9 @@ ALL_ASSETS = load_assets_from_modules(
 
 defs = Definitions(
     assets=ALL_ASSETS,
-    jobs=[catalog_job, ingest_job, train_job, backtest_job, portfolio_job],
+    jobs=[catalog_job, ingest_job, train_job, backtest_job, portfolio_job, sweep_fanout],
     schedules=[daily_ingest],
     sensors=[landing_files_sensor, backtest_request_sensor, run_failure_alert],
     resources=local_resources(),
+    executor=fbt_executor,  # in_process | multiprocess | celery: run config or FBT_EXECUTOR
 )
