@@ -67,7 +67,7 @@ def backtests(context: AssetExecutionContext, config: BacktestsConfig, warehouse
         run_params = {"strategy": strategy, "market": root, **bt.params, "engine": "fbt-vectorised",
                       "fill": engine.fill, "slippage_ticks": engine.slippage_ticks,
                       "initial_capital": engine.initial_capital, "annual_risk_target": sizing.annual_risk_target}
-        run_id = client.log_backtest(
+        run_id = client.try_log_backtest(  # None if MLflow fails: the warehouse row is the record
             f"{strategy}-{root}", run_params, bt.summary,
             tags={"strategy": strategy, "market": root, "data_version": data_version,
                   "config_hash": engine.config_hash(), "code_version": code_version()},
@@ -89,6 +89,8 @@ def backtests(context: AssetExecutionContext, config: BacktestsConfig, warehouse
         wh.replace_partition(conn, "backtest_equity", root, equity_frame)
         wh.replace_partition(conn, "backtest_trades", root, trade_frame)
     over = int((equity_frame["margin"] > equity_frame["equity"]).sum())
+    if client.failure:
+        context.log.warning(f"tracking failed, backtests stored in the warehouse only: {client.failure}")
     announce(context, bus.get(), strategies=len(runs), data_version=data_version)
     request_id = context.run.tags.get("fbt/request_id")
     if request_id:  # launched from the request queue: tell `fbt submit --wait`
@@ -100,6 +102,7 @@ def backtests(context: AssetExecutionContext, config: BacktestsConfig, warehouse
     return MaterializeResult(
         metadata={"backtests": len(runs), "summary": md_table(table), "data_version": MetadataValue.text(data_version),
                   "margin_source": str(history) if history else "catalogue",
+                  "tracking": f"failed: {client.failure}" if client.failure else "ok",
                   **{f"sharpe_{r['strategy']}": float(r["sharpe"]) for r in runs}},
         check_results=[AssetCheckResult(check_name="margin_within_equity", passed=over == 0,
                                         metadata={"bars_over": over})],

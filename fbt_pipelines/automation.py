@@ -22,6 +22,7 @@ from assets.sweeps import parameter_sweep
 from fbt_pipelines.catalog import load_catalog
 from fbt_pipelines.engine.strategies import validate_params
 from fbt_pipelines.errors import StrategyError
+from fbt_pipelines.limits import LimitExceeded, check_backtest_request
 from fbt_pipelines.stores.bus import BusUnavailable
 from resources import BusResource, FilesResource
 
@@ -101,6 +102,7 @@ def landing_files_sensor(context: SensorEvaluationContext, files: FilesResource)
 
 def request_to_run(body: dict, markets_with_data: set[str]) -> RunRequest:
     """A queued backtest request -> a run of ``backtest_market`` (validated)."""
+    check_backtest_request(body)  # shape and size (fbt_pipelines/limits.py)
     market = body.get("market")
     if market not in markets_with_data:
         raise StrategyError(f"request {body.get('request_id')}: no data for market {market!r}; "
@@ -128,7 +130,7 @@ def backtest_request_sensor(context: SensorEvaluationContext, bus: BusResource):
     for entry_id, body in entries:
         try:
             runs.append(request_to_run(body, markets_with_data))
-        except StrategyError as exc:
+        except (StrategyError, LimitExceeded) as exc:
             context.log.error(str(exc))
             b.publish("request_rejected", {"request_id": body.get("request_id"), "reason": str(exc)})
         b.ack(entry_id)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec, load_catalog
 from fbt_pipelines.errors import DataError
+from fbt_pipelines.limits import check_ingest_file
 from fbt_pipelines.marketdata.validation import validate_staged
 from fbt_pipelines.stores.staging import contract_map, stage_csv, stage_frame, stage_parquet, staged_frame
 from fbt_pipelines.stores.warehouse import ensure_schema, transaction
@@ -183,6 +184,7 @@ def ingest_path(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str | None = N
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise DataError(f"{path}: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    check_ingest_file(path, fmt)  # size and row limits (fbt_pipelines/limits.py), before anything is staged
     specs = specs or load_catalog()
     mapping = mapping or {}
     ensure_schema(conn)

@@ -4,12 +4,24 @@ Local default: a SQLite backend and an artifact folder under
 ``$FBT_HOME/mlflow``; any tracking URI by configuration. Experiments are
 created with their ``artifact_location`` under the artifact root so nothing
 lands in ``./mlruns``. Models are stored with skops (no pickle).
+
+MLflow is a side record of a backtest, not its store: the warehouse is.
+:meth:`Tracking.try_log_backtest` and :meth:`Tracking.try_log_sweep` never
+fail the caller. When the tracking store cannot be written they return
+``None``, log one warning (logger ``fbt.tracking``) and set
+:attr:`Tracking.failure`; later calls on the same object skip MLflow at once
+(a dead tracking server otherwise costs MLflow's HTTP retries, measured at
+~250 s per call with the defaults). An ``http(s)://`` URI is probed at
+``/health`` (3 s timeout) before the first call for the same reason.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,7 +32,11 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from fbt_pipelines.errors import FbtError
 from fbt_pipelines.ml.training import TrainedModel
+from fbt_pipelines.stores.bus import redact_url
+
+log = logging.getLogger("fbt.tracking")
 
 MODEL_EXPERIMENT = "fbt-models"
 BACKTEST_EXPERIMENT = "fbt-backtests"
@@ -29,6 +45,10 @@ CHAMPION = "champion"
 # Types inside a RandomForest that skops must be told to trust on load; the
 # models are ours (trained by this code), never a third party's file.
 SKOPS_TRUSTED = ["sklearn.tree._tree.Tree", "numpy.dtype"]
+
+
+class TrackingFailed(FbtError):
+    """The MLflow tracking store cannot be reached or written."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +65,45 @@ class Tracking:
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = Path(artifact_root) if artifact_root else None
+        self.failure: str | None = None  # why tracking failed (then try_* calls skip MLflow)
+        self._probed = False
         if self.artifact_root is not None:
             self.artifact_root.mkdir(parents=True, exist_ok=True)
+
+    # -- best effort ------------------------------------------------------------
+    def _probe(self) -> None:
+        """Fail fast on an http(s) tracking server that does not answer ``/health``."""
+        if self._probed or not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        url = self.tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=3.0):  # noqa: S310 - http(s) only, checked above
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answered (auth, proxy...): let MLflow report what is wrong
+        except OSError as exc:
+            raise TrackingFailed(f"no answer from {redact_url(url)} ({exc})") from exc
+        self._probed = True
+
+    def _best_effort(self, what: str, fn, *args, **kwargs) -> str | None:
+        if self.failure is not None:
+            return None
+        try:
+            self._probe()
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking is a side record: any failure is reported, never fatal
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            self.failure = f"MLflow tracking at {redact_url(self.tracking_uri)} failed ({type(exc).__name__}: {first})"
+            log.warning("%s; %s kept in the warehouse without an MLflow run", self.failure, what)
+            return None
+
+    def try_log_backtest(self, *args: Any, **kwargs: Any) -> str | None:
+        """:meth:`log_backtest`, or ``None`` (one warning, :attr:`failure` set) if MLflow fails."""
+        return self._best_effort("backtest", self.log_backtest, *args, **kwargs)
+
+    def try_log_sweep(self, *args: Any, **kwargs: Any) -> str | None:
+        """:meth:`log_sweep`, or ``None`` (one warning, :attr:`failure` set) if MLflow fails."""
+        return self._best_effort("sweep", self.log_sweep, *args, **kwargs)
 
     def _activate(self) -> MlflowClient:
         mlflow.set_tracking_uri(self.tracking_uri)
