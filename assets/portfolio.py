@@ -1,5 +1,6 @@
 """Stage 5: the multi-market portfolio, its risk report and tear sheet."""
 
+import json
 import os
 
 import pandas as pd
@@ -11,22 +12,24 @@ from assets._support import WRITER_POOL, announce, md_table
 from assets.backtests import backtests
 from fbt_pipelines.alerts import send_alert
 from fbt_pipelines.catalog import market_spec
-from fbt_pipelines.engine.backtest import backtest_market
-from fbt_pipelines.engine.futures_engine import EngineConfig
+from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest
 from fbt_pipelines.engine.strategies import strategies_help
-from fbt_pipelines.portfolio.portfolio import combine_markets
+from fbt_pipelines.portfolio.book import FX_FUTURES, MarketBook, fx_from_future, market_exposure, portfolio_book
 from fbt_pipelines.portfolio.sizing import VolTargetConfig
+from fbt_pipelines.portfolio.targets import market_targets
 from fbt_pipelines.reports.tear_sheet import write_tear_sheet
-from fbt_pipelines.risk.metrics import daily_returns, risk_metrics
+from fbt_pipelines.risk.metrics import daily_returns, drawdown, risk_metrics
 from fbt_pipelines.risk.correlation import correlation_matrix
 from fbt_pipelines.risk.monte_carlo import bootstrap_paths, monte_carlo_summary
+from fbt_pipelines.risk.report import DEFAULT_WINDOWS, market_returns, risk_extras, strategy_returns
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.versioning import code_version, frame_version
 from fbt_pipelines.engine.comparison import compare_strategies
-from fbt_pipelines.reports.sparkline import markdown_image, svg_bars
+from fbt_pipelines.reports.sparkline import markdown_image, svg_bars, svg_lines
 from resources import BusResource, FilesResource, TrackingResource, WarehouseResource
 
 PORTFOLIO = "main"
+RISK_EXPERIMENT = "fbt-risk"
 
 
 class PortfolioConfig(Config):
@@ -36,6 +39,12 @@ class PortfolioConfig(Config):
     annual_risk_target: float = Field(default=0.20, description="Annualised volatility target of the portfolio.")
     idm: float = Field(default=1.5, description="Instrument diversification multiplier.")
     slippage_ticks: float = 1.0
+    buffer_fraction: float = Field(default=0.10, description="Position buffer (pysystemtrade): trade only when the "
+                                   "position leaves optimum +- this fraction of the average position; 0 = none.")
+    max_market_exposure: float = Field(default=4.0, description="Limit: largest |notional| / equity of one market "
+                                       "on any session (blocking check).")
+    max_leverage: float = Field(default=8.0, description="Limit: largest gross notional / equity on any session "
+                                "(blocking check).")
 
 
 @asset(group_name="portfolio", kinds={"duckdb", "mlflow"}, deps=[backtests], pool=WRITER_POOL)
@@ -58,10 +67,18 @@ def strategy_comparison(context: AssetExecutionContext, warehouse: WarehouseReso
         "mlflow_run": MetadataValue.text(run_id)})
 
 
-@asset(group_name="portfolio", kinds={"duckdb"}, deps=[backtests], pool=WRITER_POOL)
+@asset(
+    group_name="portfolio", kinds={"duckdb"}, deps=[backtests], pool=WRITER_POOL,
+    check_specs=[
+        AssetCheckSpec("market_exposure_limit", asset="portfolio", blocking=True,
+                       description="No market's |notional| / equity above max_market_exposure on any session."),
+        AssetCheckSpec("leverage_limit", asset="portfolio", blocking=True,
+                       description="Gross notional / equity at most max_leverage on every session."),
+    ],
+)
 def portfolio(context: AssetExecutionContext, config: PortfolioConfig, warehouse: WarehouseResource,
               bus: BusResource) -> MaterializeResult:
-    """Equal-weight, volatility-targeted portfolio across every market in whole contracts: daily P&L, equity, margin and positions (USD)."""
+    """Equal-weight, volatility-targeted (buffered) portfolio across every market in whole contracts: positions, trades, cash, equity, margin and gross/net exposure per day (USD; non-USD markets converted with FX futures)."""
     sizing = VolTargetConfig(capital=config.capital, annual_risk_target=config.annual_risk_target, idm=config.idm)
     engine = EngineConfig(initial_capital=config.capital, slippage_ticks=config.slippage_ticks)
     with warehouse.connect() as conn:
@@ -69,26 +86,55 @@ def portfolio(context: AssetExecutionContext, config: PortfolioConfig, warehouse
         preds = wh.read_table(conn, "predictions", order_by=["root", "ts"])
     roots = sorted(prices["root"].unique())
     weight = 1.0 / len(roots)
-    paths, pnl_by_market = {}, {}
+    books, pnl_by_market = {}, {}
     for root in roots:
+        spec = market_spec(root)
         mp = prices[prices["root"] == root].reset_index(drop=True)
         mpred = preds[preds["root"] == root] if len(preds) else None
-        bt = backtest_market(mp, market_spec(root), config.strategy, config.params, sizing, engine, mpred, weight)
-        paths[root] = bt.result.bars
-        pnl_by_market[root] = bt.result.net_pnl
-    equity, positions = combine_markets(paths, config.capital)
-    equity = equity.assign(portfolio=PORTFOLIO)
-    positions = positions.assign(portfolio=PORTFOLIO)
+        frame, target = market_targets(mp, spec, config.strategy, config.params, sizing, weight,
+                                       config.buffer_fraction, mpred)
+        result = run_backtest(frame, target, spec, engine)
+        bars = result.bars.assign(raw_close=frame["raw_close"].to_numpy(float))
+        books[root] = MarketBook(spec, bars, result.trades)
+        pnl_by_market[root] = result.net_pnl
+    fx = {cur: fx_from_future(prices[prices["root"] == FX_FUTURES[cur]])
+          for cur in {b.spec.currency for b in books.values()} - {"USD"}
+          if cur in FX_FUTURES and FX_FUTURES[cur] in roots}
+    positions, equity, trades = portfolio_book(books, config.capital, fx)
+    equity, positions, trades = (f.assign(portfolio=PORTFOLIO) for f in (equity, positions, trades))
     with warehouse.connect() as conn:
         version = wh.replace_partition(conn, "portfolio_equity", PORTFOLIO, equity)
         wh.replace_partition(conn, "portfolio_positions", PORTFOLIO, positions)
+        wh.replace_partition(conn, "portfolio_trades", PORTFOLIO, trades)
     announce(context, bus.get(), markets=len(roots), final_equity=float(equity["equity"].iloc[-1]))
-    by_market = pd.DataFrame({"market": list(pnl_by_market), "net_pnl_usd": list(pnl_by_market.values())})
-    return MaterializeResult(metadata={
-        "markets": len(roots), "final_equity_usd": float(equity["equity"].iloc[-1]),
-        "max_margin_usd": float(equity["margin"].max()), "pnl_by_market": md_table(by_market, ",.0f"),
-        "data_version": MetadataValue.text(version),
-    })
+    exposure = market_exposure(positions, equity)
+    worst_market = exposure.max()
+    max_exposure, max_leverage = float(worst_market.max()), float(equity["leverage"].max())
+    breaches = {name: {"value": value, "limit": limit} for name, value, limit in [
+        ("max_market_exposure", max_exposure, config.max_market_exposure),
+        ("max_leverage", max_leverage, config.max_leverage)] if not value <= limit}
+    if breaches:
+        send_alert(bus.get(), {"kind": "risk_limit_breach", "portfolio": PORTFOLIO, "asset": "portfolio",
+                               "run_id": context.run_id, "breaches": breaches}, os.environ.get("FBT_ALERT_WEBHOOK"))
+    last = equity.iloc[-1]
+    by_market = pd.DataFrame({"market": list(pnl_by_market), "net_pnl_usd": list(pnl_by_market.values()),
+                              "max_exposure": [float(worst_market[m]) for m in pnl_by_market]})
+    return MaterializeResult(
+        metadata={
+            "markets": len(roots), "final_equity_usd": float(last["equity"]),
+            "max_margin_usd": float(equity["margin"].max()), "max_leverage": max_leverage,
+            "last_gross_exposure_usd": float(last["gross_exposure"]), "last_net_exposure_usd": float(last["net_exposure"]),
+            "fills": int((trades["kind"] != "roll").sum()), "rolls": int((trades["kind"] == "roll").sum()),
+            "pnl_by_market": md_table(by_market, ",.2f"), "data_version": MetadataValue.text(version),
+        },
+        check_results=[
+            AssetCheckResult(check_name="market_exposure_limit", passed=bool(max_exposure <= config.max_market_exposure),
+                             metadata={"max_market_exposure": max_exposure, "market": str(worst_market.idxmax()),
+                                       "limit": config.max_market_exposure}),
+            AssetCheckResult(check_name="leverage_limit", passed=bool(max_leverage <= config.max_leverage),
+                             metadata={"max_leverage": max_leverage, "limit": config.max_leverage}),
+        ],
+    )
 
 
 class RiskLimits(Config):
@@ -97,10 +143,27 @@ class RiskLimits(Config):
     max_drawdown: float = Field(default=0.35, description="Largest tolerated peak-to-trough loss (fraction).")
     max_var_99: float = Field(default=0.05, description="Largest tolerated one-day historical VaR 99% (fraction).")
     max_margin_to_equity: float = Field(default=0.5, description="Largest tolerated margin / equity.")
+    benchmark_market: str = Field(default="", description="Market for beta and correlation ('' = ES if held, "
+                                  "else the first market).")
+    rolling_window: int = Field(default=63, description="Sessions of the rolling market correlation.")
+    shocks_json: str = Field(default="", description='Hypothetical shocks as JSON {"name": {"ES": -0.1, "energy": '
+                             '0.3, "*": -0.05}} (keys: market, asset class or *); "" = the built-in set.')
+    replay_windows: list[str] = Field(default=[], description="Extra historical replays, each NAME:START:END "
+                                      "(dates YYYY-MM-DD), besides the built-in named windows.")
+
+
+def _replay_windows(extra: list[str]) -> list[tuple[str, str, str]]:
+    windows = list(DEFAULT_WINDOWS)
+    for item in extra:
+        parts = item.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"replay window {item!r}: expected NAME:YYYY-MM-DD:YYYY-MM-DD")
+        windows.append((parts[0], parts[1], parts[2]))
+    return windows
 
 
 @asset(
-    group_name="portfolio", kinds={"duckdb"}, deps=[portfolio], pool=WRITER_POOL,
+    group_name="portfolio", kinds={"duckdb", "mlflow"}, deps=[portfolio, backtests], pool=WRITER_POOL,
     check_specs=[
         AssetCheckSpec("max_drawdown_limit", asset="risk_report", description="Max drawdown within the limit."),
         AssetCheckSpec("var_limit", asset="risk_report", description="One-day VaR 99% within the limit."),
@@ -108,21 +171,37 @@ class RiskLimits(Config):
     ],
 )
 def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: WarehouseResource,
-                bus: BusResource) -> MaterializeResult:
-    """Portfolio risk from daily equity: CAGR, vol, Sharpe, Sortino, Calmar, max drawdown, historical VaR/CVaR 95 and 99, and a stationary-bootstrap Monte Carlo of drawdown, CAGR and Sharpe."""
+                bus: BusResource, tracking: TrackingResource) -> MaterializeResult:
+    """Portfolio risk from daily equity: CAGR, vol, Sharpe, Sortino, Calmar, drawdown and its duration, ulcer index, historical/parametric/Cornish-Fisher VaR and CVaR 95/99, turnover, cost share, beta to a market, exposure, correlations of markets and strategies, scenarios (shocks, replays, worst windows, vol x2 / correlation-1 stresses) and a stationary-bootstrap Monte Carlo (also an MLflow run)."""
     with warehouse.connect() as conn:
         equity = wh.read_partition(conn, "portfolio_equity", PORTFOLIO, order_by=["ts"])
-        m = risk_metrics(equity.set_index("ts")["equity"])
-        margin_ratio = float((equity["margin"] / equity["equity"]).max())
-        returns = daily_returns(equity.set_index("ts")["equity"]).to_numpy()
-        mc = monte_carlo_summary(bootstrap_paths(returns, config.monte_carlo_paths, len(returns),
-                                                 seed=config.monte_carlo_seed),
-                                 float(equity["equity"].iloc[0]), config.max_drawdown).scalars()
-        row = pd.DataFrame([{"portfolio": PORTFOLIO, **m.as_dict(), "max_margin_to_equity": margin_ratio,
-                             **{f"mc_{k}": v for k, v in mc.items()},
-                             "data_version": frame_version(equity), "code_version": code_version()}])
+        positions = wh.read_partition(conn, "portfolio_positions", PORTFOLIO, order_by=["ts", "root"])
+        trades = wh.read_partition(conn, "portfolio_trades", PORTFOLIO)
+        prices = wh.read_table(conn, "continuous_prices", order_by=["root", "ts"])
+        bt_equity = wh.read_table(conn, "backtest_equity")
+    curve = equity.set_index("ts")["equity"]
+    m = risk_metrics(curve)
+    margin_ratio = float((equity["margin"] / equity["equity"]).max())
+    returns = daily_returns(curve).to_numpy()
+    mc = monte_carlo_summary(bootstrap_paths(returns, config.monte_carlo_paths, len(returns),
+                                             seed=config.monte_carlo_seed),
+                             float(equity["equity"].iloc[0]), config.max_drawdown).scalars()
+    roots = sorted(positions["root"].unique())
+    extras = risk_extras(
+        equity, positions, trades, market_returns(prices[["ts", "root", "close", "raw_close"]]),
+        strategy_returns(bt_equity) if len(bt_equity) else None,
+        {r: market_spec(r).asset_class for r in roots}, config.benchmark_market or None,
+        json.loads(config.shocks_json) if config.shocks_json else None, _replay_windows(config.replay_windows),
+        config.rolling_window)
+    benchmark = config.benchmark_market or ("ES" if "ES" in roots else roots[0])
+    row = pd.DataFrame([{"portfolio": PORTFOLIO, **m.as_dict(), "max_margin_to_equity": margin_ratio,
+                         **extras.scalars, "benchmark": benchmark, **{f"mc_{k}": v for k, v in mc.items()},
+                         "data_version": frame_version(equity), "code_version": code_version()}])
+    with warehouse.connect() as conn:
         wh.replace_partition(conn, "risk_report", PORTFOLIO, row)
-    shown = {k: v for k, v in m.as_dict().items() if isinstance(v, float)}
+        wh.replace_partition(conn, "risk_scenarios", PORTFOLIO, extras.scenarios.assign(portfolio=PORTFOLIO))
+        wh.replace_partition(conn, "risk_correlation", PORTFOLIO, extras.correlation.assign(portfolio=PORTFOLIO))
+    shown = {k: v for k, v in {**m.as_dict(), **extras.scalars}.items() if isinstance(v, (int, float))}
     breaches = {name: (value, limit) for name, value, limit in [
         ("max_drawdown", m.max_drawdown, config.max_drawdown), ("var_99", m.var_99, config.max_var_99),
         ("max_margin_to_equity", margin_ratio, config.max_margin_to_equity)] if not value <= limit}
@@ -130,9 +209,33 @@ def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: W
         send_alert(bus.get(), {"kind": "risk_limit_breach", "portfolio": PORTFOLIO, "run_id": context.run_id,
                                "breaches": {k: {"value": v, "limit": lim} for k, (v, lim) in breaches.items()}},
                    os.environ.get("FBT_ALERT_WEBHOOK"))
+    scen_totals = extras.scenarios[extras.scenarios["root"] == "total"]
+    scen_wide = (extras.scenarios.pivot_table(index="scenario", columns="root", values="pnl_usd", sort=False)
+                 .reset_index())
+    drawdown_svg = svg_lines({"drawdown (%)": (100 * drawdown(curve)).tolist()}, width=640, height=160)
+    scen_svg = svg_bars(dict(zip(scen_totals["scenario"], scen_totals["pnl_usd"])), width=640)
+    run_id = tracking.get().log_backtest(
+        "risk-report", {"portfolio": PORTFOLIO, "benchmark": benchmark, "markets": ",".join(roots),
+                        "monte_carlo_paths": config.monte_carlo_paths, "monte_carlo_seed": config.monte_carlo_seed},
+        {k: v for k, v in {**shown, "max_margin_to_equity": margin_ratio, **mc}.items()
+         if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        tags={"kind": "risk_report", "portfolio": PORTFOLIO, "data_version": frame_version(equity),
+              "code_version": code_version()},
+        tables={"scenarios": extras.scenarios, "correlation": extras.correlation, "exposure": extras.exposure},
+        experiment=RISK_EXPERIMENT, figures={"drawdown": drawdown_svg, "scenarios": scen_svg})
+    market_corr = extras.market_correlation.reset_index(names="market") if len(extras.market_correlation) else None
+    strategy_corr = (extras.strategy_correlation.reset_index(names="strategy")
+                     if len(extras.strategy_correlation) else None)
     return MaterializeResult(
-        metadata={**shown, "max_margin_to_equity": margin_ratio,
-                  "monte_carlo": md_table(pd.DataFrame([{"statistic": k, "value": v} for k, v in mc.items()]), ".4f")},
+        metadata={**shown, "max_margin_to_equity": margin_ratio, "benchmark": benchmark,
+                  "monte_carlo": md_table(pd.DataFrame([{"statistic": k, "value": v} for k, v in mc.items()]), ".4f"),
+                  "exposure": md_table(extras.exposure, ",.2f"),
+                  "scenarios_usd": md_table(scen_wide, ",.0f"),
+                  **({"market_correlation": md_table(market_corr, ".2f")} if market_corr is not None else {}),
+                  **({"strategy_correlation": md_table(strategy_corr, ".2f")} if strategy_corr is not None else {}),
+                  "drawdown_chart": MetadataValue.md(markdown_image(drawdown_svg, "drawdown (%)")),
+                  "scenario_chart": MetadataValue.md(markdown_image(scen_svg, "scenario P&L (USD)")),
+                  "mlflow_run": MetadataValue.text(run_id)},
         check_results=[
             AssetCheckResult(check_name="max_drawdown_limit", passed=bool(m.max_drawdown <= config.max_drawdown),
                              metadata={"max_drawdown": m.max_drawdown, "limit": config.max_drawdown}),
