@@ -97,15 +97,8 @@ def status(as_json: bool) -> None:
         raise SystemExit(1)
 
 
-@main.command()
-@click.option("--json", "as_json", is_flag=True)
-def risk(as_json: bool) -> None:
-    """The current portfolio's risk report (metrics, limits' inputs, Monte Carlo).
-
-    \b
-    Example:
-      fbt risk --json | jq .sharpe
-    """
+def collect_risk() -> dict:
+    """The risk report row plus its scenario, correlation and exposure tables (plain data, for --json)."""
     from fbt_pipelines.cli.data import connect_warehouse
     from fbt_pipelines.stores import warehouse as wh
 
@@ -113,9 +106,40 @@ def risk(as_json: bool) -> None:
         raise click.ClickException(f"no warehouse at {paths().warehouse}: run `fbt demo` first")
     with connect_warehouse(read_only=True) as conn:
         report = wh.read_table(conn, "risk_report")
+        scenarios = wh.read_table(conn, "risk_scenarios")
+        correlation = wh.read_table(conn, "risk_correlation")
     if report.empty:
         raise click.ClickException("no risk report yet: materialize risk_report (fbt demo)")
     row = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in report.iloc[0].to_dict().items()}
+    row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}  # NaN -> null
+    if len(scenarios):
+        row["scenarios"] = [
+            {"scenario": name, "kind": g["kind"].iloc[0], "window": g["window"].iloc[0],
+             "pnl_usd": dict(zip(g["root"], g["pnl_usd"].astype(float)))}
+            for name, g in scenarios.groupby("scenario", sort=False)]
+    if len(correlation):
+        row["correlation"] = {kind: [{"a": r.a, "b": r.b, "correlation": float(r.correlation)}
+                                     for r in g.itertuples()] for kind, g in correlation.groupby("kind", sort=False)}
+    return row
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def risk(as_json: bool) -> None:
+    """The current portfolio's risk report: metrics, limits' inputs, scenarios, correlations, Monte Carlo.
+
+    Fractions of equity unless the name says USD; VaR/CVaR are one-day
+    losses (positive). ``scenarios``: P&L per market and total (USD) of
+    today's book under each shock, replay or stress; ``correlation``: pairs
+    of daily-return correlations by kind (market, market_rolling_63d,
+    strategy).
+
+    \b
+    Example:
+      fbt risk --json | jq .sharpe
+      fbt risk --json | jq '.scenarios[] | {scenario, total: .pnl_usd.total}'
+    """
+    row = collect_risk()
     if as_json:
         click.echo(json.dumps(row, indent=2, default=str))
         return
@@ -123,5 +147,24 @@ def risk(as_json: bool) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in row.items():
+        if k in ("scenarios", "correlation"):
+            continue
         table.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
     console.print(table)
+    if "scenarios" in row:
+        scen = Table(title="Scenarios on today's book (P&L, USD)")
+        for col in ["scenario", "kind", "window", "total", "worst market"]:
+            scen.add_column(col, justify="right" if col in ("total",) else "left")
+        for s in row["scenarios"]:
+            markets = {k: v for k, v in s["pnl_usd"].items() if k != "total"}
+            worst = min(markets, key=markets.get) if markets else ""
+            scen.add_row(s["scenario"], s["kind"], s["window"], f"{s['pnl_usd'].get('total', 0.0):,.0f}",
+                         f"{worst} {markets[worst]:,.0f}" if worst else "")
+        console.print(scen)
+    for kind, pairs in row.get("correlation", {}).items():
+        corr = Table(title=f"Correlation of daily returns: {kind}")
+        for col in ["a", "b", "correlation"]:
+            corr.add_column(col, justify="right" if col == "correlation" else "left")
+        for p in pairs:
+            corr.add_row(p["a"], p["b"], f"{p['correlation']:.2f}")
+        console.print(corr)
