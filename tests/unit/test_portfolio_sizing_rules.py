@@ -76,3 +76,28 @@ def test_margin_cap_by_hand():
     assert margin_cap(np.array([20, 20, 20]), np.array([100_000.0, 80_000.0, -1.0]), 5_000.0).tolist() == [10, 8, 0]
     with pytest.raises(ValueError):
         margin_cap(1, 1.0, 0.0)
+
+
+def test_market_targets_without_buffer_equal_contracts_for_risk_and_buffer_trades_less():
+    import pandas as pd
+
+    from fbt_pipelines.catalog import market_spec
+    from fbt_pipelines.engine.strategies import strategy_signal, validate_params
+    from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk
+    from fbt_pipelines.portfolio.targets import market_targets
+
+    rng = np.random.default_rng(2)
+    n = 400
+    raw = 4000 * np.cumprod(1 + rng.normal(0.0002, 0.012, n))
+    prices = pd.DataFrame({"ts": pd.bdate_range("2020-01-01", periods=n, tz="UTC"), "contract": "ESH2020",
+                           "open": raw, "high": raw, "low": raw, "close": raw, "raw_close": raw, "roll": False,
+                           "volume": 1000, "open_interest": 1000})
+    spec, sizing = market_spec("ES"), VolTargetConfig(capital=10_000_000.0)
+    params = {"fast": 8}
+    frame, plain = market_targets(prices, spec, "ewmac", params, sizing, 0.5)
+    expected = contracts_for_risk(frame, strategy_signal("ewmac", frame, validate_params("ewmac", params)),
+                                  spec, 0.5, sizing)
+    assert np.array_equal(plain, expected) and np.abs(plain).max() > 5
+    _, buffered = market_targets(prices, spec, "ewmac", params, sizing, 0.5, buffer_fraction=0.1)
+    assert np.abs(np.diff(buffered)).sum() < np.abs(np.diff(plain)).sum()
+    assert np.abs(buffered - plain).max() <= np.ceil(0.1 * np.abs(plain).max()) + 2
