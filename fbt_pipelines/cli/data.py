@@ -77,6 +77,8 @@ def ingest(sources: tuple[str, ...], fmt: str | None, strict: bool, maps: tuple[
 
     Exit code: 0 all files stored, 1 a file failed (others still stored).
     """
+    import duckdb
+
     from fbt_pipelines.stores.ingest import ingest_path
 
     files = _expand(sources)
@@ -93,6 +95,9 @@ def ingest(sources: tuple[str, ...], fmt: str | None, strict: bool, maps: tuple[
                     results.extend(ingest_path(conn, path, fmt=fmt, strict=strict, mapping=mapping, interval=interval))
                 except FbtError as exc:
                     failures.append((str(path), str(exc)))
+                except duckdb.Error as exc:  # the warehouse refused the write (disk full, I/O): nothing of it stored
+                    failures.append((str(path), f"{path}: warehouse write failed, file not stored "
+                                                f"({str(exc).splitlines()[0]})"))
                 progress.advance(task)
     finally:
         conn.close()

@@ -120,7 +120,10 @@ def transaction(conn: duckdb.DuckDBPyConnection, **frames: pd.DataFrame) -> Iter
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except duckdb.TransactionException:
+                pass  # a failed COMMIT (e.g. disk full) has rolled back already: keep its error
             raise
     finally:
         for name in frames:
