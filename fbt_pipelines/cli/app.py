@@ -94,7 +94,10 @@ def sample_data(markets: str | None, start: dt.datetime, end: dt.datetime, seed:
 def _ensure_redis() -> None:
     from fbt_pipelines.local_services import ensure_redis
 
+    from fbt_pipelines.stores.bus import redact_url
+
     url, state = ensure_redis(redis_url(), paths().redis_dir)
+    url = redact_url(url)  # never print the password
     if state == "found":
         console.print(f"[green]redis[/green]: using {url}")
     elif state == "started":
@@ -198,6 +201,17 @@ def summary() -> None:
     _print_summary()
 
 
+def ui_commands(dagster_port: int, mlflow_port: int) -> list[list[str]]:
+    """The Dagster webserver and MLflow UI command lines; both bind 127.0.0.1 only."""
+    from fbt_pipelines.config import REPO_ROOT
+
+    bindir = Path(sys.executable).parent
+    return [[str(bindir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(dagster_port),
+             "-w", str(REPO_ROOT / "workspace.yaml")],
+            [str(bindir / "mlflow"), "ui", "--backend-store-uri", paths().mlflow_tracking_uri,
+             "--host", "127.0.0.1", "--port", str(mlflow_port)]]
+
+
 @main.command()
 @click.option("--dagster-port", default=3000, show_default=True)
 @click.option("--mlflow-port", default=5000, show_default=True)
@@ -207,14 +221,9 @@ def ui(dagster_port: int, mlflow_port: int) -> None:
     from fbt_pipelines.instance import ensure_dagster_home
 
     ensure_dagster_home()
-    bindir = Path(sys.executable).parent
-    p = paths()
-    procs = [
-        subprocess.Popen([str(bindir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(dagster_port),
-                          "-w", str(REPO_ROOT / "workspace.yaml")], cwd=REPO_ROOT, env=os.environ.copy()),
-        subprocess.Popen([str(bindir / "mlflow"), "ui", "--backend-store-uri", p.mlflow_tracking_uri,
-                          "--host", "127.0.0.1", "--port", str(mlflow_port)], cwd=p.home),
-    ]
+    dagster_cmd, mlflow_cmd = ui_commands(dagster_port, mlflow_port)
+    procs = [subprocess.Popen(dagster_cmd, cwd=REPO_ROOT, env=os.environ.copy()),
+             subprocess.Popen(mlflow_cmd, cwd=paths().home)]
     console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}   MLflow UI: http://127.0.0.1:{mlflow_port}/#/experiments")
     try:
         for proc in procs:

@@ -19,11 +19,11 @@ def collect_status() -> dict:
     from dagster import AssetKey, DagsterInstance
 
     from fbt_pipelines.instance import ensure_dagster_home
-    from fbt_pipelines.stores.bus import Bus, BusUnavailable
+    from fbt_pipelines.stores.bus import Bus, BusUnavailable, redact_url
 
     out: dict = {"fbt_home": str(paths().home)}
     bus = Bus(redis_url())
-    out["redis"] = {"url": redis_url(), "ok": bus.ping()}
+    out["redis"] = {"url": redact_url(redis_url()), "ok": bus.ping()}  # never print the password
     try:
         out["queue"] = bus.queue_depth()
     except BusUnavailable:
