@@ -78,3 +78,41 @@ def test_sweep_equals_backtest_market_set_by_set():
         for key in ("net_pnl", "sharpe", "max_drawdown", "trades", "rolls", "roll_costs"):
             assert getattr(row, key) == pytest.approx(bt.summary[key], rel=1e-12, abs=1e-9), key
         np.testing.assert_allclose(sweep.pnl[row.set].to_numpy(), bt.result.bars["pnl"].to_numpy(), atol=1e-9)
+
+
+def test_chunks_of_a_sweep_reassemble_into_the_whole_sweep():
+    """What job sweep_fanout relies on: sweeping chunks of the sets (params via
+    JSON, as the chunk steps receive them) and putting the tables and daily
+    P&L back together gives the unchunked sweep exactly, and so the same
+    walk-forward."""
+    import json
+
+    from fbt_pipelines.catalog import market_spec
+    from fbt_pipelines.engine.futures_engine import EngineConfig
+    from fbt_pipelines.engine.sweep import run_sweep
+    from fbt_pipelines.futures.back_adjust import back_adjust
+    from fbt_pipelines.futures.roll_schedule import calendar_roll_schedule
+    from fbt_pipelines.portfolio.sizing import VolTargetConfig
+    from tests.unit._futures_data import random_market
+
+    contracts, closes, bars = random_market(seed=7)
+    prices = back_adjust(bars, calendar_roll_schedule("ES", contracts, closes, 3), contracts, "panama")
+    spec, sizing, engine = market_spec("ES"), VolTargetConfig(capital=1e6, idm=1.0), EngineConfig()
+    sets = parameter_sets("sma_crossover", {"fast": [3, 5, 8, 10, 13], "slow": [20, 30, 40]})
+    whole = run_sweep(prices, spec, "sma_crossover", sets, sizing, engine, workers=2)
+    tables, pnls = [], []
+    for start in range(0, len(sets), 4):
+        ids = list(range(start, min(start + 4, len(sets))))
+        part = run_sweep(prices, spec, "sma_crossover", [json.loads(json.dumps(sets[i], sort_keys=True)) for i in ids],
+                         sizing, engine, workers=1)
+        tables.append(part.table.assign(set=ids))
+        pnls.append(part.pnl.set_axis(ids, axis=1))
+    table = pd.concat(tables, ignore_index=True)
+    pnl = pd.concat(pnls, axis=1)
+    pd.testing.assert_frame_equal(table, whole.table)
+    pd.testing.assert_frame_equal(pnl, whole.pnl)
+    assert whole.table["net_pnl"].nunique() > 5  # the sets differ, so a mix-up would show
+    years = pnl.index.year
+    if years.max() - years.min() >= 2:
+        pd.testing.assert_frame_equal(walk_forward(SweepResult(table, pnl), 1e6, 1, 1),
+                                      walk_forward(whole, 1e6, 1, 1))
