@@ -212,11 +212,20 @@ def ui_commands(dagster_port: int, mlflow_port: int) -> list[list[str]]:
              "--host", "127.0.0.1", "--port", str(mlflow_port)]]
 
 
+def daemon_command() -> list[str]:
+    """``dagster-daemon run`` on the code location: launches queued runs, ticks schedules and sensors."""
+    from fbt_pipelines.config import REPO_ROOT
+
+    return [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")]
+
+
 @main.command()
 @click.option("--dagster-port", default=3000, show_default=True)
 @click.option("--mlflow-port", default=5000, show_default=True)
-def ui(dagster_port: int, mlflow_port: int) -> None:
-    """Start the Dagster UI and the MLflow UI (Ctrl-C stops both)."""
+@click.option("--daemon/--no-daemon", default=True, show_default=True,
+              help="Also run dagster-daemon (queued runs launch, schedules and sensors tick only with it).")
+def ui(dagster_port: int, mlflow_port: int, daemon: bool) -> None:
+    """Start the Dagster UI, the MLflow UI and dagster-daemon (Ctrl-C stops all)."""
     from fbt_pipelines.config import REPO_ROOT
     from fbt_pipelines.instance import ensure_dagster_home
 
@@ -224,6 +233,8 @@ def ui(dagster_port: int, mlflow_port: int) -> None:
     dagster_cmd, mlflow_cmd = ui_commands(dagster_port, mlflow_port)
     procs = [subprocess.Popen(dagster_cmd, cwd=REPO_ROOT, env=os.environ.copy()),
              subprocess.Popen(mlflow_cmd, cwd=paths().home)]
+    if daemon:
+        procs.append(subprocess.Popen(daemon_command(), cwd=REPO_ROOT, env=os.environ.copy()))
     console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}   MLflow UI: http://127.0.0.1:{mlflow_port}/#/experiments")
     try:
         for proc in procs:
