@@ -120,6 +120,12 @@ def collect_risk() -> dict:
     if len(correlation):
         row["correlation"] = {kind: [{"a": r.a, "b": r.b, "correlation": float(r.correlation)}
                                      for r in g.itertuples()] for kind, g in correlation.groupby("kind", sort=False)}
+    try:
+        from fbt_pipelines.cli.portfolio import load_snapshot
+
+        row["book"] = load_snapshot(None)  # today's positions, exposure and margin (USD)
+    except click.ClickException:
+        pass  # an older warehouse without the book's columns
     return row
 
 
@@ -132,7 +138,8 @@ def risk(as_json: bool) -> None:
     losses (positive). ``scenarios``: P&L per market and total (USD) of
     today's book under each shock, replay or stress; ``correlation``: pairs
     of daily-return correlations by kind (market, market_rolling_63d,
-    strategy).
+    strategy); ``book``: the last session's positions and exposure (as
+    ``fbt portfolio --json``).
 
     \b
     Example:
@@ -147,7 +154,7 @@ def risk(as_json: bool) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in row.items():
-        if k in ("scenarios", "correlation"):
+        if k in ("scenarios", "correlation", "book"):
             continue
         table.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
     console.print(table)

@@ -125,7 +125,7 @@ def risk_extras(equity: pd.DataFrame, positions: pd.DataFrame, trades: pd.DataFr
       only), ``turnover_contracts`` (mean over markets of contracts traded per
       year / average |position|), ``cost_share`` (costs / gross P&L),
       ``total_costs_usd``, ``net_pnl_usd``;
-    - ``beta``, ``correlation`` of daily portfolio returns to ``benchmark``'s
+    - ``beta``, ``benchmark_correlation`` of daily portfolio returns to ``benchmark``'s
       (the market's held-contract returns), ``benchmark_sessions``;
     - ``max_leverage``, ``last_leverage`` (gross notional / equity),
       ``max_market_exposure`` (largest |notional| / equity of any market on
@@ -159,7 +159,7 @@ def risk_extras(equity: pd.DataFrame, positions: pd.DataFrame, trades: pd.DataFr
         if benchmark not in mreturns.columns:
             raise ValueError(f"benchmark market {benchmark!r} has no prices (markets: {list(mreturns.columns)})")
         beta, c, n = beta_correlation(r, mreturns[benchmark])
-        s.update(beta=beta, correlation=c, benchmark_sessions=float(n))
+        s.update(beta=beta, benchmark_correlation=c, benchmark_sessions=float(n))
 
     lev = equity["leverage"].replace([np.inf, -np.inf], np.nan)
     s["max_leverage"] = float(lev.max())

@@ -54,6 +54,7 @@ def test_risk_json_carries_scenarios_and_correlation(warehouse_with_book):
     assert report["sharpe"] == 1.5 and report["cf_var_99"] is None  # NaN is JSON null
     assert report["scenarios"][0]["pnl_usd"] == {"ES": -100.0, "total": -100.0}
     assert report["correlation"]["market"] == [{"a": "ES", "b": "FESX", "correlation": 0.5}]
+    assert report["book"]["as_of"] == "2024-03-06" and len(report["book"]["markets"]) == 2
     assert CliRunner().invoke(main, ["risk"]).exit_code == 0
 
 

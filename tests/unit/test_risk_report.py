@@ -69,7 +69,7 @@ def test_risk_extras_on_a_two_market_book():
         else math.isnan(s["cost_share"])
     port = daily_returns(curve)
     common = port.index.intersection(mret.index)
-    assert s["correlation"] == pytest.approx(np.corrcoef(port.loc[common], mret["ES"].loc[common])[0, 1])
+    assert s["benchmark_correlation"] == pytest.approx(np.corrcoef(port.loc[common], mret["ES"].loc[common])[0, 1])
     assert s["max_leverage"] == pytest.approx(equity["leverage"].max())
     # last book: ES and CL positions x price x multiplier
     last = ex.exposure.set_index("root")
