@@ -54,6 +54,8 @@ class PrivateRedis:
 
     def start(self, timeout_s: float = 10.0) -> "PrivateRedis":
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.proc is not None and self.proc.stderr:  # a restart: the old process is gone
+            self.proc.stderr.close()
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

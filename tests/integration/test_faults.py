@@ -89,8 +89,7 @@ def test_redis_killed_mid_run_the_run_finishes_without_cache(fbt_home, monkeypat
         assert result.success
         warnings = [r.getMessage() for r in caplog.records if r.name == "fbt.bus" and r.levelno == logging.WARNING]
         assert any(server.url in w and "cache and events skipped" in w for w in warnings), warnings
-        # With Redis alive continuous_prices reads the bars roll_schedule cached (bars_from_cache True,
-        # see test_bus/test_whole_graph); with Redis dead the read went to DuckDB.
+        # With Redis dead continuous_prices read its bars from DuckDB ...
         (mat,) = result.asset_materializations_for_node("continuous_prices")
         assert mat.metadata["bars_from_cache"].value is False
         with duckdb.connect(str(paths().warehouse), read_only=True) as conn:
@@ -99,6 +98,14 @@ def test_redis_killed_mid_run_the_run_finishes_without_cache(fbt_home, monkeypat
             feats = conn.execute("SELECT count(*) FROM features WHERE root = 'ES'").fetchone()[0]
         assert bars == csv_rows(paths().landing / "ES")
         assert prices == feats and prices > 300  # one bar per session, ~375 sessions in 18 months
+
+        # ... and with Redis back (same URL, empty) the next run uses the cache again: roll_schedule
+        # misses and caches the bars, continuous_prices then reads them from Redis.
+        server.start()
+        again = materialize(ALL_ASSETS, selection=AssetSelection.assets("roll_schedule", "continuous_prices"),
+                            partition_key="ES", resources=local_resources(), instance=instance)
+        (mat,) = again.asset_materializations_for_node("continuous_prices")
+        assert again.success and mat.metadata["bars_from_cache"].value is True
     finally:
         server.stop()
 
