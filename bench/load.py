@@ -54,6 +54,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--end", default="2024-12-31", help="last day of the sample bars (default 2024-12-31)")
     ap.add_argument("--home", help="FBT_HOME to use (default: a new temporary folder, deleted afterwards)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile the drain (cProfile) and print CPU self-time by package (slows it down)")
     return ap.parse_args()
 
 
@@ -202,6 +204,12 @@ def main() -> int:
         run_started: dict[str, float] = {}
         run_seconds: list[float] = []
         ticks, tick_seconds, rejected = 0, 0.0, 0
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         while len(dequeued) < args.n:
             with watch.section("sensor ticks"):
                 t_tick = time.perf_counter()
@@ -222,6 +230,9 @@ def main() -> int:
                 log(f"  {len(dequeued)}/{args.n} runs done, {time.time() - t_first:.0f} s")
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         load_after = os.getloadavg()
+        if profiler is not None:
+            profiler.disable()
+            _print_profile(profiler)
 
         # -- results: backtest_done events carry their publish time --
         client = redis.Redis.from_url(url)
@@ -282,6 +293,29 @@ def main() -> int:
         instance.dispose()
         if tmp is not None:
             tmp.cleanup()
+
+
+def _package(filename: str) -> str:
+    """'dagster', 'mlflow', 'sqlalchemy', 'fbt_pipelines', ... for a code file."""
+    parts = Path(filename).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].split(".")[0]
+    for mine in ("fbt_pipelines", "assets", "resources"):
+        if mine in parts:
+            return mine
+    return "python stdlib / builtins" if filename.startswith(("~", "<")) or "python3" in filename else filename
+
+
+def _print_profile(profiler) -> None:
+    import pstats
+
+    by_package: dict[str, float] = defaultdict(float)
+    for (filename, _line, _fn), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(profiler).stats.items():
+        by_package[_package(filename)] += tottime
+    total = sum(by_package.values())
+    print(f"CPU self-time by package over the drain ({total:.1f} s profiled):")
+    for name, sec in sorted(by_package.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {name:<32} {sec:8.1f} s  {sec / total:6.1%}")
 
 
 def _print(f: dict) -> None:
