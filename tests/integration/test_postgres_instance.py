@@ -69,6 +69,17 @@ def pg_database():
         admin.close()
 
 
+def _undo_env_afterwards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ensure_dagster_home sets DAGSTER_HOME and FBT_PG_* in os.environ: restore them after the test."""
+    for name in ["DAGSTER_HOME", "FBT_DAGSTER_INSTANCE", *POSTGRES_DEFAULTS]:
+        value = os.environ.get(name)
+        monkeypatch.setenv(name, "placeholder")
+        if value is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, value)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """Stop the daemon and what it started (its own process group)."""
     if proc.poll() is None:
@@ -89,6 +100,7 @@ def test_twenty_queued_runs_write_the_warehouse_one_at_a_time(fbt_home, pg_datab
     from tests.integration import pg_writer_location
 
     assert pg_writer_location.POOL == WRITER_POOL
+    _undo_env_afterwards(monkeypatch)
     monkeypatch.setenv("FBT_DAGSTER_INSTANCE", "postgres")
     monkeypatch.setenv("FBT_PG_DB", pg_database)
     monkeypatch.setenv("FBT_WAREHOUSE", str(fbt_home / "warehouse.duckdb"))
@@ -146,3 +158,29 @@ def test_twenty_queued_runs_write_the_warehouse_one_at_a_time(fbt_home, pg_datab
     assert sorted(r[0] for r in rows) == sorted(statuses)
     assert len({r[3] for r in rows}) == N_RUNS  # one process per run
     assert all(nxt[1] >= prev[2] for prev, nxt in zip(rows, rows[1:]))
+
+
+def test_instance_yaml_is_chosen_by_env_and_an_operators_dagster_home_is_kept(fbt_home, monkeypatch, tmp_path):
+    from fbt_pipelines.instance import InstanceConfigError, ensure_dagster_home
+
+    local, pg = (REPO_ROOT / "dagster.yaml").read_bytes(), (REPO_ROOT / "deploy/postgres/dagster.yaml").read_bytes()
+    _undo_env_afterwards(monkeypatch)
+    for name in ["DAGSTER_HOME", "FBT_DAGSTER_INSTANCE", *POSTGRES_DEFAULTS]:
+        monkeypatch.delenv(name, raising=False)
+    assert (ensure_dagster_home() / "dagster.yaml").read_bytes() == local  # default: SQLite under FBT_HOME
+    assert "FBT_PG_HOST" not in os.environ
+    monkeypatch.setenv("FBT_DAGSTER_INSTANCE", "postgres")
+    assert (ensure_dagster_home() / "dagster.yaml").read_bytes() == pg
+    assert os.environ["FBT_PG_HOST"] == "127.0.0.1" and os.environ["FBT_PG_DB"] == "fbt_dagster"
+
+    operator_home = tmp_path / "ops_home"
+    operator_home.mkdir()
+    (operator_home / "dagster.yaml").write_bytes(pg)
+    monkeypatch.delenv("FBT_DAGSTER_INSTANCE")
+    monkeypatch.setenv("DAGSTER_HOME", str(operator_home))
+    assert ensure_dagster_home() == operator_home
+    assert (operator_home / "dagster.yaml").read_bytes() == pg  # not replaced by the local yaml
+
+    monkeypatch.setenv("FBT_DAGSTER_INSTANCE", "k8s")
+    with pytest.raises(InstanceConfigError, match="expected one of local, postgres"):
+        ensure_dagster_home()
