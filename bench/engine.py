@@ -11,34 +11,52 @@ Prints ONE table (stdout; progress goes to stderr) with three sections:
    1,390 one-minute bars = 3,502,800 bars, a roll at the last bar of every
    63rd session (~3 months). Panama frame: ts, contract, open, high, low,
    close, raw_close, roll. Target = ``sma_crossover(close, 50, 200)``, i.e.
-   +-1 contract (0 during the first 199 bars and on exact SMA ties). Costs:
-   commission only (``slippage_ticks=0``) so every implementation charges the
-   same thing. Each timing is the median (and min) of 7 runs (PyBroker 5, --quick 3) after
-   one untimed warm-up run; inputs (target, arrays, entry/exit masks) are prepared
-   outside the timed region for all of them.
+   +-1 contract (0 during the first 199 bars and on exact SMA ties), computed
+   once and timed on its own (the "signal" row). Costs: catalogue commission
+   and 1 tick of slippage per contract per side, a round trip of both per
+   contract held at each roll. Each timing is the median (and min) of 7 runs
+   (PyBroker 5, --quick 3) after one untimed warm-up run; inputs (target,
+   arrays, entry/exit masks) are prepared outside the timed region for all of
+   them. Besides wall time, the CPU time of the calling thread
+   (``time.thread_time``) is shown for (i)-(iii): other processes share the
+   2 cores, and CPU time is what the code itself costs.
 
-   (i)   engine  = ``run_backtest`` (validation + kernel + result frames);
-   (ii)  kernel  = ``simulate_futures_nb`` alone;
-   (iii) bare    = :func:`bare_pnl_nb` below: position = target shifted one
-         bar, pnl[i] = pos * (open[i+1] - open[i]) * multiplier (last bar: to
-         its close) - commission * |pos change| - 2 * commission * |pos| on
-         roll bars. It includes roll costs, so its total is fbt's net P&L;
-   (iv)  vectorbt ``Portfolio.from_signals`` (+ ``final_value()``) at the
-         open, size = 50 shares per contract, fee = commission / multiplier
-         per share (passed as a fraction of the fill value). vectorbt has no
-         rolls: its P&L minus fbt's roll costs must equal fbt's;
+   (i)   engine  = ``run_backtest``: target and margin checks, the one Numba
+         pass (equity per bar + trade records, finiteness of every price),
+         the result object. Its ``bars`` and ``trades`` frames are built when
+         first read; "engine + frames" times reading both too (what
+         ``run_backtest`` did eagerly before);
+   (ii)  kernel  = ``backtest_nb`` alone (the pass inside (i));
+   (iii) bare    = :func:`bare_equity_nb` below, the practical limit: the
+         SAME inputs as the kernel (target per bar, open, close, roll flags,
+         multiplier, commission, slippage, initial capital) and the SAME
+         output every metric needs, the per-bar equity curve in USD marked at
+         each close: position = target of the previous bar filled at this
+         open, equity += held x (open - previous close) x multiplier + new x
+         (close - open) x multiplier - |contracts traded| x (commission +
+         slippage x multiplier), minus a round trip per contract held at a
+         roll close. It has no margin check, no trade records and no price
+         checks: that is the difference the ratio measures. Its equity equals
+         fbt's on every bar to the cent (asserted);
+   (iv)  vectorbt ``Portfolio.from_signals`` at the open, size = 50 shares per
+         contract, slippage = 0.25 points as a fraction of each open, the
+         commission as a fixed fee per order (commission x contracts in the
+         order: a reversal is one order of 2 contracts); timed twice: with
+         ``final_value()`` (vectorbt's cheapest answer, from its order
+         records) and with ``value()`` (its per-bar equity curve, the output
+         (i)-(iii) produce). vectorbt has no rolls: its P&L minus fbt's roll
+         costs must equal fbt's;
    (v)   PyBroker via ``run_pybroker_backtest`` on a 50,000-bar slice that
          contains one roll, extrapolated linearly to the full length
          (LABELLED "extrapolated"; PyBroker is a per-bar Python loop).
 
-   Diagnostics: a Numba function that only allocates and writes the
-   kernel's output arrays, and kernel / bare / that function again in a
-   subprocess whose glibc keeps freed memory mapped (MALLOC_MMAP_THRESHOLD_,
-   MALLOC_TRIM_THRESHOLD_): at 3.5 M bars the kernel's time is mostly page
-   faults on fresh output arrays, and it varies with the allocator's state.
+   Diagnostic: kernel and bare loop again in a subprocess whose glibc keeps
+   freed memory mapped (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), so
+   neither pays page faults for its fresh 28 MB equity array: their pure
+   compute ratio.
 
-   Plain asserts: fbt vs bare loop, vectorbt (+ roll costs) and PyBroker
-   (slice) agree on net P&L to the cent; fbt refuses no contract.
+   Plain asserts: fbt vs bare loop (every bar), vectorbt (+ roll costs) and
+   PyBroker (slice) agree on net P&L to the cent; fbt refuses no contract.
 
 2. Sweep. 1,000 SMA parameter sets (fast 2..41 x slow 50..290 step 10) over
    20 synthetic daily markets (the first 20 catalogue roots, each a random
@@ -53,8 +71,9 @@ Prints ONE table (stdout; progress goes to stderr) with three sections:
    asserted equal to ``run_sweep``'s net P&L to the cent; and a short
    cProfile of ``backtest_market`` (what one sweep item spends its time on).
 
-3. Numba first call, apart from steady state: fbt's kernel compiled cold in a
-   subprocess with ``NUMBA_CACHE_DIR`` an empty temporary folder, then a
+3. Numba first call, apart from steady state: ``run_backtest`` on a 3-bar
+   frame in a subprocess with ``NUMBA_CACHE_DIR`` an empty temporary folder
+   (compiles the kernels for the array types run_backtest passes), then a
    second subprocess on that now-filled cache (cache load); plus first calls
    in this process (bare loop compile, vectorbt and PyBroker warm-up).
 """
@@ -85,7 +104,7 @@ from fbt_pipelines.catalog import load_catalog, market_spec
 from fbt_pipelines.catalog.specs import ContractSpec
 from fbt_pipelines.engine.backtest import backtest_market
 from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest
-from fbt_pipelines.engine.kernel import FILL_NEXT_OPEN, ROLL, TRADE, simulate_futures_nb
+from fbt_pipelines.engine.kernel import FILL_NEXT_OPEN, ROLL, TRADE, backtest_nb, simulate_futures_nb
 from fbt_pipelines.engine.strategies import sma_crossover
 from fbt_pipelines.engine.sweep import parameter_sets, run_sweep
 from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk
@@ -160,47 +179,29 @@ def make_daily_market(spec: ContractSpec, sessions: int, seed: int) -> pd.DataFr
 
 
 @njit(nogil=True)
-def bare_pnl_nb(target, open_, close, roll, multiplier, commission):
-    """P&L arithmetic only: pos = target shifted one bar, open-to-open marks
-    (the last bar to its close), commission per contract traded and a round
-    trip per contract held at a roll close. Returns pnl per bar (USD)."""
-    n = len(open_)
-    pnl = np.empty(n)
-    prev = 0
+def bare_equity_nb(target, open_, close, roll, multiplier, commission, slippage, capital):
+    """The practical limit: the engine's inputs in, its per-bar equity (USD,
+    marked at each close) out, P&L arithmetic only. Fills at the next open;
+    commission + slippage (points) per contract per side; a round trip per
+    contract held at a roll close. No margin check, trade records or checks."""
+    n = len(close)
+    equity = np.empty(n)
+    side_cost = commission + slippage * multiplier  # USD per contract per side
+    pos = 0
+    eq = capital
+    prev_close = 0.0
     for i in range(n):
-        pos = target[i - 1] if i > 0 else 0
-        nxt = open_[i + 1] if i + 1 < n else close[i]
-        p = pos * (nxt - open_[i]) * multiplier - commission * abs(pos - prev)
+        c = close[i]
+        if i > 0:
+            want = target[i - 1]
+            o = open_[i]
+            eq += pos * (o - prev_close) * multiplier + want * (c - o) * multiplier - abs(want - pos) * side_cost
+            pos = want
         if roll[i]:
-            p -= 2.0 * commission * abs(pos)
-        pnl[i] = p
-        prev = pos
-    return pnl
-
-
-@njit(nogil=True)
-def alloc_only_nb(target):
-    """The kernel's output memory and nothing else: 4 per-bar arrays zeroed and
-    written once per bar, 7 trade-record arrays of 2n left untouched."""
-    n = len(target)
-    position = np.zeros(n, dtype=np.int64)
-    equity = np.zeros(n)
-    margin_used = np.zeros(n)
-    costs = np.zeros(n)
-    t_bar = np.empty(2 * n, dtype=np.int64)
-    t_kind = np.empty(2 * n, dtype=np.int64)
-    t_qty = np.empty(2 * n, dtype=np.int64)
-    t_price = np.empty(2 * n)
-    t_comm = np.empty(2 * n)
-    t_slip = np.empty(2 * n)
-    t_refused = np.empty(2 * n, dtype=np.int64)
-    for i in range(n):
-        position[i] = target[i]
-        equity[i] = 1.0
-        margin_used[i] = 1.0
-        costs[i] = 1.0
-    return (position, equity, margin_used, costs, t_bar[:1], t_kind[:1], t_qty[:1], t_price[:1], t_comm[:1],
-            t_slip[:1], t_refused[:1])
+            eq -= 2 * abs(pos) * side_cost
+        equity[i] = eq
+        prev_close = c
+    return equity
 
 
 # --------------------------------------------------------------------------- helpers
@@ -219,19 +220,39 @@ def timed(fn, repeat: int, warmup: int = 1) -> tuple[float, list[float], object]
     return statistics.median(times), times, out
 
 
+def timed_cpu(fn, repeat: int, warmup: int = 1) -> tuple[list[float], list[float], object]:
+    """Wall and calling-thread CPU seconds of ``repeat`` calls after ``warmup``."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    wall, cpu = [], []
+    for _ in range(repeat):
+        c0, t0 = time.thread_time(), time.perf_counter()
+        out = fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
+    return wall, cpu, out
+
+
 def roll_cost_of(result) -> float:
     t = result.trades
     return float(t.loc[t["kind"] == "roll", ["commission", "slippage"]].to_numpy().sum())
 
 
-def vectorbt_run(close, open_, entries, exits, short_entries, short_exits, fees, multiplier):
+def vectorbt_run(close, open_, entries, exits, short_entries, short_exits, fixed_fees, slippage, multiplier,
+                 curve: bool = False):
+    """vectorbt's net P&L (USD): from ``final_value()``, or with ``curve`` the
+    last bar of ``value()``, its per-bar equity curve (returned too)."""
     import vectorbt as vbt
 
     pf = vbt.Portfolio.from_signals(
         close, entries=entries, exits=exits, short_entries=short_entries, short_exits=short_exits,
-        price=open_, size=multiplier, size_type="amount", fees=fees, init_cash=1e9,
+        price=open_, size=multiplier, size_type="amount", fixed_fees=fixed_fees, slippage=slippage, init_cash=1e9,
         accumulate=False, upon_opposite_entry="reverse", freq="1min",
     )
+    if curve:
+        value = pf.value().to_numpy()
+        return float(value[-1]) - 1e9, value
     return float(pf.final_value()) - 1e9
 
 
@@ -252,15 +273,20 @@ import json, sys, time
 t0 = time.perf_counter()
 import numba
 t1 = time.perf_counter()
-import numpy as np
-from fbt_pipelines.engine.kernel import simulate_futures_nb as f
+import numpy as np, pandas as pd
+from fbt_pipelines.catalog import market_spec
+from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest
 t2 = time.perf_counter()
-args = (np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool), 50.0, 2.1, 0.25, np.full(3, 1e4), 1e6, 0)
-f(*args)
+prices = pd.DataFrame({"ts": pd.date_range("2024-01-02", periods=3, tz="UTC"), "contract": ["ESH4"] * 3,
+                       "open": [1.0, 1.0, 1.0], "close": [1.0, 1.0, 1.0], "raw_close": [1.0, 1.0, 1.0],
+                       "roll": [False, False, False]})
+target, spec, cfg = np.array([1, 1, 0]), market_spec("ES"), EngineConfig()
 t3 = time.perf_counter()
-f(*args)
+run_backtest(prices, target, spec, cfg)
 t4 = time.perf_counter()
-print(json.dumps({"import_numba": t1 - t0, "import_kernel": t2 - t1, "first_call": t3 - t2, "second_call": t4 - t3}))
+run_backtest(prices, target, spec, cfg)
+t5 = time.perf_counter()
+print(json.dumps({"import_numba": t1 - t0, "import_engine": t2 - t1, "first_call": t4 - t3, "second_call": t5 - t4}))
 """
 
 
@@ -277,24 +303,23 @@ def kernel_subprocess(cache_dir: str) -> dict:
 HEAP_PROBE = r"""
 import json, statistics, sys, time
 import numpy as np
-from bench.engine import alloc_only_nb, bare_pnl_nb
-from fbt_pipelines.engine.kernel import simulate_futures_nb
+from bench.engine import bare_equity_nb
+from fbt_pipelines.engine.kernel import backtest_nb
 d = sys.argv[1]
 target, open_, close, roll = (np.load(f"{d}/{k}.npy") for k in ("target", "open", "close", "roll"))
-margin = np.full(len(close), 13200.0)
+margin = np.array([13200.0])
 calls = {
-    "kernel": lambda: simulate_futures_nb(target, open_, close, roll, 50.0, 2.1, 0.0, margin, 1e6, 0),
-    "bare": lambda: bare_pnl_nb(target, open_, close, roll, 50.0, 2.1),
-    "alloc": lambda: alloc_only_nb(target),
+    "kernel": lambda: backtest_nb(target, open_, close, roll, 50.0, 2.1, 0.25, margin, 1e6, 0),
+    "bare": lambda: bare_equity_nb(target, open_, close, roll, 50.0, 2.1, 0.25, 1e6),
 }
 out = {}
 for name, f in calls.items():
     f()
-    ts = []
-    for _ in range(5):
-        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
-    out[name] = statistics.median(ts)
-print(json.dumps(out))
+ts = {name: [] for name in calls}
+for _ in range(7):
+    for name, f in calls.items():
+        t0 = time.perf_counter(); f(); ts[name].append(time.perf_counter() - t0)
+print(json.dumps({name: min(v) for name, v in ts.items()}))
 """
 
 # glibc returns blocks >= its mmap threshold (at most 32 MB by default) to the OS
@@ -360,6 +385,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="~30 s: 252 x 1,390 minute bars, 20,000-bar PyBroker slice, 20 markets x 50 random sets")
+    ap.add_argument("--json", metavar="PATH", help="also write the headline figures (seconds) to this JSON file")
     args = ap.parse_args()
     quick = args.quick
     t_start = time.perf_counter()
@@ -376,14 +402,13 @@ def main() -> None:
         cached = kernel_subprocess(cache_dir)
     assert cold["cache_files"] > 0, "cold run wrote no cache"
 
+    tiny = make_minute_market(1, 3, seed=0)
     t0 = time.perf_counter()
-    simulate_futures_nb(np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool),
-                        50.0, 2.1, 0.25, np.full(3, 1e4), 1e6, FILL_NEXT_OPEN)
+    run_backtest(tiny, np.array([1, 1, 0]), market_spec("ES"), EngineConfig())
     kernel_first_here = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bare_pnl_nb(np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool), 50.0, 2.1)
+    bare_equity_nb(np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool), 50.0, 2.1, 0.25, 1e6)
     bare_compile = time.perf_counter() - t0
-    alloc_only_nb(np.zeros(3, np.int64))
 
     # ------------------------------------------------------------- 1. single backtest
     per_session = 1_390
@@ -394,23 +419,45 @@ def main() -> None:
     t_data = time.perf_counter() - t0
     n = len(prices)
     spec = market_spec("ES")
-    cfg = EngineConfig(initial_capital=1_000_000.0, slippage_ticks=0.0, fill="next_open")
+    cfg = EngineConfig(initial_capital=1_000_000.0, slippage_ticks=1.0, fill="next_open")
     mult, comm = float(spec.multiplier), float(spec.commission)
+    slip = float(cfg.slippage_ticks * spec.tick_size)  # points per contract per side
     close, open_ = prices["close"].to_numpy(float), prices["open"].to_numpy(float)
     roll = prices["roll"].to_numpy(bool)
     t0 = time.perf_counter()
     target = sma_crossover(close, fast=50, slow=200)
     t_signal = time.perf_counter() - t0
-    margin = np.full(n, float(spec.initial_margin))
+    margin1 = np.array([float(spec.initial_margin)])  # what run_backtest passes with margins=None
     repeat = 7  # >= 5; the table shows the median and (min)
 
-    log("timing run_backtest / kernel / bare loop")
-    t_engine, ts_engine, res = timed(lambda: run_backtest(prices, target, spec, cfg), repeat)
-    t_kernel, ts_kernel, kout = timed(lambda: simulate_futures_nb(target, open_, close, roll, mult, comm, 0.0, margin,
-                                                          cfg.initial_capital, FILL_NEXT_OPEN), repeat)
-    t_bare, ts_bare, bare = timed(lambda: bare_pnl_nb(target, open_, close, roll, mult, comm), repeat)
-    t_alloc, _, _ = timed(lambda: alloc_only_nb(target), repeat)
-    log("same three under glibc heap reuse (subprocess)")
+    def engine_and_frames():
+        r = run_backtest(prices, target, spec, cfg)
+        return r, r.bars, r.trades
+
+    log("timing run_backtest / kernel / bare loop (interleaved)")
+    calls = {
+        "engine": lambda: run_backtest(prices, target, spec, cfg),
+        "kernel": lambda: backtest_nb(target, open_, close, roll, mult, comm, slip, margin1, cfg.initial_capital,
+                                      FILL_NEXT_OPEN),
+        "bare": lambda: bare_equity_nb(target, open_, close, roll, mult, comm, slip, cfg.initial_capital),
+    }
+    wall = {k: [] for k in calls}
+    cpu = {k: [] for k in calls}
+    outs = {}
+    for k, f in calls.items():
+        outs[k] = f()  # warm-up
+    for _ in range(repeat):  # interleaved: a load spike hits all three alike
+        for k, f in calls.items():
+            w, c, outs[k] = timed_cpu(f, 1, warmup=0)
+            wall[k] += w
+            cpu[k] += c
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    t_engine, t_kernel, t_bare = med["engine"], med["kernel"], med["bare"]
+    res, kout, bare = outs["engine"], outs["kernel"], outs["bare"]
+    ts_engine, ts_kernel, ts_bare = wall["engine"], wall["kernel"], wall["bare"]
+    t_frames, ts_frames, _ = timed(engine_and_frames, 3)
+    log("kernel and bare loop under glibc heap reuse (subprocess)")
     heap = heap_reuse_subprocess(target, open_, close, roll)
 
     trades = res.trades
@@ -418,23 +465,29 @@ def main() -> None:
     n_rolls = int((trades["kind"] == "roll").sum())
     rc = roll_cost_of(res)
     assert int(trades["refused"].sum()) == 0, "fbt refused contracts: margin cap would break the comparisons"
-    assert n_rolls > 0
-    assert abs(kout[1][-1] - res.final_equity) < CENT, (kout[1][-1], res.final_equity)
-    bare_total = float(bare.sum())
-    assert abs(bare_total - res.net_pnl) < CENT, (bare_total, res.net_pnl)
+    assert n_rolls > 0 and kout[-1] == -1
+    assert abs(kout[0][-1] - res.final_equity) < CENT, (kout[0][-1], res.final_equity)
+    bare_worst = float(np.max(np.abs(bare - res.equity)))
+    assert bare_worst < CENT, bare_worst
 
     log("vectorbt")
     entries, exits, short_entries, short_exits = signal_masks(target)
-    fees = comm / (mult * open_)  # fraction of fill value = commission / multiplier per share
+    pos = np.r_[0, target[:-1]]
+    fixed_fees = comm * np.abs(np.diff(np.r_[0, pos])).astype(float)  # per order: commission x contracts
+    slippage = slip / open_  # 0.25 points as vectorbt's fraction of the fill price
     t0 = time.perf_counter()
     import vectorbt  # noqa: F401
     vbt_import = time.perf_counter() - t0
     t0 = time.perf_counter()
-    vectorbt_run(close[:500], open_[:500], *signal_masks(target[:500]), fees[:500], mult)
+    vectorbt_run(close[:500], open_[:500], *signal_masks(target[:500]), fixed_fees[:500], slippage[:500], mult,
+                 curve=True)
     vbt_first = time.perf_counter() - t0
-    t_vbt, ts_vbt, vbt_pnl = timed(lambda: vectorbt_run(close, open_, entries, exits, short_entries, short_exits,
-                                                   fees, mult), repeat)
+    vbt_args = (close, open_, entries, exits, short_entries, short_exits, fixed_fees, slippage, mult)
+    t_vbt, ts_vbt, vbt_pnl = timed(lambda: vectorbt_run(*vbt_args), repeat)
+    t_vbt_curve, ts_vbt_curve, (vbt_pnl_curve, vbt_value) = timed(lambda: vectorbt_run(*vbt_args, curve=True), repeat)
     assert abs((vbt_pnl - rc) - res.net_pnl) < CENT, (vbt_pnl, rc, res.net_pnl)
+    assert abs((vbt_pnl_curve - rc) - res.net_pnl) < CENT, (vbt_pnl_curve, rc, res.net_pnl)
+    assert len(vbt_value) == n
 
     log("PyBroker slice")
     from fbt_pipelines.engine.pybroker_engine import run_pybroker_backtest
@@ -508,9 +561,11 @@ def main() -> None:
     prof.disable()
     st = pstats.Stats(prof)
     total_prof = max(v[3] for k, v in st.stats.items() if k[2] == "backtest_market")
-    wanted = [("backtest.py", "summarise", "summarise (risk_metrics + trade stats)"),
+    wanted = [("backtest.py", "summarise", "summarise (risk_metrics + trade stats; reads the frames)"),
               ("metrics.py", "risk_metrics", "  of which risk_metrics"),
-              ("futures_engine.py", "run_backtest", "run_backtest (checks + kernel + frames)"),
+              ("futures_engine.py", "run_backtest", "run_backtest (checks + kernel pass)"),
+              ("futures_engine.py", "bars", "  BacktestResult.bars (built on first read)"),
+              ("futures_engine.py", "trades", "  BacktestResult.trades (built on first read)"),
               ("sizing.py", "contracts_for_risk", "contracts_for_risk (EWMA vol sizing)"),
               ("strategies.py", "strategy_signal", "strategy_signal (pandas SMAs)"),
               ("backtest.py", "with_predictions", "with_predictions (assign prob_up/roll_yield)")]
@@ -522,40 +577,48 @@ def main() -> None:
     n0 = len(mp0)
     k_args = (np.ones(n0, np.int64), mp0["open"].to_numpy(float), mp0["close"].to_numpy(float),
               mp0["roll"].to_numpy(bool), float(ms0.multiplier), float(ms0.commission), float(ms0.tick_size),
-              np.full(n0, float(ms0.initial_margin)), 1e7, FILL_NEXT_OPEN)
-    t_k_daily, _, _ = timed(lambda: simulate_futures_nb(*k_args), 50)
+              np.array([float(ms0.initial_margin)]), 1e7, FILL_NEXT_OPEN)
+    t_k_daily, _, _ = timed(lambda: backtest_nb(*k_args), 50)
 
     total = time.perf_counter() - t_start
 
     # ------------------------------------------------------------- table
     S1 = f"1 single ({n:,} bars)"
-    row(S1, "data: build frame / SMA(50,200) signal (untimed inputs)", f"{t_data:.2f} s / {t_signal:.3f} s")
-    row(S1, "trades / rolls / fbt net P&L (commission only)", f"{n_trades:,} / {n_rolls} / {res.net_pnl:,.2f} USD")
-    row(S1, f"(i)   fbt run_backtest, median (min) of {repeat}",
-        f"{t_engine:.4f} ({min(ts_engine):.4f}) s  {n / t_engine / 1e6:.1f} M bars/s")
-    row(S1, f"(ii)  fbt kernel simulate_futures_nb, median (min) of {repeat}",
-        f"{t_kernel:.4f} ({min(ts_kernel):.4f}) s  {n / t_kernel / 1e6:.1f} M bars/s")
-    row(S1, f"(iii) bare Numba P&L loop, median (min) of {repeat}",
-        f"{t_bare:.4f} ({min(ts_bare):.4f}) s  {n / t_bare / 1e6:.1f} M bars/s")
-    row(S1, "      diagnostic: kernel's output memory alone (alloc + write)", f"{t_alloc:.4f} s")
-    row(S1, "      diagnostic: kernel / bare / alloc with glibc heap reuse*",
-        f"{heap['kernel']:.4f} / {heap['bare']:.4f} / {heap['alloc']:.4f} s  (kernel / bare "
-        f"{heap['kernel'] / heap['bare']:.1f}x)")
+    r_eb, r_kb = t_engine / t_bare, t_kernel / t_bare
+    c_eb, c_kb = cpu_med["engine"] / cpu_med["bare"], cpu_med["kernel"] / cpu_med["bare"]
+    r_vbt, r_vbt_curve = t_vbt / t_engine, t_vbt_curve / t_engine
+    row(S1, "data: build frame (untimed input)", f"{t_data:.2f} s")
+    row(S1, "SMA(50,200) signal, sma_crossover (input to all; not in (i)-(v))", f"{t_signal * 1e3:.1f} ms")
+    row(S1, "trades / rolls / fbt net P&L (commission + 1 tick)",
+        f"{n_trades:,} / {n_rolls} / {res.net_pnl:,.2f} USD")
+    for key, label in (("engine", "(i)   fbt run_backtest (frames on first read)"),
+                       ("kernel", "(ii)  fbt kernel backtest_nb"),
+                       ("bare", "(iii) bare Numba loop, per-bar equity")):
+        row(S1, f"{label}, median (min) of {repeat}",
+            f"{med[key] * 1e3:.2f} ({min(wall[key]) * 1e3:.2f}) ms  {n / med[key] / 1e6:.0f} M bars/s; "
+            f"CPU {cpu_med[key] * 1e3:.2f} ms")
+    row(S1, "(i)   + reading .bars and .trades (the frames), median of 3",
+        f"{t_frames * 1e3:.1f} ms  (frames alone {(t_frames - t_engine) * 1e3:.1f} ms)")
+    row(S1, "      diagnostic: kernel / bare with glibc heap reuse*, min of 7",
+        f"{heap['kernel'] * 1e3:.2f} / {heap['bare'] * 1e3:.2f} ms  (kernel / bare "
+        f"{heap['kernel'] / heap['bare']:.2f}x)")
     row(S1, f"(iv)  vectorbt from_signals + final_value, median (min) of {repeat}",
-        f"{t_vbt:.4f} ({min(ts_vbt):.4f}) s  {n / t_vbt / 1e6:.1f} M bars/s")
+        f"{t_vbt * 1e3:.1f} ({min(ts_vbt) * 1e3:.1f}) ms  {n / t_vbt / 1e6:.0f} M bars/s")
+    row(S1, f"(iv)  vectorbt from_signals + value() (equity curve), median (min) of {repeat}",
+        f"{t_vbt_curve * 1e3:.1f} ({min(ts_vbt_curve) * 1e3:.1f}) ms")
     row(S1, f"(v)   PyBroker, {slice_len:,}-bar slice, median (min) of {len(ts_pb)}",
         f"{t_pb:.3f} ({min(ts_pb):.3f}) s  {slice_len / t_pb / 1e3:.1f} k bars/s; fbt on the slice "
         f"{t_engine_slice * 1e3:.2f} ms")
     row(S1, f"(v)   PyBroker EXTRAPOLATED linearly to {n:,} bars", f"{t_pb_full:.1f} s (extrapolated)")
-    row(S1, "ratio engine / bare loop   (target <= 2x)",
-        f"{t_engine / t_bare:.1f}x  {'MET' if t_engine / t_bare <= 2 else 'NOT MET'}")
-    row(S1, "ratio kernel / bare loop", f"{t_kernel / t_bare:.1f}x")
-    row(S1, "ratio engine / kernel (frames + checks overhead)", f"{t_engine / t_kernel:.1f}x")
-    row(S1, "ratio vectorbt / engine    (target > 1)",
-        f"{t_vbt / t_engine:.2f}x  {'MET' if t_vbt / t_engine > 1 else 'NOT MET'}")
+    row(S1, "ratio engine / bare loop   (target <= 2x), wall / CPU",
+        f"{r_eb:.2f}x / {c_eb:.2f}x  {'MET' if r_eb <= 2 else 'NOT MET'}")
+    row(S1, "ratio kernel / bare loop, wall / CPU", f"{r_kb:.2f}x / {c_kb:.2f}x")
+    row(S1, "ratio engine + frames / bare loop", f"{t_frames / t_bare:.1f}x")
+    row(S1, "ratio vectorbt / engine    (target > 1), final_value / value()",
+        f"{r_vbt:.1f}x / {r_vbt_curve:.1f}x  {'MET' if r_vbt > 1 else 'NOT MET'}")
     row(S1, "ratio PyBroker (extrapolated) / engine", f"{t_pb_full / t_engine:,.0f}x")
-    row(S1, "assert fbt = bare loop net P&L (bare includes roll costs)",
-        f"ok, |diff| {abs(bare_total - res.net_pnl):.2e} USD")
+    row(S1, "assert fbt = bare loop equity on every bar",
+        f"ok, max |diff| {bare_worst:.2e} USD")
     row(S1, "assert fbt = vectorbt P&L - fbt roll costs",
         f"ok, |diff| {abs(vbt_pnl - rc - res.net_pnl):.2e} USD (roll costs {rc:,.2f})")
     row(S1, "assert fbt = PyBroker net P&L on the slice (1 roll)",
@@ -577,14 +640,14 @@ def main() -> None:
     row(S2, "refused contracts in the profiled runs", f"{refused:.0f}")
 
     S3 = "3 numba first call"
-    row(S3, "kernel COLD, fresh process, empty NUMBA_CACHE_DIR: compile",
-        f"{cold['first_call']:.2f} s  (import numba {cold['import_numba']:.2f} s, kernel module "
-        f"{cold['import_kernel']:.2f} s, process {cold['process']:.1f} s)")
-    row(S3, "kernel CACHED, fresh process, same cache dir: first call",
-        f"{cached['first_call']:.2f} s  (import numba {cached['import_numba']:.2f} s, kernel module "
-        f"{cached['import_kernel']:.2f} s, process {cached['process']:.1f} s)")
-    row(S3, "kernel second call, tiny input (dispatch only)", f"{cached['second_call'] * 1e6:.0f} us")
-    row(S3, "kernel first call in this process (FBT_HOME numba cache)", f"{kernel_first_here:.2f} s")
+    row(S3, "run_backtest COLD, fresh process, empty NUMBA_CACHE_DIR: compile",
+        f"{cold['first_call']:.2f} s  (import numba {cold['import_numba']:.2f} s, engine modules "
+        f"{cold['import_engine']:.2f} s, process {cold['process']:.1f} s)")
+    row(S3, "run_backtest CACHED, fresh process, same cache dir: first call",
+        f"{cached['first_call']:.2f} s  (import numba {cached['import_numba']:.2f} s, engine modules "
+        f"{cached['import_engine']:.2f} s, process {cached['process']:.1f} s)")
+    row(S3, "run_backtest second call, 3 bars (dispatch + result)", f"{cached['second_call'] * 1e6:.0f} us")
+    row(S3, "run_backtest first call in this process (FBT_HOME numba cache)", f"{kernel_first_here:.2f} s")
     row(S3, "bare loop compile (no cache), this process", f"{bare_compile:.2f} s")
     row(S3, "vectorbt import / first from_signals (500 bars; Numba compile)", f"{vbt_import:.2f} s / {vbt_first:.2f} s")
     row(S3, "PyBroker first run (500 bars, incl. import)", f"{pb_first:.2f} s")
@@ -602,8 +665,18 @@ def main() -> None:
         print(f"{(sec if sec != last else ''):{w0}s}  {what:{w1}s}  {fig}")
         last = sec
     print("* subprocess with MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ raised so glibc reuses mapped heap "
-          "memory instead of page-faulting fresh outputs on every call")
+          "memory instead of page-faulting a fresh equity array on every call")
     print(f"total bench time {total:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "bars": n, "signal": t_signal, "engine": t_engine, "kernel": t_kernel, "bare": t_bare,
+            "engine_frames": t_frames, "cpu": cpu_med, "heap": heap, "vectorbt": t_vbt,
+            "vectorbt_value": t_vbt_curve, "pybroker_extrapolated": t_pb_full, "sweep": t_sweep,
+            "sweep_direct": t_direct[workers], "compile_cold": cold["first_call"],
+            "cached_first_call": cached["first_call"], "engine_over_bare": r_eb, "kernel_over_bare": r_kb,
+            "cpu_engine_over_bare": c_eb, "vectorbt_over_engine": r_vbt, "load_start": load_start,
+            "load_end": os.getloadavg()[0], "total": total,
+        }, indent=1))
 
 
 if __name__ == "__main__":

@@ -32,11 +32,14 @@ import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
-from fbt_pipelines.engine.kernel import FILL_NEXT_CLOSE, FILL_NEXT_OPEN, ROLL, backtest_nb, bar_state_nb
+from fbt_pipelines.engine.kernel import FILL_NEXT_CLOSE, FILL_NEXT_OPEN, ROLL, TRADE, backtest_nb, bar_state_nb
 
 TRADE_COLUMNS = [
     "ts", "contract", "kind", "contracts", "price", "raw_price", "to_raw_price", "commission", "slippage", "refused",
 ]
+
+# trade kinds by kernel code (TRADE = 0, ROLL = 1), with the dtype pandas gives a column of Python strings
+_KIND_LABELS = pd.Series(np.array(["trade", "roll"])).array
 
 
 @dataclass(frozen=True)
@@ -151,12 +154,15 @@ class BacktestResult:
         r = self._run
         n = len(r.equity)
         position, margin, costs = bar_state_nb(n, r.t_bar, r.t_kind, r.t_qty, r.t_comm, r.t_slip, r.margin)
+        # copy=False: the frame owns these fresh arrays as they are (no 2-D block
+        # stacking, ~6x faster); close and equity are copied so the frame never
+        # shares memory with the caller's prices or with ``self.equity``
         return pd.DataFrame({
-            "ts": r.ts.array, "contract": r.contract.array, "close": r.close,
-            "position": position, "equity": r.equity,
+            "ts": r.ts.array, "contract": r.contract.array, "close": r.close.copy(),
+            "position": position, "equity": r.equity.copy(),
             "pnl": np.diff(r.equity, prepend=self.initial_capital),
             "margin": margin, "costs": costs,
-        })
+        }, copy=False)
 
     @cached_property
     def trades(self) -> pd.DataFrame:
@@ -172,9 +178,10 @@ class BacktestResult:
         nxt = np.minimum(t_bar + 1, last)
         next_offset = r.close[nxt] - raw_close[nxt]
         is_roll = r.t_kind == ROLL
+        assert TRADE == 0 and ROLL == 1  # _KIND_LABELS is indexed by the kind code
         return pd.DataFrame({
             "ts": ts[t_bar], "contract": contract[t_bar],
-            "kind": np.where(is_roll, "roll", "trade"),
+            "kind": _KIND_LABELS.take(r.t_kind),
             "contracts": r.t_qty, "price": r.t_price, "raw_price": r.t_price - offset,
             # a roll's new leg is bought at the next contract's close on the roll date
             "to_raw_price": np.where(is_roll, r.t_price - next_offset, np.nan),
