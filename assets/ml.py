@@ -76,7 +76,8 @@ class ModelConfig(Config):
     """expanding (all history) or rolling (the last rolling_months months)."""
     rolling_months: int = 60
     embargo_days: int = 10
-    n_estimators: int = 100
+    n_estimators: int = 50
+    """Trees per fold (small: six folds on the sample data)."""
     max_depth: int = 5
     min_samples_leaf: int = 50
     seed: int = 0
