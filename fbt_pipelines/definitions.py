@@ -22,6 +22,7 @@ from assets.sweep_fanout import ChunkParquetIOManager, sweep_fanout
 from fbt_pipelines.automation import (backtest_job, backtest_request_sensor, catalog_job, daily_ingest, ingest_job,
                                       landing_files_sensor, portfolio_job, run_failure_alert, train_job)
 from fbt_pipelines.automation_backup import backup_job, nightly_backup
+from fbt_pipelines.automation_ml import model_retrain_sensor
 from fbt_pipelines.config import DEFAULT_REDIS_URL, paths
 from fbt_pipelines.executors import fbt_executor
 from resources import BusResource, FilesResource, TrackingResource, WarehouseResource
@@ -53,7 +54,7 @@ defs = Definitions(
     assets=ALL_ASSETS,
     jobs=[catalog_job, ingest_job, train_job, backtest_job, portfolio_job, sweep_fanout, backup_job],
     schedules=[daily_ingest, nightly_backup],
-    sensors=[landing_files_sensor, backtest_request_sensor, run_failure_alert],
+    sensors=[landing_files_sensor, backtest_request_sensor, run_failure_alert, model_retrain_sensor],
     resources=local_resources(),
     executor=fbt_executor,  # in_process | multiprocess | celery: run config or FBT_EXECUTOR
 )
