@@ -1,0 +1,255 @@
+"""Real browser checks (headless Debian chromium driven by Python Playwright).
+
+What a trader sees, rendered by a real browser, no browser download at test
+time (``executable_path=/usr/bin/chromium``; CI installs the OS packages
+``chromium chromium-driver``):
+
+(a) the Dagster webserver, started here over this module's DAGSTER_HOME in
+    which part of the graph was materialized, draws the asset graph with
+    every asset's name;
+(b) the tear sheet of a ``fbt backtest`` run (``fbt report``) and a
+    multi-strategy page (correlation heat map, attribution) render every
+    chart (a ``.main-svg`` per plotly figure) with the network cut off and no
+    JavaScript error;
+(c) the MLflow UI (``mlflow server`` over this module's store) lists the
+    backtest runs at ``/#/experiments/<id>/runs``.
+
+Screenshots are test artefacts: ``$FBT_HOME/tmp/screenshots/`` of the
+FBT_HOME the test session started with (``<repo>/.fbt`` by default), or
+``$FBT_SCREENSHOTS`` when set; the path is printed (``pytest -s``).
+Without ``/usr/bin/chromium`` the tests fail, unless the process cannot
+install it (not root), in which case they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(os.environ.get("FBT_SCREENSHOTS")
+             or Path(os.environ.get("FBT_HOME") or REPO / ".fbt") / "tmp" / "screenshots")
+GROUPS = {"catalog": ["market_catalog"], "ingest": ["raw_bars"], "futures": ["roll_schedule", "continuous_prices"],
+          "ml": ["features", "model", "predictions"], "backtest": ["backtests", "parameter_sweep"],
+          "portfolio": ["strategy_comparison", "portfolio", "risk_report", "tear_sheet"]}
+ASSETS = [a for names in GROUPS.values() for a in names]
+STRATEGIES = {"sma_crossover": ["--param", "fast=10", "--param", "slow=40"], "buy_and_hold": []}
+
+if not CHROMIUM.exists():
+    if os.geteuid() == 0:
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium chromium-driver` (the CI script does)",
+                    pytrace=False)
+    pytest.skip(f"BROWSER TESTS SKIPPED: {CHROMIUM} is not installed and this user cannot install it "
+                "(apt-get install -y chromium chromium-driver)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args[0]} exited with {proc.returncode}: {proc.stderr.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def cli(*args: str):
+    result = CliRunner().invoke(__import__("fbt_pipelines.cli", fromlist=["main"]).main, list(args))
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, redis_url):
+    """Servers up and data in place: yields dict(home, dagster_url, mlflow_url, experiment, runs, pages)."""
+    home = tmp_path_factory.mktemp("fbt_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FBT_HOME", str(home))
+    mp.setenv("REDIS_URL", redis_url)
+    for var in ("MLFLOW_TRACKING_URI", "FBT_WAREHOUSE"):
+        mp.delenv(var, raising=False)
+    mp.setenv("DAGSTER_HOME", str(home / "dagster"))
+    from fbt_pipelines.config import paths
+    from fbt_pipelines.instance import ensure_dagster_home
+
+    ensure_dagster_home()
+    paths().mlflow_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    dagster_port, mlflow_port = free_port(), free_port()
+    procs = []
+    t0 = time.time()
+    try:
+        # both servers boot (~5 s and ~15 s) while the data is prepared
+        procs.append(subprocess.Popen(
+            [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(dagster_port),
+             "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        from mlflow.tracking import MlflowClient
+
+        from fbt_pipelines.stores.tracking import BACKTEST_EXPERIMENT
+
+        MlflowClient(paths().mlflow_tracking_uri).search_experiments()  # creates the store's schema first
+        procs.append(subprocess.Popen(
+            [str(bin_dir / "mlflow"), "server", "--backend-store-uri", paths().mlflow_tracking_uri,
+             "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"], cwd=home, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+
+        # a small materialized graph: catalog + one market's ingest and continuous series (2 years of ES)
+        from dagster import AssetSelection, DagsterInstance, materialize
+
+        from fbt_pipelines.catalog import market_spec
+        from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+        from fbt_pipelines.marketdata.sample_data import write_sample_data
+
+        write_sample_data(paths().landing, [market_spec("ES")], dt.date(2018, 1, 2), dt.date(2019, 12, 31))
+        instance = DagsterInstance.get()
+        instance.add_dynamic_partitions("markets", ["ES"])
+        resources = local_resources()
+        for keys, partition in [(["market_catalog"], None),
+                                (["raw_bars", "roll_schedule", "continuous_prices"], "ES")]:
+            assert materialize(ALL_ASSETS, selection=AssetSelection.assets(*keys), partition_key=partition,
+                               resources=resources, instance=instance).success
+        instance.dispose()
+        print(f"\nmaterialized: {time.time() - t0:.1f} s")
+
+        runs = {}
+        for strategy, params in STRATEGIES.items():
+            out = json.loads(cli("backtest", "--strategy", strategy, "--market", "ES", *params, "--json").stdout)
+            runs[strategy] = out
+        report_page = paths().reports / f"{runs['sma_crossover']['run_id']}.html"
+        cli("report", runs["sma_crossover"]["run_id"])
+        pages = {"report": report_page, "portfolio": _multi_strategy_page(paths().reports, runs)}
+
+        experiment = MlflowClient(paths().mlflow_tracking_uri).get_experiment_by_name(BACKTEST_EXPERIMENT)
+        wait_http(f"http://127.0.0.1:{dagster_port}/server_info", procs[0], 90)
+        wait_http(f"http://127.0.0.1:{mlflow_port}/health", procs[1], 90)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        print(f"\nservers up, data ready: {time.time() - t0:.1f} s; screenshots: {SHOTS}")
+        yield {"home": home, "dagster_url": f"http://127.0.0.1:{dagster_port}",
+               "mlflow_url": f"http://127.0.0.1:{mlflow_port}", "experiment": experiment.experiment_id,
+               "runs": runs, "pages": pages}
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        mp.undo()
+
+
+def _multi_strategy_page(folder: Path, runs: dict) -> Path:
+    """A page with the correlation heat map and the per-strategy attribution of the two runs."""
+    import duckdb
+    import pandas as pd
+
+    from fbt_pipelines.config import paths
+    from fbt_pipelines.reports.tear_sheet import write_tear_sheet
+
+    with duckdb.connect(str(paths().warehouse), read_only=True) as conn:
+        eq = conn.execute("SELECT run_id, ts, equity FROM adhoc_backtest_equity ORDER BY ts").df()
+    by_strategy = {s: eq[eq["run_id"] == r["run_id"]].set_index("ts")["equity"] for s, r in runs.items()}
+    pnl = pd.DataFrame({s: e.diff() for s, e in by_strategy.items()})
+    total = pd.DataFrame({"ts": pnl.index, "equity": 2e6 + pnl.fillna(0).sum(axis=1).cumsum().to_numpy()})
+    return write_tear_sheet(folder / "strategies.html", "two strategies on ES", total, {"strategies": len(runs)},
+                            pd.Series({"ES": float(pnl.sum().sum())}), {"source": "fbt backtest"},
+                            correlation=pnl.corr(),
+                            strategy_pnl=pd.DataFrame({s: [r["total_pnl"]] for s, r in runs.items()}, index=["ES"]))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_dagster_ui_draws_every_asset_of_the_graph(site, browser):
+    # the global lineage page collapses groups into boxes; each group's lineage page draws its assets
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    context.add_init_script("localStorage.setItem('communityNux', '\"1\"')")  # no newsletter dialog
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    drawn: dict[str, list[str]] = {}
+    for group, names in GROUPS.items():
+        page.goto(f"{site['dagster_url']}/locations/fbt/asset-groups/{group}/lineage", wait_until="domcontentloaded")
+        # a node is an SVG foreignObject whose text starts with the asset name (then "Latest event", checks, ...)
+        page.wait_for_function(
+            "names => names.every(n => [...document.querySelectorAll('svg foreignObject')]"
+            "                         .some(e => (e.textContent || '').startsWith(n + 'Latest event')))",
+            arg=names, timeout=60_000)
+        drawn[group] = page.evaluate(
+            "names => names.filter(n => [...document.querySelectorAll('svg foreignObject')]"
+            "                          .some(e => (e.textContent || '').startsWith(n + 'Latest event')))", names)
+        if group in ("futures", "portfolio"):
+            page.screenshot(path=str(SHOTS / f"dagster_{group}_lineage.png"))
+    context.close()
+    assert drawn == GROUPS
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("which", ["report", "portfolio"])
+def test_tear_sheet_renders_every_chart_offline_without_js_errors(site, browser, which):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, offline=True)
+    # belt and braces: any request that is not a local file is refused
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(site["pages"][which].resolve().as_uri(), wait_until="load")
+    n_charts = page.locator(".plotly-graph-div").count()
+    page.wait_for_function(
+        "n => [...document.querySelectorAll('.plotly-graph-div')].filter(d => d.querySelector('.main-svg')).length === n",
+        arg=n_charts, timeout=30_000)
+    titles = page.locator(".gtitle").all_text_contents()
+    page.screenshot(path=str(SHOTS / f"tear_sheet_{which}.png"), full_page=which == "report")
+    context.close()
+    assert not errors, errors
+    if which == "report":
+        # equity/drawdown, Monte Carlo, monthly, rolling, market P&L, 3 trade charts
+        assert n_charts == 8, titles
+        assert any(t.startswith("Monte Carlo") for t in titles) and "Round-trip net P&L (USD)" in titles
+    else:
+        assert "Correlation of daily P&L" in titles and any("by strategy" in t for t in titles), titles
+
+
+def test_mlflow_ui_lists_the_backtest_runs(site, browser):
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    page.goto(f"{site['mlflow_url']}/#/experiments/{site['experiment']}/runs", wait_until="domcontentloaded")
+    for strategy in STRATEGIES:
+        page.get_by_text(f"{strategy}-ES-vector", exact=True).first.wait_for(timeout=60_000)
+    page.screenshot(path=str(SHOTS / "mlflow_runs.png"))
