@@ -21,7 +21,8 @@ from fbt_pipelines.reports.tear_sheet import write_tear_sheet
 from fbt_pipelines.risk.metrics import daily_returns, drawdown, risk_metrics
 from fbt_pipelines.risk.correlation import correlation_matrix
 from fbt_pipelines.risk.monte_carlo import bootstrap_paths, monte_carlo_summary
-from fbt_pipelines.risk.report import DEFAULT_WINDOWS, market_returns, risk_extras, strategy_returns
+from fbt_pipelines.risk.report import (DEFAULT_WINDOWS, market_returns, risk_extras, round_trip_pnl,
+                                       strategy_returns, trade_reshuffle_summary)
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.versioning import code_version, frame_version
 from fbt_pipelines.engine.comparison import compare_strategies
@@ -172,7 +173,7 @@ def _replay_windows(extra: list[str]) -> list[tuple[str, str, str]]:
 )
 def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: WarehouseResource,
                 bus: BusResource, tracking: TrackingResource) -> MaterializeResult:
-    """Portfolio risk from daily equity: CAGR, vol, Sharpe, Sortino, Calmar, drawdown and its duration, ulcer index, historical/parametric/Cornish-Fisher VaR and CVaR 95/99, turnover, cost share, beta to a market, exposure, correlations of markets and strategies, scenarios (shocks, replays, worst windows, vol x2 / correlation-1 stresses) and a stationary-bootstrap Monte Carlo (also an MLflow run)."""
+    """Portfolio risk from daily equity: CAGR, vol, Sharpe, Sortino, Calmar, drawdown and its duration, ulcer index, historical/parametric/Cornish-Fisher VaR and CVaR 95/99, turnover, cost share, beta to a market, exposure, correlations of markets and strategies, scenarios (shocks, replays, worst windows, vol x2 / correlation-1 stresses), a stationary-bootstrap Monte Carlo and a trade-reshuffle Monte Carlo of drawdown (also an MLflow run)."""
     with warehouse.connect() as conn:
         equity = wh.read_partition(conn, "portfolio_equity", PORTFOLIO, order_by=["ts"])
         positions = wh.read_partition(conn, "portfolio_positions", PORTFOLIO, order_by=["ts", "root"])
@@ -186,6 +187,9 @@ def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: W
     mc = monte_carlo_summary(bootstrap_paths(returns, config.monte_carlo_paths, len(returns),
                                              seed=config.monte_carlo_seed),
                              float(equity["equity"].iloc[0]), config.max_drawdown).scalars()
+    trade_mc = trade_reshuffle_summary(round_trip_pnl(positions), float(equity["equity"].iloc[0]),
+                                       config.monte_carlo_paths, config.max_drawdown, config.monte_carlo_seed)
+    mc.update({f"trades_{k}": v for k, v in trade_mc.items()})
     roots = sorted(positions["root"].unique())
     extras = risk_extras(
         equity, positions, trades, market_returns(prices[["ts", "root", "close", "raw_close"]]),

@@ -200,3 +200,46 @@ def risk_extras(equity: pd.DataFrame, positions: pd.DataFrame, trades: pd.DataFr
         s["worst_scenario"] = str(worst["scenario"])
     return RiskExtras(scalars=s, scenarios=scen, correlation=correlation, market_correlation=mcorr,
                       strategy_correlation=scorr, exposure=exposure)
+
+
+def round_trip_pnl(positions: pd.DataFrame) -> np.ndarray:
+    """USD P&L of every trade (a run of same-signed positions) in every market.
+
+    From the book's positions (root, ts, position, pnl): a trade opens when
+    a market's position leaves 0 or flips sign and lasts while the sign
+    holds. Session t's P&L belongs to the position held into it (the close
+    of t-1), or to the new position when the market was flat before t (the
+    entry session's costs and open-to-close move). A trade still open at the
+    end counts with its P&L so far. Ordered by market, then time.
+    """
+    out: list[float] = []
+    for _, g in positions.sort_values(["root", "ts"]).groupby("root", sort=True):
+        sign = np.sign(g["position"].to_numpy())
+        pnl = g["pnl"].to_numpy(float)
+        seg = np.cumsum(np.r_[True, sign[1:] != sign[:-1]])
+        owner = seg.copy()
+        held_before = np.r_[False, sign[:-1] != 0]
+        owner[held_before] = seg[np.flatnonzero(held_before) - 1]
+        seg_sign = {s: sg for s, sg in zip(seg, sign)}
+        sums = pd.Series(pnl).groupby(owner).sum()
+        out.extend(float(v) for s, v in sums.items() if seg_sign[s] != 0)
+    return np.asarray(out, dtype=float)
+
+
+def trade_reshuffle_summary(trade_pnl: np.ndarray, capital: float, n_paths: int, dd_threshold: float,
+                            seed: int = 0) -> dict[str, float]:
+    """Max drawdown (fraction of equity) over random orderings of the trades:
+    ``trades``, ``max_drawdown_p5/p50/p95`` and ``prob_drawdown_exceeds``
+    (share of orderings deeper than ``dd_threshold``). Every ordering ends
+    at the same equity; only the path, hence the drawdown, changes."""
+    from fbt_pipelines.risk.monte_carlo import max_drawdown_paths, trade_reshuffle_paths
+
+    if trade_pnl.size < 2:
+        return {"trades": float(trade_pnl.size)}
+    paths = trade_reshuffle_paths(trade_pnl, n_paths, seed=seed, capital=capital)
+    if (paths <= 0).any():  # a ruined ordering: relative drawdown beyond 100 %
+        paths = np.maximum(paths, 1e-9)
+    dd = max_drawdown_paths(paths, relative=True)
+    p5, p50, p95 = np.percentile(dd, [5, 50, 95])
+    return {"trades": float(trade_pnl.size), "max_drawdown_p5": float(p5), "max_drawdown_p50": float(p50),
+            "max_drawdown_p95": float(p95), "prob_drawdown_exceeds": float((dd > dd_threshold).mean())}
