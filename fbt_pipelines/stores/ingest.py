@@ -10,13 +10,20 @@ Formats:
 - ``parquet``: the same columns.
 - ``lean``: QuantConnect LEAN zips (see :mod:`fbt_pipelines.marketdata.lean`).
 
-Every source file becomes one staged table in DuckDB (line number, raw text,
-fields parsed with ``TRY_CAST`` so a bad value is NULL, never an abort), is
-validated by :func:`fbt_pipelines.marketdata.validation.validate_staged`, and
-lands in one transaction: the ``ingests`` row, the accepted ``bars`` (rows with
-the same (contract, interval, ts) are replaced, and counted), the
-``quarantine`` rows. Same bytes again -> nothing changes. File-level problems
-raise :class:`DataError` naming the file, before anything is written.
+Every source file becomes one staged relation in DuckDB (line number, raw
+text, fields parsed with ``TRY_CAST`` so a bad value is NULL, never an abort;
+see :mod:`fbt_pipelines.stores.staging`), is validated, and lands in one
+transaction: the ``ingests`` row, the accepted ``bars`` (rows with the same
+(contract, interval, ts) are replaced, and counted), the ``quarantine`` rows.
+Same bytes again -> nothing changes. File-level problems raise
+:class:`DataError` naming the file, before anything is written.
+
+Validation: files of fewer than ``SQL_RULES_MIN_ROWS`` rows go through the
+pandera rules (:func:`fbt_pipelines.marketdata.validation.validate_staged`,
+the specification); larger ones through the same rules as SQL inside DuckDB
+(:mod:`fbt_pipelines.stores.sql_validation`), so only rejected lines come
+back to Python and the accepted rows go to ``bars`` in one ``INSERT ...
+SELECT``. A property test shows both give the same rows and reasons.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -35,11 +43,15 @@ from fbt_pipelines.catalog.specs import ContractSpec, load_catalog
 from fbt_pipelines.errors import DataError
 from fbt_pipelines.limits import check_ingest_file
 from fbt_pipelines.marketdata.validation import validate_staged
-from fbt_pipelines.stores.staging import contract_map, stage_csv, stage_frame, stage_parquet, staged_frame
+from fbt_pipelines.stores.sql_validation import validate_in_db
+from fbt_pipelines.stores.staging import (FileScan, contract_map, drop_staging, scan_file, stage_csv, stage_frame,
+                                          stage_parquet, staged_frame)
 from fbt_pipelines.stores.warehouse import ensure_schema, transaction
 
 FORMATS = ("csv", "parquet", "lean")
 SUPPORTED_SUFFIXES = (".csv", ".txt", ".parquet", ".pq", ".zip")
+# Files with at least this many data rows are validated in SQL (pandera below it).
+SQL_RULES_MIN_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -86,47 +98,64 @@ def detect_format(path: Path) -> str:
 
 def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content_hash: str, fmt: str,
            interval: str, reasons: pd.DataFrame, cmap: pd.DataFrame, rows_read: int,
-           warnings: dict[str, int], strict: bool) -> IngestResult:
-    """One transaction: bars (replacing same keys), quarantine, the ingests row."""
+           warnings: dict[str, int], strict: bool, roots: tuple[str, ...]) -> IngestResult:
+    """One transaction: bars (replacing same keys), quarantine, the ingests row.
+
+    The accepted rows are the staged rows not in ``reasons``; they go from
+    the staged relation to ``bars`` in one ``INSERT ... SELECT``."""
     if strict and len(reasons):
         first = reasons.iloc[0]
         raise DataError(f"{source}: line {int(first['line'])}: {first['reason']} "
                         f"(--strict: {len(reasons)} bad row(s), nothing stored)")
     started = dt.datetime.now(dt.UTC)
+    accepted = rows_read - len(reasons)
+    keep = "s.line NOT IN (SELECT line FROM rejects)" if len(reasons) else "true"
+    new_rows = f"""staged s JOIN contract_map m ON s.contract_raw IS NOT DISTINCT FROM m.contract_raw
+                   WHERE {keep}"""
+    contracts = sorted(cmap["contract"].dropna().unique())
     with transaction(conn, contract_map=cmap, rejects=reasons):
+        replaced = 0
+        if accepted and contracts:
+            # overlap with stored bars: a cheap range probe first, the key join only if it finds any
+            marks = ", ".join("?" * len(contracts))
+            lo, hi = conn.execute(f"SELECT min(s.ts), max(s.ts) FROM {new_rows}").fetchall()[0]
+            probe = conn.execute(f"SELECT count(*) FROM bars WHERE interval = ? AND contract IN ({marks}) "
+                                 "AND ts BETWEEN ? AND ?", [interval, *contracts, lo, hi]).fetchall()[0][0]
+            if probe:
+                conn.execute(f"CREATE OR REPLACE TEMP TABLE new_keys AS SELECT m.contract, s.ts FROM {new_rows}")
+                replaced = conn.execute(
+                    "SELECT count(*) FROM bars b JOIN new_keys k ON b.contract = k.contract AND b.ts = k.ts "
+                    "WHERE b.interval = ?", [interval]).fetchall()[0][0]
+                if replaced:
+                    conn.execute("DELETE FROM bars b USING new_keys k WHERE b.contract = k.contract "
+                                 "AND b.ts = k.ts AND b.interval = ?", [interval])
+                conn.execute("DROP TABLE IF EXISTS temp.new_keys")
         conn.execute(
-            """CREATE OR REPLACE TEMP TABLE accepted AS
-               SELECT m.contract, m.root, ? AS interval, s.ts, s.open, s.high, s.low, s.close,
-                      CAST(s.volume AS BIGINT) AS volume, CAST(s.open_interest AS BIGINT) AS open_interest,
-                      ? AS ingest_id
-               FROM staged s JOIN contract_map m ON s.contract_raw IS NOT DISTINCT FROM m.contract_raw
-               WHERE s.line NOT IN (SELECT line FROM rejects)""",
+            f"""INSERT INTO bars (contract, root, interval, ts, open, high, low, close, volume, open_interest,
+                                  ingest_id)
+                SELECT m.contract, m.root, ?, s.ts, s.open, s.high, s.low, s.close,
+                       CAST(s.volume AS BIGINT), CAST(s.open_interest AS BIGINT), ?
+                FROM {new_rows}""",
             [interval, ingest_id],
         )
-        replaced = conn.execute(
-            "SELECT count(*) FROM bars b JOIN accepted a USING (contract, interval, ts)").fetchall()[0][0]
-        if replaced:
-            conn.execute("DELETE FROM bars b USING accepted a WHERE b.contract = a.contract "
-                         "AND b.interval = a.interval AND b.ts = a.ts")
-        conn.execute("INSERT INTO bars BY NAME SELECT * FROM accepted")
-        accepted, roots = conn.execute(
-            "SELECT count(*), list(DISTINCT root ORDER BY root) FROM accepted").fetchall()[0]
-        conn.execute(
-            """INSERT INTO quarantine (ingest_id, file, line, raw, reason)
-               SELECT ?, ?, r.line, s.raw, r.reason FROM rejects r JOIN staged_raw s USING (line) ORDER BY r.line""",
-            [ingest_id, source],
-        )
+        if len(reasons):
+            conn.execute(
+                """INSERT INTO quarantine (ingest_id, file, line, raw, reason)
+                   SELECT ?, ?, r.line, s.raw, r.reason FROM rejects r JOIN staged_raw s USING (line)
+                   ORDER BY r.line""",
+                [ingest_id, source],
+            )
         conn.execute(
             """INSERT INTO ingests (ingest_id, path, contract, root, content_hash, rows_read, accepted, quarantined,
                                     status, started_at, finished_at, replaced, format, interval, warnings)
                VALUES (?, ?, NULL, ?, ?, ?, ?, ?, 'ok', ?, ?, ?, ?, ?, ?)""",
-            [ingest_id, source, ",".join(roots or []), content_hash, rows_read, accepted, len(reasons),
+            [ingest_id, source, ",".join(roots), content_hash, rows_read, accepted, len(reasons),
              started, dt.datetime.now(dt.UTC), replaced, fmt, interval, json.dumps(warnings, sort_keys=True)],
         )
-        for root in roots or []:
+        for root in roots:
             _bump_bars_version(conn, root, ingest_id)
     return IngestResult(ingest_id, source, "ok", rows_read, int(accepted), len(reasons), int(replaced),
-                        tuple(roots or []), warnings)
+                        tuple(roots), warnings)
 
 
 def _bump_bars_version(conn: duckdb.DuckDBPyConnection, root: str, ingest_id: str) -> None:
@@ -150,6 +179,21 @@ def _already(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str) -> In
                         tuple(r for r in (row[3] or "").split(",") if r), {})
 
 
+def _validate(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval: str,
+              specs: Mapping[str, ContractSpec]) -> tuple[pd.DataFrame, dict[str, int], tuple[str, ...], int]:
+    """(rejected lines with reasons, warnings, accepted roots, rows read) of the staged file."""
+    rows = conn.execute("SELECT count(*) FROM staged").fetchall()[0][0]
+    if rows >= SQL_RULES_MIN_ROWS:
+        checked = validate_in_db(conn, cmap, interval, specs)
+        return checked.reasons, checked.warnings, checked.roots, rows
+    staged = staged_frame(conn, cmap)
+    check = validate_staged(staged, interval, specs)
+    bad = ~check.accepted
+    reasons = pd.DataFrame({"line": staged["line"].to_numpy()[bad], "reason": check.reasons.to_numpy()[bad]})
+    roots = sorted({c[:-5] for c in staged["contract"][check.accepted].dropna().unique()})
+    return reasons, check.warnings, tuple(roots), len(staged)
+
+
 def _ingest_staged(conn, source: str, content_hash: str, fmt: str, interval: str, default_contract: str | None,
                    specs: Mapping[str, ContractSpec], strict: bool) -> IngestResult:
     ingest_id = hashlib.sha256(f"{source.rsplit('/', 1)[-1]}:{interval}:{content_hash}".encode()).hexdigest()[:24]
@@ -157,12 +201,9 @@ def _ingest_staged(conn, source: str, content_hash: str, fmt: str, interval: str
     if done:
         return done
     cmap = contract_map(conn, default_contract, specs)
-    staged = staged_frame(conn, cmap)
-    check = validate_staged(staged, interval, specs)
-    bad = ~check.accepted
-    reasons = pd.DataFrame({"line": staged["line"].to_numpy()[bad], "reason": check.reasons.to_numpy()[bad]})
-    return _store(conn, ingest_id, source, content_hash, fmt, interval, reasons, cmap, len(staged),
-                  check.warnings, strict)
+    reasons, warnings, roots, rows = _validate(conn, cmap, interval, specs)
+    return _store(conn, ingest_id, source, content_hash, fmt, interval, reasons, cmap, rows, warnings, strict,
+                  roots)
 
 
 def default_contract_for(path: Path) -> str | None:
@@ -188,6 +229,8 @@ def ingest_path(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str | None = N
     specs = specs or load_catalog()
     mapping = mapping or {}
     ensure_schema(conn)
+    if fmt == "csv":
+        return [_ingest_csv(conn, path, strict, mapping, interval, specs)]
     content_hash = sha256_file(path)
     if fmt == "lean":
         from fbt_pipelines.marketdata.lean import read_lean_zip
@@ -200,15 +243,33 @@ def ingest_path(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str | None = N
                                           None, specs, strict))
         return results
     try:
-        if fmt == "csv":
-            stage_csv(conn, path, mapping)
-        else:
+        try:
             stage_parquet(conn, path, mapping)
-    except duckdb.Error as exc:
-        message = str(exc).splitlines()[0]
-        raise DataError(f"{path}: cannot be read as {fmt} ({message})") from None
-    return [_ingest_staged(conn, str(path.resolve()), content_hash, fmt, interval, default_contract_for(path), specs,
-                           strict)]
+        except duckdb.Error as exc:
+            message = str(exc).splitlines()[0]
+            raise DataError(f"{path}: cannot be read as {fmt} ({message})") from None
+        return [_ingest_staged(conn, str(path.resolve()), content_hash, fmt, interval, default_contract_for(path),
+                               specs, strict)]
+    finally:
+        drop_staging(conn)
+
+
+def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, strict: bool, mapping: Mapping[str, str],
+                interval: str, specs: Mapping[str, ContractSpec]) -> IngestResult:
+    """A CSV: hash and line count in a thread while DuckDB stages the file."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        scanning = pool.submit(scan_file, path)
+        try:
+            try:
+                stage_csv(conn, path, mapping, scan=scanning.result)
+            except duckdb.Error as exc:
+                message = str(exc).splitlines()[0]
+                raise DataError(f"{path}: cannot be read as csv ({message})") from None
+            scan: FileScan = scanning.result()
+            return _ingest_staged(conn, str(path.resolve()), scan.sha256, "csv", interval,
+                                  default_contract_for(path), specs, strict)
+        finally:
+            drop_staging(conn)
 
 
 def ingest_paths(conn: duckdb.DuckDBPyConnection, paths: Iterable[Path], **kwargs) -> list[IngestResult]:

@@ -1,13 +1,23 @@
-"""Stage one source file in DuckDB: temp tables ``staged`` (one row per data
+"""Stage one source file in DuckDB: temp relations ``staged`` (one row per data
 line: ``line``, field counts, ``contract_raw``, values parsed with ``TRY_CAST``
 so a bad value is NULL, never an abort) and ``staged_raw`` (``line``, the raw
 text, read back only for rejected rows); then the contract map and the
-numeric frame the validator reads. File-level problems raise
+numeric frame the pandera validator reads. File-level problems raise
 :class:`DataError` naming the file.
+
+A CSV is staged by DuckDB's CSV reader (all fields as text, one column each,
+then the same ``TRY_CAST``s) when the file is plain: no quotes in its header,
+every line with the header's field count, no blank lines, ``\n`` or
+``\r\n`` line ends (checked by the reader and by the line count of
+:class:`FileScan`). Anything else takes the general path: every line read as
+one text field and split on commas, which gives the exact field count and
+keeps blank lines' numbers. Both give the same ``staged`` rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -88,11 +98,96 @@ def _typed_select(cols: list[str], field_expr) -> str:
     return ", ".join(parts)
 
 
-def stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[str, str]) -> None:
-    """Stage a canonical CSV as temp table ``staged`` (one row per data line)."""
+@dataclass(frozen=True)
+class FileScan:
+    """One pass over a file's bytes: its SHA-256 and its line structure."""
+
+    sha256: str
+    lines: int  # lines, counting a last line without a line end
+    plain_line_ends: bool  # every CR is part of a CRLF
+
+
+def scan_file(path: Path, chunk: int = 1 << 22) -> FileScan:
+    """Hash and count lines in one read (hashlib releases the GIL on large
+    chunks, so this runs in a thread beside DuckDB's staging)."""
+    h = hashlib.sha256()
+    newlines = crs = crlfs = 0
+    last = b""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+            newlines += block.count(b"\n")
+            crs += block.count(b"\r")
+            crlfs += block.count(b"\r\n") + (last == b"\r" and block[:1] == b"\n")
+            last = block[-1:]
+    lines = newlines + (1 if last and last != b"\n" else 0)
+    return FileScan(h.hexdigest(), lines, crs == crlfs)
+
+
+def drop_staging(conn: duckdb.DuckDBPyConnection) -> None:
+    """Drop the temp relations of the last staged file (frees their memory)."""
+    kinds = dict(conn.execute(
+        "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_catalog = 'temp' AND table_name IN ('staged', 'staged_raw', 'staged_fast')").fetchall())
+    for name in ("staged", "staged_raw", "staged_fast"):
+        if name in kinds:
+            conn.execute(f"DROP {'VIEW' if kinds[name] == 'VIEW' else 'TABLE'} IF EXISTS temp.{name}")
+
+
+def _stage_csv_fast(conn: duckdb.DuckDBPyConnection, path: Path, cols: list[str], scan) -> bool:
+    """Stage a plain CSV through DuckDB's CSV reader; False (nothing staged)
+    if the file is not plain after all."""
+    names = {f"c{i}": "VARCHAR" for i in range(len(cols))}
+    spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in names.items()) + "}"
+
+    def field(i: int) -> str:
+        return f"coalesce(c{i}, '')" if cols[i] == "contract" else f"c{i}"  # the reader gives NULL for ''
+
+    try:
+        conn.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE staged_fast AS
+            SELECT row_number() OVER () + 1 AS line, {_typed_select(cols, field)}
+            FROM read_csv(?, header = true, auto_detect = false, columns = {spec}, delim = ',', quote = '',
+                          escape = '', strict_mode = true, null_padding = false, comment = '')
+            """,
+            [str(path)],
+        )
+    except duckdb.Error:
+        return False
+    rows = conn.execute("SELECT count(*) FROM staged_fast").fetchall()[0][0]
+    scanned = scan() if callable(scan) else scan
+    if scanned is None or not scanned.plain_line_ends or rows + 1 != scanned.lines:
+        conn.execute("DROP TABLE IF EXISTS temp.staged_fast")  # blank lines or odd line ends: general path
+        return False
+    n = len(cols)
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT line, {n} AS nf, {n} AS expected_nf, "
+                 "* EXCLUDE (line) FROM staged_fast")
+    literal = "'" + str(path).replace("'", "''") + "'"  # a view cannot take a parameter
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP VIEW staged_raw AS
+            SELECT row_number() OVER () AS line, raw
+            FROM read_csv({literal}, columns = {{'raw': 'VARCHAR'}}, delim = '\x01', header = false, quote = '',
+                          escape = '', auto_detect = false, skip = 0, null_padding = false)"""
+    )
+    return True
+
+
+def stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[str, str], scan=None) -> None:
+    """Stage a canonical CSV as temp relation ``staged`` (one row per data line).
+
+    ``scan``: the file's :class:`FileScan` (or a callable returning it); with
+    it a plain file takes the CSV reader's fast path.
+    """
+    drop_staging(conn)
     header = _header(path)
     cols = _canonical_columns(path, header, mapping)
     quoted = _first_line(path).count('"') > 0
+    if scan is not None and not quoted and _stage_csv_fast(conn, path, cols, scan):
+        return
 
     def field(i: int) -> str:
         # TRY_CAST ignores surrounding spaces; strip quotes only for quoting vendors (it costs ~2x)
@@ -123,6 +218,7 @@ def stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[str,
 
 def stage_parquet(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[str, str]) -> None:
     """Stage a Parquet file (``line`` = row number, ``raw`` = the row as JSON)."""
+    drop_staging(conn)
     try:
         names = [r[0] for r in conn.execute("SELECT name FROM parquet_schema(?)", [str(path)]).fetchall()][1:]
     except duckdb.Error as exc:
@@ -148,6 +244,7 @@ def stage_parquet(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[
 def stage_frame(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> None:
     """Stage an already-split frame (LEAN): columns line, raw, nf, expected_nf,
     contract_raw, ts, open, high, low, close, volume, open_interest."""
+    drop_staging(conn)
     conn.register("incoming_staged", frame)
     try:
         conn.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT line, raw, nf, expected_nf, contract_raw, "

@@ -5,6 +5,8 @@ File-level problems stop the file with a DataError naming it, nothing stored.
 Row-level problems quarantine exactly the listed lines (raw text = the line of
 the file) and the rest lands; under strict=True the same file fails whole at
 its first bad line. Every reason the validator can give has a case here.
+Row cases run through both validators: pandera (small files) and the SQL
+rules (bulk files; forced here by setting the row threshold to 0).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from fbt_pipelines.errors import DataError
 from fbt_pipelines.marketdata import validation
+from fbt_pipelines.stores import ingest as ingest_mod
 from fbt_pipelines.stores.ingest import ingest_path
 from fbt_pipelines.stores.warehouse import ensure_schema
 
@@ -55,6 +58,14 @@ def conn(tmp_path):
     ensure_schema(c)
     yield c
     c.close()
+
+
+@pytest.fixture(params=["pandera", "sql"])
+def rules(request, monkeypatch):
+    """Which validator the ingest uses: pandera, or the SQL rules in DuckDB."""
+    if request.param == "sql":
+        monkeypatch.setattr(ingest_mod, "SQL_RULES_MIN_ROWS", 0)
+    return request.param
 
 
 def _lines(text: str) -> list[str]:
@@ -110,7 +121,7 @@ def test_a_file_level_problem_stops_the_file_and_stores_nothing(conn, key):
 
 
 @pytest.mark.parametrize("key", ROW_CASES)
-def test_bad_rows_are_quarantined_and_the_rest_lands(conn, key):
+def test_bad_rows_are_quarantined_and_the_rest_lands(conn, key, rules):
     case, path = EXPECTED[key], case_path(key)
     expected_q = case["quarantined"]
     (result,) = ingest(conn, key)
@@ -142,7 +153,7 @@ def test_bad_rows_are_quarantined_and_the_rest_lands(conn, key):
 
 
 @pytest.mark.parametrize("key", STRICT_CASES)
-def test_strict_fails_the_whole_file_at_its_first_bad_line(conn, key):
+def test_strict_fails_the_whole_file_at_its_first_bad_line(conn, key, rules):
     case, path = EXPECTED[key], case_path(key)
     line, reason = case["quarantined"][0]
     pattern = (rf"{re.escape(path.name)}(![^:]+)?: line {line}: {re.escape(reason)}.*"

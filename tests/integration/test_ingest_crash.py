@@ -81,7 +81,7 @@ def after(fn, name):
     return wrapped
 
 ingest.stage_csv = after(ingest.stage_csv, "staged")
-ingest.validate_staged = after(ingest.validate_staged, "validated")
+ingest._validate = after(ingest._validate, "validated")
 
 class Conn:
     # forwards to the DuckDB connection; marks around COMMIT

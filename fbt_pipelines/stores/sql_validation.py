@@ -1,0 +1,145 @@
+"""Validate a staged file inside DuckDB with the SQL form of the row rules.
+
+Same contract as :func:`fbt_pipelines.marketdata.validation.validate_staged`
+(which stays the specification and the path for small files): which lines to
+quarantine, the reason of each (the first failing rule), and the warning
+counts (off the tick grid, single-bar spikes) over the accepted rows. Only
+the rejected lines travel to Python; the accepted rows never leave the
+database, and the ingest inserts them with one ``INSERT ... SELECT``.
+
+Two rules need more than one row: in-file duplicates and spikes (per
+contract in time order). When the file is already in contract runs with
+rising timestamps (what vendors write), one ordered pass (``lag() OVER ()``
+over the staged rows in line order) proves there are no duplicates and gives
+each bar's previous close; otherwise the general window query runs
+(``PARTITION BY contract ORDER BY ts``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping
+
+import duckdb
+import pandas as pd
+
+from fbt_pipelines.catalog.specs import ContractSpec
+from fbt_pipelines.marketdata.sql_rules import (DUPLICATE, OUTSIDE_SESSION, day_number_sql, in_session_sql,
+                                                off_tick_sql, row_reason_sql, session_days)
+from fbt_pipelines.marketdata.validation import WARNING_NAMES
+
+_JOIN = "staged s JOIN v_map m ON s.contract_raw IS NOT DISTINCT FROM m.contract_raw"
+
+
+@dataclass(frozen=True)
+class SqlValidation:
+    """``reasons``: rejected lines (``line``, ``reason``) in line order;
+    ``warnings``: rule -> accepted rows flagged; ``roots``: market roots of the
+    accepted rows (sorted)."""
+
+    reasons: pd.DataFrame
+    warnings: dict[str, int]
+    roots: tuple[str, ...]
+
+
+@lru_cache(maxsize=1)
+def _calendar() -> pd.DataFrame:
+    return session_days()
+
+
+def _count(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
+    return int(conn.execute(sql).fetchall()[0][0] or 0)
+
+
+def _in_file_order(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame) -> bool:
+    """True if the staged rows with a timestamp come in contract runs (each
+    code in one run) with strictly rising timestamps, read in line order, and
+    distinct codes name distinct contracts: then no (contract, ts) repeats."""
+    good = cmap.dropna(subset=["contract"])
+    if good["contract"].duplicated().any():  # ESZ13 and ESZ2013 in one file
+        return False
+    disorder, not_rising, runs, codes = conn.execute(
+        """SELECT count(*) FILTER (WHERE pl IS NOT NULL AND line <= pl),
+                  count(*) FILTER (WHERE pl IS NOT NULL AND pc IS NOT DISTINCT FROM contract_raw AND ts <= pt),
+                  count(*) FILTER (WHERE pl IS NULL OR pc IS DISTINCT FROM contract_raw),
+                  count(DISTINCT contract_raw) + max(CASE WHEN contract_raw IS NULL THEN 1 ELSE 0 END)
+           FROM (SELECT line, contract_raw, ts, lag(line) OVER () AS pl, lag(contract_raw) OVER () AS pc,
+                        lag(ts) OVER () AS pt
+                 FROM staged WHERE ts IS NOT NULL)"""
+    ).fetchall()[0]
+    return not disorder and not not_rising and (runs or 0) == (codes or 0)
+
+
+def _spikes_sql(ordered: bool, ok: str, spike_z: float) -> str:
+    """Count of closes whose |log return| exceeds spike_z x 1.4826 x the
+    contract's median |log return| (>= 9 returns, median > 0): the rule of
+    :func:`fbt_pipelines.marketdata.quality.spike_count`."""
+    if ordered:  # rows already in contract runs, time rising, line order: one streaming pass
+        d = f"""SELECT contract_raw AS c, abs(ln(close) - ln(pclose)) AS d
+                FROM (SELECT line, contract_raw, close, lag(close) OVER () AS pclose,
+                             lag(contract_raw) OVER () AS pc, lag(line) OVER () AS pl FROM staged)
+                WHERE pl IS NOT NULL AND pc IS NOT DISTINCT FROM contract_raw"""
+    else:
+        d = f"""SELECT c, abs(ln(close) - ln(pclose)) AS d
+                FROM (SELECT m.contract AS c, s.close,
+                             lag(s.close) OVER (PARTITION BY m.contract ORDER BY s.ts) AS pclose
+                      FROM {_JOIN} WHERE {ok})
+                WHERE pclose IS NOT NULL"""
+    return f"""WITH d AS MATERIALIZED ({d}),
+                    g AS (SELECT c, median(d) AS med, count(*) AS n FROM d GROUP BY c)
+               SELECT count(*) FROM d JOIN g USING (c)
+               WHERE g.n >= 9 AND g.med > 0 AND d.d > (g.med * 1.4826) * {float(spike_z)!r}"""
+
+
+def validate_in_db(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval: str,
+                   specs: Mapping[str, ContractSpec], spike_z: float = 10.0) -> SqlValidation:
+    """Reasons and warnings for the rows of temp relation ``staged``.
+
+    ``cmap``: the contract map of :func:`fbt_pipelines.stores.staging.contract_map`
+    (``contract_raw`` -> ``contract``, ``root``, ``contract_error``).
+    """
+    vmap = cmap.assign(tick=[specs[r].tick_size if isinstance(r, str) else None for r in cmap["root"]])
+    conn.register("v_map", vmap)
+    conn.register("v_calendar", _calendar())
+    try:
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE v_rejects AS
+                SELECT line, reason FROM (SELECT s.line, {row_reason_sql()} AS reason FROM {_JOIN})
+                WHERE reason IS NOT NULL"""
+        )
+        ordered = _in_file_order(conn, cmap)
+        ok = "s.line NOT IN (SELECT line FROM v_rejects)"
+        if not ordered:
+            conn.execute(
+                f"""INSERT INTO v_rejects
+                    SELECT line, ? FROM (
+                        SELECT s.line, row_number() OVER (PARTITION BY m.contract, s.ts ORDER BY s.line) AS k
+                        FROM {_JOIN} WHERE {ok})
+                    WHERE k > 1""",
+                [DUPLICATE],
+            )
+        conn.execute(
+            f"""INSERT INTO v_rejects
+                SELECT s.line, ? FROM staged s
+                LEFT JOIN v_calendar c ON c.day = {day_number_sql('s.ts')}
+                WHERE NOT ({in_session_sql('s.ts', 'c', interval)}) AND {ok}""",
+            [OUTSIDE_SESSION],
+        )
+        rejected = _count(conn, "SELECT count(*) FROM v_rejects")
+        keep = "true" if not rejected else ok
+        warnings = dict.fromkeys(WARNING_NAMES, 0)
+        warnings["off_tick_grid"] = _count(conn, f"SELECT count(*) FROM {_JOIN} WHERE {keep} AND "
+                                                 f"({off_tick_sql('s', 'm.tick')})")
+        warnings["spikes"] = _count(conn, _spikes_sql(ordered and not rejected, keep, spike_z))
+        if rejected:
+            roots = [r[0] for r in conn.execute(
+                f"SELECT DISTINCT m.root FROM {_JOIN} WHERE {ok} ORDER BY 1").fetchall()]
+        else:
+            roots = sorted(cmap["root"].dropna().unique())
+        reasons = conn.execute("SELECT line, reason FROM v_rejects ORDER BY line").df()
+        return SqlValidation(reasons, warnings, tuple(roots))
+    finally:
+        conn.execute("DROP TABLE IF EXISTS temp.v_rejects")
+        conn.unregister("v_map")
+        conn.unregister("v_calendar")

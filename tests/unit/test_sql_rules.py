@@ -1,0 +1,227 @@
+"""The SQL rules (bulk files, evaluated in DuckDB) against the pandera rules
+(the specification, small files): on generated CSV files with random defects
+both accept the same lines and give the same reason for every rejected line,
+and count the same warnings. Also: the CSV reader's fast staging gives the
+same staged rows as the general (split-on-commas) staging.
+
+Every defect the validator knows is in the generator's menu: unparseable and
+missing fields, NaN/inf, non-positive prices, high < low, open/close outside
+the range, negative/fractional/too large volume and open interest, wrong
+field counts, malformed codes, unknown roots, two spellings of one contract,
+in-file duplicates, bars outside the sessions, off-grid prices and spikes;
+rows in contract runs (the SQL fast path) or shuffled (the general path).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fbt_pipelines.catalog.specs import load_catalog
+from fbt_pipelines.marketdata.sessions import SESSION_CALENDAR, session_filter
+from fbt_pipelines.marketdata.sql_rules import session_days
+from fbt_pipelines.marketdata.validation import validate_staged
+from fbt_pipelines.stores.sql_validation import validate_in_db
+from fbt_pipelines.stores.staging import contract_map, drop_staging, scan_file, stage_csv, staged_frame
+
+SPECS = load_catalog()
+HEADER = "contract,ts,open,high,low,close,volume,open_interest"
+_CAL = xcals.get_calendar(SESSION_CALENDAR, start="2015-01-01", end="2015-12-31")
+OPENS = _CAL.opens.dt.tz_convert(None).to_numpy().astype("datetime64[m]")
+SESSIONS = _CAL.sessions.tz_localize(None).to_numpy().astype("datetime64[D]") if _CAL.sessions.tz else \
+    _CAL.sessions.to_numpy().astype("datetime64[D]")
+
+CODES = ["ESH2015", "ESH2015", "ESH2015", "ESM2015", "NQM2015", "ESH15", "XXH2015", "ES2015", ""]
+PRICE_DEFECTS = ["", "nan", "inf", "-inf", "abc", "0", "-2000"]
+VOLUME_DEFECTS = ["", "nan", "inf", "x", "-5", "2.5", "1e19"]
+OI_DEFECTS = ["nan", "inf", "y", "-1", "0.5", "1e20"]
+
+row_spec = st.fixed_dictionaries({
+    "code": st.sampled_from(CODES),
+    "t": st.integers(0, 14),  # index into the file's clock (repeats make duplicates)
+    "ts_defect": st.sampled_from([None] * 8 + ["bad", "empty", "outside"]),
+    "move": st.integers(-3, 3),
+    "price_defect": st.sampled_from([None] * 10 + ["open", "high", "low", "close", "hl", "open_out", "close_out",
+                                                   "off_tick"]),
+    "price_value": st.sampled_from(PRICE_DEFECTS),
+    "volume": st.sampled_from([None] * 6 + VOLUME_DEFECTS),
+    "oi": st.sampled_from([None] * 5 + [""] * 2 + OI_DEFECTS),
+    "fields": st.sampled_from([0] * 12 + [-1, 1]),
+})
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))
+
+
+def make_csv(rows: list[dict], interval: str, shuffle_seed: int | None, spikes: list[int]) -> str:
+    lines = [HEADER]
+    level: dict[str, float] = defaultdict(lambda: 2000.0)
+    body = []
+    for i, r in enumerate(rows):
+        code = r["code"]
+        if interval == "1d":
+            day = SESSIONS[10 + r["t"]]
+            ts = str(day) if r["ts_defect"] != "outside" else str(np.datetime64("2015-01-03"))  # a Saturday
+        else:
+            when = OPENS[5] + np.timedelta64(r["t"], "m")
+            if r["ts_defect"] == "outside":
+                when = np.datetime64("2015-01-03T12:00") + np.timedelta64(r["t"], "m")  # a Saturday
+            ts = f"{when}Z"
+        ts = {"bad": "2015-13-01T00:00:00Z", "empty": ""}.get(r["ts_defect"], ts)
+        level[code] = level[code] + 0.25 * r["move"]
+        close = level[code] * (8.0 if i in spikes else 1.0)
+        o, h, lo, c = close, close + 0.5, close - 0.5, close
+        values = [_fmt(o), _fmt(h), _fmt(lo), _fmt(c)]
+        d = r["price_defect"]
+        if d in ("open", "high", "low", "close"):
+            values[["open", "high", "low", "close"].index(d)] = r["price_value"]
+        elif d == "hl":
+            values[1], values[2] = _fmt(lo), _fmt(h)
+        elif d == "open_out":
+            values[0] = _fmt(h + 1.0)
+        elif d == "close_out":
+            values[3] = _fmt(lo - 1.0)
+        elif d == "off_tick":
+            values = [_fmt(v + 0.1) for v in (o, h, lo, c)]
+        volume = r["volume"] if r["volume"] is not None else str(100 + i)
+        oi = r["oi"] if r["oi"] is not None else str(5000 + i)
+        fields = [code, ts, *values, volume, oi]
+        if r["fields"] < 0:
+            fields = fields[:-1]
+        elif r["fields"] > 0:
+            fields = fields + ["extra"]
+        body.append(",".join(fields))
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(body))
+        body = [body[k] for k in order]
+    return "\n".join(lines + body) + "\n"
+
+
+def both_paths(conn: duckdb.DuckDBPyConnection, path: Path, interval: str):
+    stage_csv(conn, path, {}, scan=scan_file(path))
+    cmap = contract_map(conn, None, SPECS)
+    staged = staged_frame(conn, cmap)
+    ref = validate_staged(staged, interval, SPECS)
+    ref_reasons = {int(line): reason for line, reason, ok in zip(staged["line"], ref.reasons, ref.accepted)
+                   if not ok}
+    sql = validate_in_db(conn, cmap, interval, SPECS)
+    sql_reasons = dict(zip(sql.reasons["line"].astype(int), sql.reasons["reason"]))
+    ref_roots = tuple(sorted({c[:-5] for c in staged["contract"][ref.accepted].dropna().unique()}))
+    return ref_reasons, ref.warnings, ref_roots, sql_reasons, sql.warnings, sql.roots, len(staged)
+
+
+@pytest.fixture(scope="module")
+def conn():
+    c = duckdb.connect()
+    c.execute("SET TimeZone = 'UTC'")
+    yield c
+    c.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(row_spec, min_size=1, max_size=40), interval=st.sampled_from(["1m", "1d"]),
+       shuffle=st.one_of(st.none(), st.integers(0, 10_000)),
+       spikes=st.lists(st.integers(0, 39), max_size=2))
+def test_sql_rules_give_the_same_rows_and_reasons_as_pandera(conn, tmp_path_factory, rows, interval, shuffle,
+                                                             spikes):
+    path = tmp_path_factory.mktemp("csv") / "bars.csv"
+    path.write_text(make_csv(rows, interval, shuffle, spikes))
+    try:
+        ref, ref_warn, ref_roots, sql, sql_warn, sql_roots, n = both_paths(conn, path, interval)
+    finally:
+        drop_staging(conn)
+    assert sql == ref
+    assert sql_warn == ref_warn
+    assert sql_roots == ref_roots
+
+
+def test_the_generator_reaches_every_branch(conn, tmp_path):
+    """The property above is only as good as its inputs: a fixed file with one
+    of each defect, plus spikes and both orders, produces every reason."""
+    rows = []
+    base = dict(code="ESH2015", ts_defect=None, move=1, price_defect=None, price_value="",
+                volume=None, oi=None, fields=0)
+    for t in range(14):
+        rows.append(dict(base, t=t))
+    variants = ([dict(code=c) for c in ("XXH2015", "ES2015", "")] + [dict(ts_defect=d) for d in
+                ("bad", "empty", "outside")]
+                + [dict(price_defect=p, price_value=v) for p in ("open", "close") for v in PRICE_DEFECTS]
+                + [dict(price_defect=p) for p in ("hl", "open_out", "close_out", "off_tick")]
+                + [dict(volume=v) for v in VOLUME_DEFECTS] + [dict(oi=v) for v in OI_DEFECTS]
+                + [dict(fields=-1), dict(fields=1), dict(t=3)])
+    for k, v in enumerate(variants):
+        rows.append(dict(base, t=20 + k, **v) if "t" not in v else dict(base, **v))
+    for t in range(14):  # a second contract, written in two spellings, with a spike
+        rows.append(dict(base, code="ESM2015" if t % 2 else "ESM15", t=t))
+    path = tmp_path / "all.csv"
+    for shuffle in (None, 5):
+        spike_at = [len(rows) - 4]
+        path.write_text(make_csv(rows, "1m", shuffle, spike_at))
+        try:
+            ref, ref_warn, _, sql, sql_warn, _, n = both_paths(conn, path, "1m")
+        finally:
+            drop_staging(conn)
+        assert sql == ref
+        assert sql_warn == ref_warn
+        texts = set(ref.values())
+        for want in ("malformed contract code", "unknown market root", "ts is not a timestamp",
+                     "open is not a number", "open is not finite", "non-positive price", "high < low",
+                     "open outside [low, high]", "close outside [low, high]", "negative volume",
+                     "volume is not a whole number", "volume too large to store", "negative open interest",
+                     "open interest is not a whole number", "open interest too large to store",
+                     "open_interest is not a number", "open_interest is not finite", "expected 8 fields, found 7",
+                     "expected 8 fields, found 9", "duplicate (contract, ts) in this file (first kept)",
+                     "ts outside the market's trading sessions", "volume is not a number"):
+            assert any(t.startswith(want) for t in texts), want
+        assert ref_warn["off_tick_grid"] >= 1 and ref_warn["spikes"] >= 1, ref_warn
+
+
+def test_fast_and_general_staging_give_the_same_rows(conn, tmp_path):
+    """A plain file staged by the CSV reader equals the same file staged line
+    by line (split on commas), row for row."""
+    rows = [dict(code=c, t=t, ts_defect=None, move=(t % 5) - 2, price_defect=d, price_value=v,
+                 volume=vol, oi=oi, fields=0)
+            for t, (c, d, v, vol, oi) in enumerate([("ESH2015", None, "", None, None), ("ESH15", "open", "abc", "", ""),
+                                                     ("", "close", "nan", "2.5", "nan"),
+                                                     ("XXH2015", "high", "inf", "x", "-1"),
+                                                     ("ESM2015", "low", "", "1e19", "y")])]
+    path = tmp_path / "plain.csv"
+    path.write_text(make_csv(rows, "1m", None, []))
+    frames = []
+    for scan in (scan_file(path), None):  # None: no scan, so the general path
+        stage_csv(conn, path, {}, scan=scan)
+        kind = conn.execute("SELECT table_type FROM information_schema.tables WHERE table_catalog = 'temp' "
+                            "AND table_name = 'staged'").fetchall()[0][0]
+        frames.append((kind, conn.execute("SELECT * FROM staged ORDER BY line").df(),
+                       conn.execute("SELECT * FROM staged_raw ORDER BY line").df()))
+        drop_staging(conn)
+    (k1, fast, fast_raw), (k2, general, general_raw) = frames
+    assert (k1, k2) == ("VIEW", "LOCAL TEMPORARY")  # the two paths really ran
+    pd.testing.assert_frame_equal(fast, general, check_dtype=False)
+    pd.testing.assert_frame_equal(fast_raw, general_raw, check_dtype=False)
+
+
+def test_session_days_match_the_session_filter():
+    """The per-day table behind the SQL session rule agrees with
+    ``session_filter`` on every minute of two weeks around a holiday and on
+    daily stamps across a year."""
+    cal = session_days()
+    minutes = pd.date_range("2015-12-20", "2016-01-05", freq="min", tz="UTC")
+    us = minutes.as_unit("us").asi8
+    day = us // 86_400_000_000
+    row = cal.set_index("day").reindex(day)
+    o, c, p = (row[k].to_numpy(dtype="float64") for k in ("open_us", "close_us", "prev_close_us"))
+    got = np.where(~np.isnan(o) & (us >= o), us < c, us < p)
+    assert (got == session_filter(pd.Series(minutes), "1m")).all()
+    days = pd.date_range("2015-01-01", "2015-12-31", freq="D", tz="UTC")
+    ok = cal.set_index("day").reindex(days.as_unit("us").asi8 // 86_400_000_000)["daily_ok"].to_numpy(bool)
+    assert (ok == session_filter(pd.Series(days), "1d")).all()
