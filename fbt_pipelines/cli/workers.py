@@ -104,9 +104,7 @@ def write_worker_config() -> Path:
     return folder
 
 
-def start_workers(n: int, concurrency: int = 1, loglevel: str = "INFO", preload: bool = True,
-                  wait: float = 120.0) -> list[WorkerProcess]:
-    """Start ``n`` more workers (indices after the live ones); wait until each answers a broker ping."""
+def _worker_env() -> dict[str, str]:
     from fbt_pipelines.instance import ensure_dagster_home
 
     ensure_dagster_home()
@@ -115,6 +113,30 @@ def start_workers(n: int, concurrency: int = 1, loglevel: str = "INFO", preload:
     env = dict(os.environ, FBT_HOME=str(paths().home))
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # dagster-celery shells out to `celery`
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _worker_args(name: str, concurrency: int, loglevel: str, preload: bool) -> list[str]:
+    args = [str(Path(sys.executable).parent / "celery"), "-A", "dagster_celery.app", "worker",
+            "--prefetch-multiplier=1", f"--concurrency={concurrency}", "--loglevel", loglevel, "-n", name,
+            "-Q", "dagster"]
+    if preload:
+        args += ["--include", PRELOAD_MODULE]  # import the code location once, before the pool forks
+    return args
+
+
+def run_foreground(concurrency: int, loglevel: str, preload: bool) -> None:
+    """Replace this process with one worker (for containers and process supervisors)."""
+    env = _worker_env()
+    args = _worker_args(f"fbt-fg@{socket.gethostname()}", concurrency, loglevel, preload)
+    os.chdir(REPO_ROOT)
+    os.execve(args[0], args, env)
+
+
+def start_workers(n: int, concurrency: int = 1, loglevel: str = "INFO", preload: bool = True,
+                  wait: float = 120.0) -> list[WorkerProcess]:
+    """Start ``n`` more workers (indices after the live ones); wait until each answers a broker ping."""
+    env = _worker_env()
     live = {w.index for w in list_workers() if w.alive}
     started = []
     index = 0
@@ -124,10 +146,7 @@ def start_workers(n: int, concurrency: int = 1, loglevel: str = "INFO", preload:
             continue
         name = _worker_name(index)
         log = workers_dir() / f"fbt-{index}.log"
-        args = [str(bin_dir / "celery"), "-A", "dagster_celery.app", "worker", "--prefetch-multiplier=1",
-                f"--concurrency={concurrency}", "--loglevel", loglevel, "-n", name, "-Q", "dagster"]
-        if preload:
-            args += ["--include", PRELOAD_MODULE]  # import the code location once, before the pool forks
+        args = _worker_args(name, concurrency, loglevel, preload)
         with open(log, "ab") as fh:
             proc = subprocess.Popen(args, env=env, cwd=str(REPO_ROOT), stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
@@ -237,7 +256,10 @@ def workers() -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--no-preload", is_flag=True, help="Do not import the code location before forking the pool.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for readiness.")
-def start_command(count: int, concurrency: int, loglevel: str, no_preload: bool, timeout: float) -> None:
+@click.option("--foreground", is_flag=True,
+              help="Become one worker in this process (containers, systemd); no PID file, stop with SIGTERM.")
+def start_command(count: int, concurrency: int, loglevel: str, no_preload: bool, timeout: float,
+                  foreground: bool) -> None:
     """Start COUNT workers and wait until each answers on the broker."""
     from fbt_pipelines.executors import ExecutorConfigError, celery_broker_url
 
@@ -245,6 +267,8 @@ def start_command(count: int, concurrency: int, loglevel: str, no_preload: bool,
         broker = celery_broker_url()
     except ExecutorConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if foreground:
+        run_foreground(concurrency, loglevel, not no_preload)
     if queue_depth() is None:
         raise click.ClickException(f"the Celery broker (Redis at {broker.split('@')[-1]}) does not answer")
     t0 = time.perf_counter()
