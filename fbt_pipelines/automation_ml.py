@@ -45,6 +45,13 @@ def _number(metadata, name: str) -> float:
         return math.nan
 
 
+def _run_partition(instance: DagsterInstance, run_id: str) -> str | None:
+    """The market partition of a run (check records of a partitioned asset's
+    run do not always carry it themselves)."""
+    run = instance.get_run_by_id(run_id)
+    return None if run is None else run.tags.get("dagster/partition")
+
+
 def retrain_evidence(instance: DagsterInstance, max_psi: float = RETRAIN_MAX_PSI,
                      min_accuracy: float = RETRAIN_MIN_ACCURACY) -> RetrainEvidence:
     """Reasons to retrain found in the instance's latest check evaluations."""
@@ -55,19 +62,20 @@ def retrain_evidence(instance: DagsterInstance, max_psi: float = RETRAIN_MAX_PSI
     reasons, newest = [], 0
     for check, field, crossed, text in rules:
         records = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(PREDICTIONS, check), limit=500)
+            AssetCheckKey(PREDICTIONS, check), limit=200)
         seen: set = set()
         for rec in records:  # newest first
             evaluation = rec.evaluation
-            if evaluation is None or rec.partition in seen:
+            if evaluation is None or rec.create_timestamp < since:
+                continue  # older ones judged a replaced model; the history is newest first
+            market = rec.partition or _run_partition(instance, rec.run_id)
+            if market in seen:
                 continue
-            seen.add(rec.partition)
-            if rec.create_timestamp < since:
-                continue
+            seen.add(market)
             newest = max(newest, rec.id)
             value = _number(evaluation.metadata, field)
             if not math.isnan(value) and crossed(value):
-                reasons.append(f"{rec.partition or '-'}: {field} {value:.3f} {text}")
+                reasons.append(f"{market or '-'}: {field} {value:.3f} {text}")
     return RetrainEvidence(sorted(reasons), newest)
 
 
