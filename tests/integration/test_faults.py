@@ -178,6 +178,39 @@ def test_mlflow_down_backtest_lands_in_warehouse_and_says_tracking_failed(fbt_ho
         assert elapsed < 60, f"{label}: tracking failure took {elapsed:.0f} s"
 
 
+@pytest.mark.slow
+def test_mlflow_down_backtests_asset_succeeds_and_its_run_says_tracking_failed(fbt_home, monkeypatch):
+    from dagster import AssetSelection, DagsterInstance, materialize
+
+    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.local_services import _free_port
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
+    write_sample_data(paths().landing, [market_spec("ES")], dt.date(2019, 1, 2), dt.date(2019, 12, 31))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("markets", ["ES"])
+    assert materialize(ALL_ASSETS, selection=AssetSelection.assets("market_catalog"), resources=local_resources(),
+                       instance=instance).success
+    strategies = {"sma_crossover": {"fast": 10, "slow": 40}, "buy_and_hold": {}}
+    result = materialize(ALL_ASSETS, selection=AssetSelection.assets("raw_bars", "roll_schedule",
+                                                                     "continuous_prices", "features", "backtests"),
+                         partition_key="ES", resources=local_resources(), instance=instance,
+                         run_config={"ops": {"backtests": {"config": {"strategies": strategies}}}})
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("backtests")
+    assert mat.metadata["tracking"].value.startswith(f"failed: MLflow tracking at {dead} failed")
+    logged = [e.message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any("tracking failed, backtests stored in the warehouse only" in m for m in logged), logged
+    with duckdb.connect(str(paths().warehouse), read_only=True) as conn:
+        runs = conn.execute("SELECT strategy, mlflow_run_id FROM backtest_runs WHERE root = 'ES' "
+                            "ORDER BY strategy").fetchall()
+        equity = conn.execute("SELECT count(*) FROM backtest_equity WHERE root = 'ES'").fetchone()[0]
+        prices = conn.execute("SELECT count(*) FROM continuous_prices WHERE root = 'ES'").fetchone()[0]
+    assert runs == [("buy_and_hold", None), ("sma_crossover", None)]
+    assert equity == 2 * prices  # one equity row per bar per strategy
+
+
 # -- d. two processes writing the warehouse at once --------------------------------------------
 HOLDER = r"""
 import sys, time

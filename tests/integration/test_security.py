@@ -353,6 +353,8 @@ REVIEWED_DYNAMIC_SQL = {
     ("fbt_pipelines/stores/staging.py", "stage_parquet"): "canonical column names; the path is ?",
     ("fbt_pipelines/stores/ingest.py", "_store"): "placeholder lists ('?' * n) and fixed fragments",
     ("fbt_pipelines/stores/sql_validation.py", "validate_in_db"): "SQL fragments built by code; values are ?",
+    ("fbt_pipelines/stores/sql_validation.py", "_spike_count"): "SQL fragments built by code; spike_z as "
+                                                                "repr(float(...))",
 }
 
 
@@ -382,29 +384,56 @@ def _own_nodes(fn: ast.AST):
         stack.extend(ast.iter_child_nodes(node))
 
 
+def _sql_wrappers(trees) -> set[str]:
+    """Names of functions that pass one of their own parameters to ``execute``/``sql``/``query``
+    (e.g. ``_count(conn, sql)``): SQL built by their callers is checked like a direct call."""
+    out = set()
+    for tree in trees:
+        for name, fn in _functions(tree):
+            params = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
+            for n in _own_nodes(fn):
+                if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in SQL_METHODS
+                        and n.args and isinstance(n.args[0], ast.Name) and n.args[0].id in params):
+                    out.add(name)
+    return out
+
+
+def _call_name(call: ast.Call) -> str | None:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
+
+
 def scan_source(repo: Path = REPO) -> tuple[list[str], set[tuple[str, str]]]:
     unsafe, dynamic_sql = [], set()
-    for root in SOURCE_ROOTS:
-        for path in sorted((repo / root).rglob("*.py")):
-            rel = path.relative_to(repo).as_posix()
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
-            for node in ast.walk(tree):
-                if not isinstance(node, ast.Call):
+    files = [p for root in SOURCE_ROOTS for p in sorted((repo / root).rglob("*.py"))]
+    trees = {p: ast.parse(p.read_text(encoding="utf-8"), filename=str(p)) for p in files}
+    wrappers = _sql_wrappers(trees.values())
+    for path, tree in trees.items():
+        rel = path.relative_to(repo).as_posix()
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            if isinstance(f, ast.Name) and f.id in UNSAFE_NAMES:
+                unsafe.append(f"{rel}:{node.lineno} {f.id}()")
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and (f.value.id, f.attr) in UNSAFE_CALLS:
+                unsafe.append(f"{rel}:{node.lineno} {f.value.id}.{f.attr}(): {UNSAFE_CALLS[(f.value.id, f.attr)]}")
+        for name, fn in _functions(tree):
+            own = list(_own_nodes(fn))
+            built = {t.id for n in own if isinstance(n, ast.Assign) and _is_dynamic(n.value)
+                     for t in n.targets if isinstance(t, ast.Name)}
+            for n in own:
+                if not isinstance(n, ast.Call) or not n.args:
                     continue
-                f = node.func
-                if isinstance(f, ast.Name) and f.id in UNSAFE_NAMES:
-                    unsafe.append(f"{rel}:{node.lineno} {f.id}()")
-                if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and (f.value.id, f.attr) in UNSAFE_CALLS:
-                    unsafe.append(f"{rel}:{node.lineno} {f.value.id}.{f.attr}(): {UNSAFE_CALLS[(f.value.id, f.attr)]}")
-            for name, fn in _functions(tree):
-                own = list(_own_nodes(fn))
-                built = {t.id for n in own if isinstance(n, ast.Assign) and _is_dynamic(n.value)
-                         for t in n.targets if isinstance(t, ast.Name)}
-                for n in own:
-                    if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in SQL_METHODS
-                            and n.args and (_is_dynamic(n.args[0])
-                                            or (isinstance(n.args[0], ast.Name) and n.args[0].id in built))):
-                        dynamic_sql.add((rel, name))
+                called = _call_name(n)
+                if isinstance(n.func, ast.Attribute) and called in SQL_METHODS:
+                    sql_args = n.args[:1]
+                elif called in wrappers:
+                    sql_args = n.args
+                else:
+                    continue
+                if any(_is_dynamic(a) or (isinstance(a, ast.Name) and a.id in built) for a in sql_args):
+                    dynamic_sql.add((rel, name))
     return unsafe, dynamic_sql
 
 
@@ -428,10 +457,14 @@ def test_scanner_catches_what_it_is_meant_to(tmp_path):
         "    sql = 'SELECT * FROM bars WHERE root = ' + root\n"
         "    conn.execute(sql)\n"
         "    eval(raw)\n"
-        "    return pickle.loads(raw)\n")
+        "    return pickle.loads(raw)\n"
+        "def _run(conn, sql):\n"
+        "    return conn.execute(sql).fetchall()\n"
+        "def via_wrapper(conn, root):\n"
+        "    return _run(conn, f\"SELECT * FROM bars WHERE root = '{root}'\")\n")
     unsafe, dynamic_sql = scan_source(tmp_path)
     assert any("pickle.loads" in u for u in unsafe) and any("eval()" in u for u in unsafe)
-    assert dynamic_sql == {("fbt_pipelines/bad.py", "load")}
+    assert dynamic_sql == {("fbt_pipelines/bad.py", "load"), ("fbt_pipelines/bad.py", "via_wrapper")}
 
 
 # -- UIs bind to localhost ----------------------------------------------------------------------
