@@ -145,6 +145,7 @@ def test_redis_restart_loses_no_pending_request(tmp_path):
 
 
 # -- c. MLflow store unavailable ----------------------------------------------------------------
+@pytest.mark.slow
 def test_mlflow_down_backtest_lands_in_warehouse_and_says_tracking_failed(fbt_home, monkeypatch, tmp_path):
     from fbt_pipelines.local_services import _free_port
 
