@@ -13,7 +13,7 @@ defaults:
 
 The ingest defaults leave room for 20 years of one-minute bars of a single
 contract file (~7M rows at 24 x 60 bars a day for 252 days x 20 years);
-a request of the sizes ``fbt submit`` sends is about 150 bytes.
+a request as ``fbt submit`` sends it is 135 bytes with two parameters.
 
 Violations raise :class:`LimitExceeded` (a :class:`DataError`, so the CLI
 prints it as one line naming the file or request and the limit).
