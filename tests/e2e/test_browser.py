@@ -119,14 +119,14 @@ def site(tmp_path_factory, redis_url):
              "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"], cwd=home, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
 
-        # a small materialized graph: catalog + one market's ingest and continuous series (2 years of ES)
+        # a small materialized graph: catalog + one market's ingest and continuous series (2019 of ES)
         from dagster import AssetSelection, DagsterInstance, materialize
 
         from fbt_pipelines.catalog import market_spec
         from fbt_pipelines.definitions import ALL_ASSETS, local_resources
         from fbt_pipelines.marketdata.sample_data import write_sample_data
 
-        write_sample_data(paths().landing, [market_spec("ES")], dt.date(2018, 1, 2), dt.date(2019, 12, 31))
+        write_sample_data(paths().landing, [market_spec("ES")], dt.date(2019, 1, 2), dt.date(2019, 12, 31))
         instance = DagsterInstance.get()
         instance.add_dynamic_partitions("markets", ["ES"])
         resources = local_resources()
