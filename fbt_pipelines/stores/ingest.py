@@ -113,11 +113,19 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
     new_rows = f"""staged s JOIN contract_map m ON s.contract_raw IS NOT DISTINCT FROM m.contract_raw
                    WHERE {keep}"""
     contracts = sorted(cmap["contract"].dropna().unique())
+    good = cmap.dropna(subset=["contract"])
+    if len(roots) == 1 and len(good) and (good["contract_raw"] == good["contract"]).all():
+        # codes already fbt ids, one market: no map join (rejected rows are excluded by line)
+        select_new, source_rows, params = "s.contract_raw, ?", f"staged s WHERE {keep}", [roots[0]]
+    else:
+        select_new, source_rows, params = "m.contract, m.root", new_rows, []
     with transaction(conn, contract_map=cmap, rejects=reasons):
         replaced = 0
-        if accepted and contracts:
-            # overlap with stored bars: a cheap range probe first, the key join only if it finds any
-            marks = ", ".join("?" * len(contracts))
+        marks = ", ".join("?" * len(contracts))
+        if accepted and contracts and conn.execute(
+                f"SELECT count(*) FROM bars WHERE interval = ? AND contract IN ({marks})",
+                [interval, *contracts]).fetchall()[0][0]:
+            # overlap with stored bars of these contracts: a range probe first, the key join only if needed
             lo, hi = conn.execute(f"SELECT min(s.ts), max(s.ts) FROM {new_rows}").fetchall()[0]
             probe = conn.execute(f"SELECT count(*) FROM bars WHERE interval = ? AND contract IN ({marks}) "
                                  "AND ts BETWEEN ? AND ?", [interval, *contracts, lo, hi]).fetchall()[0][0]
@@ -133,10 +141,10 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
         conn.execute(
             f"""INSERT INTO bars (contract, root, interval, ts, open, high, low, close, volume, open_interest,
                                   ingest_id)
-                SELECT m.contract, m.root, ?, s.ts, s.open, s.high, s.low, s.close,
+                SELECT {select_new}, ?, s.ts, s.open, s.high, s.low, s.close,
                        CAST(s.volume AS BIGINT), CAST(s.open_interest AS BIGINT), ?
-                FROM {new_rows}""",
-            [interval, ingest_id],
+                FROM {source_rows}""",
+            [*params, interval, ingest_id],
         )
         if len(reasons):
             conn.execute(

@@ -71,25 +71,33 @@ def _in_file_order(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame) -> bool:
     return not disorder and not not_rising and (runs or 0) == (codes or 0)
 
 
-def _spikes_sql(ordered: bool, ok: str, spike_z: float) -> str:
-    """Count of closes whose |log return| exceeds spike_z x 1.4826 x the
-    contract's median |log return| (>= 9 returns, median > 0): the rule of
-    :func:`fbt_pipelines.marketdata.quality.spike_count`."""
-    if ordered:  # rows already in contract runs, time rising, line order: one streaming pass
-        d = f"""SELECT contract_raw AS c, abs(ln(close) - ln(pclose)) AS d
-                FROM (SELECT line, contract_raw, close, lag(close) OVER () AS pclose,
-                             lag(contract_raw) OVER () AS pc, lag(line) OVER () AS pl FROM staged)
-                WHERE pl IS NOT NULL AND pc IS NOT DISTINCT FROM contract_raw"""
+def _spike_count(conn: duckdb.DuckDBPyConnection, ordered: bool, ok: str, spike_z: float) -> int:
+    """Closes whose |log return| exceeds spike_z x 1.4826 x the contract's
+    median |log return| (contracts with >= 9 returns and a median > 0): the
+    rule of :func:`fbt_pipelines.marketdata.quality.spike_count`. Two passes
+    (medians, then the count), nothing materialised."""
+    if ordered:  # every row accepted, in contract runs, time rising, line order: one streaming pass
+        d = """SELECT contract_raw AS c, abs(ln(close) - ln(pclose)) AS d
+               FROM (SELECT contract_raw, close, lag(close) OVER () AS pclose,
+                            lag(contract_raw) OVER () AS pc, lag(line) OVER () AS pl FROM staged)
+               WHERE pl IS NOT NULL AND pc IS NOT DISTINCT FROM contract_raw"""
     else:
         d = f"""SELECT c, abs(ln(close) - ln(pclose)) AS d
                 FROM (SELECT m.contract AS c, s.close,
                              lag(s.close) OVER (PARTITION BY m.contract ORDER BY s.ts) AS pclose
                       FROM {_JOIN} WHERE {ok})
                 WHERE pclose IS NOT NULL"""
-    return f"""WITH d AS MATERIALIZED ({d}),
-                    g AS (SELECT c, median(d) AS med, count(*) AS n FROM d GROUP BY c)
-               SELECT count(*) FROM d JOIN g USING (c)
-               WHERE g.n >= 9 AND g.med > 0 AND d.d > (g.med * 1.4826) * {float(spike_z)!r}"""
+    limits = conn.execute(
+        f"""SELECT c, (median(d) * 1.4826) * {float(spike_z)!r} AS lim FROM ({d}) GROUP BY c
+            HAVING count(*) >= 9 AND median(d) > 0""").df()
+    if limits.empty:
+        return 0
+    conn.register("v_limits", limits)
+    try:
+        return _count(conn, f"SELECT count(*) FROM ({d}) x JOIN v_limits l "
+                            "ON x.c IS NOT DISTINCT FROM l.c WHERE x.d > l.lim")
+    finally:
+        conn.unregister("v_limits")
 
 
 def validate_in_db(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval: str,
@@ -103,14 +111,35 @@ def validate_in_db(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval
     conn.register("v_map", vmap)
     conn.register("v_calendar", _calendar())
     try:
-        conn.execute(
-            f"""CREATE OR REPLACE TEMP TABLE v_rejects AS
-                SELECT line, reason FROM (SELECT s.line, {row_reason_sql()} AS reason FROM {_JOIN})
-                WHERE reason IS NOT NULL"""
-        )
         ordered = _in_file_order(conn, cmap)
+        warnings = dict.fromkeys(WARNING_NAMES, 0)
         ok = "s.line NOT IN (SELECT line FROM v_rejects)"
-        if not ordered:
+        if ordered:
+            # no in-file duplicates: every rule but the spikes in one pass; rejected lines come back as a list
+            bad, off_tick = conn.execute(
+                f"""SELECT list({{'line': line, 'reason': reason}} ORDER BY line) FILTER (WHERE reason IS NOT NULL),
+                           count(*) FILTER (WHERE reason IS NULL AND off_tick)
+                    FROM (SELECT s.line,
+                                 coalesce({row_reason_sql()},
+                                          CASE WHEN NOT ({in_session_sql('s.ts', 'c', interval)}) THEN ? END)
+                                     AS reason,
+                                 {off_tick_sql('s', 'm.tick')} AS off_tick
+                          FROM {_JOIN} LEFT JOIN v_calendar c ON c.day = {day_number_sql('s.ts')})""",
+                [OUTSIDE_SESSION],
+            ).fetchall()[0]
+            reasons = pd.DataFrame({"line": [b["line"] for b in bad or []],
+                                    "reason": [b["reason"] for b in bad or []]})
+            conn.register("v_bad", reasons)
+            conn.execute("CREATE OR REPLACE TEMP TABLE v_rejects AS SELECT line FROM v_bad")
+            conn.unregister("v_bad")
+            rejected = len(reasons)
+            warnings["off_tick_grid"] = int(off_tick or 0)
+        else:
+            conn.execute(
+                f"""CREATE OR REPLACE TEMP TABLE v_rejects AS
+                    SELECT line, reason FROM (SELECT s.line, {row_reason_sql()} AS reason FROM {_JOIN})
+                    WHERE reason IS NOT NULL"""
+            )
             conn.execute(
                 f"""INSERT INTO v_rejects
                     SELECT line, ? FROM (
@@ -119,25 +148,24 @@ def validate_in_db(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval
                     WHERE k > 1""",
                 [DUPLICATE],
             )
-        conn.execute(
-            f"""INSERT INTO v_rejects
-                SELECT s.line, ? FROM staged s
-                LEFT JOIN v_calendar c ON c.day = {day_number_sql('s.ts')}
-                WHERE NOT ({in_session_sql('s.ts', 'c', interval)}) AND {ok}""",
-            [OUTSIDE_SESSION],
-        )
-        rejected = _count(conn, "SELECT count(*) FROM v_rejects")
-        keep = "true" if not rejected else ok
-        warnings = dict.fromkeys(WARNING_NAMES, 0)
-        warnings["off_tick_grid"] = _count(conn, f"SELECT count(*) FROM {_JOIN} WHERE {keep} AND "
-                                                 f"({off_tick_sql('s', 'm.tick')})")
-        warnings["spikes"] = _count(conn, _spikes_sql(ordered and not rejected, keep, spike_z))
+            conn.execute(
+                f"""INSERT INTO v_rejects
+                    SELECT s.line, ? FROM staged s
+                    LEFT JOIN v_calendar c ON c.day = {day_number_sql('s.ts')}
+                    WHERE NOT ({in_session_sql('s.ts', 'c', interval)}) AND {ok}""",
+                [OUTSIDE_SESSION],
+            )
+            reasons = conn.execute("SELECT line, reason FROM v_rejects ORDER BY line").df()
+            rejected = len(reasons)
+            keep = "true" if not rejected else ok
+            warnings["off_tick_grid"] = _count(conn, f"SELECT count(*) FROM {_JOIN} WHERE {keep} AND "
+                                                     f"({off_tick_sql('s', 'm.tick')})")
+        warnings["spikes"] = _spike_count(conn, ordered and not rejected, ok, spike_z)
         if rejected:
             roots = [r[0] for r in conn.execute(
                 f"SELECT DISTINCT m.root FROM {_JOIN} WHERE {ok} ORDER BY 1").fetchall()]
         else:
             roots = sorted(cmap["root"].dropna().unique())
-        reasons = conn.execute("SELECT line, reason FROM v_rejects ORDER BY line").df()
         return SqlValidation(reasons, warnings, tuple(roots))
     finally:
         conn.execute("DROP TABLE IF EXISTS temp.v_rejects")

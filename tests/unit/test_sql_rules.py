@@ -29,7 +29,7 @@ from fbt_pipelines.catalog.specs import load_catalog
 from fbt_pipelines.marketdata.sessions import SESSION_CALENDAR, session_filter
 from fbt_pipelines.marketdata.sql_rules import session_days
 from fbt_pipelines.marketdata.validation import validate_staged
-from fbt_pipelines.stores.sql_validation import validate_in_db
+from fbt_pipelines.stores.sql_validation import _in_file_order, validate_in_db
 from fbt_pipelines.stores.staging import contract_map, drop_staging, scan_file, stage_csv, staged_frame
 
 SPECS = load_catalog()
@@ -74,7 +74,7 @@ def make_csv(rows: list[dict], interval: str, shuffle_seed: int | None, spikes: 
         else:
             when = OPENS[5] + np.timedelta64(r["t"], "m")
             if r["ts_defect"] == "outside":
-                when = np.datetime64("2015-01-03T12:00") + np.timedelta64(r["t"], "m")  # a Saturday
+                when = np.datetime64("2015-01-10T12:00") + np.timedelta64(r["t"], "m")  # a Saturday
             ts = f"{when}Z"
         ts = {"bad": "2015-13-01T00:00:00Z", "empty": ""}.get(r["ts_defect"], ts)
         level[code] = level[code] + 0.25 * r["move"]
@@ -102,7 +102,9 @@ def make_csv(rows: list[dict], interval: str, shuffle_seed: int | None, spikes: 
         body.append(",".join(fields))
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(body))
-        body = [body[k] for k in order]
+    else:  # vendor order: contract runs, time rising (the SQL path's one-pass case)
+        order = sorted(range(len(body)), key=lambda k: (rows[k]["code"], rows[k]["t"], k))
+    body = [body[k] for k in order]
     return "\n".join(lines + body) + "\n"
 
 
@@ -225,3 +227,28 @@ def test_session_days_match_the_session_filter():
     days = pd.date_range("2015-01-01", "2015-12-31", freq="D", tz="UTC")
     ok = cal.set_index("day").reindex(days.as_unit("us").asi8 // 86_400_000_000)["daily_ok"].to_numpy(bool)
     assert (ok == session_filter(pd.Series(days), "1d")).all()
+
+
+def test_a_file_in_vendor_order_takes_the_one_pass_path_with_the_same_result(conn, tmp_path):
+    """Contract runs with rising time and no repeated key: the one-pass SQL
+    path runs (no duplicate search) and still matches pandera, bad rows,
+    sessions, tick grid and spikes included."""
+    base = dict(ts_defect=None, move=1, price_defect=None, price_value="", volume=None, oi=None, fields=0)
+    rows = [dict(base, code=c, t=t) for c in ("ESH2015", "NQM2015") for t in range(14)]
+    rows[2].update(price_defect="hl")
+    rows[13].update(ts_defect="outside")  # the run's last bar: time still rises
+    rows[7].update(volume="-5")
+    rows[9].update(price_defect="off_tick")
+    rows[16].update(code="XXH2015")
+    path = tmp_path / "vendor.csv"
+    path.write_text(make_csv(rows, "1m", None, [20]))
+    try:
+        stage_csv(conn, path, {}, scan=scan_file(path))
+        assert _in_file_order(conn, contract_map(conn, None, SPECS))
+        drop_staging(conn)
+        ref, ref_warn, ref_roots, sql, sql_warn, sql_roots, n = both_paths(conn, path, "1m")
+    finally:
+        drop_staging(conn)
+    assert n == 28 and len(ref) == 4  # off-grid prices only warn
+    assert (sql, sql_warn, sql_roots) == (ref, ref_warn, ref_roots)
+    assert ref_warn == {"off_tick_grid": 1, "spikes": 2}  # a one-bar spike: the jump and the return
