@@ -58,7 +58,8 @@ def report(run_id: str, open_browser: bool, as_csv: bool, as_pdf: bool) -> None:
     """Tear sheet of one `fbt backtest` run: $FBT_HOME/reports/RUN_ID.html.
 
     \b
-    Equity and drawdown, monthly returns heat map, rolling 126-day Sharpe
+    Equity and drawdown, Monte Carlo bands (1,000 stationary-bootstrap paths
+    of the daily returns), monthly returns heat map, rolling 126-day Sharpe
     and volatility, P&L by market, and trade analysis (round trips, holding
     times, win rate, best / worst, roll costs vs other costs). The page
     works offline: plotly.min.js is written beside it.

@@ -33,6 +33,7 @@ import importlib.util
 import inspect
 import re
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ def strategies_folder() -> Path:
 
 # state of the last load: folder + (name, mtime, size) of its files -> loaded names, problems
 _state: dict[str, object] = {"key": None, "names": [], "problems": []}
+_lock = threading.RLock()  # sweeps validate parameters from several threads
 
 
 def _folder_key(folder: Path) -> tuple:
@@ -167,12 +169,19 @@ def sync_user_strategies() -> list[StrategyProblem]:
     Cheap when nothing changed (one directory listing); reloads every user
     file when a file was added, removed or modified, or ``FBT_HOME`` moved.
     """
-    from fbt_pipelines.engine import strategies as registry
-
     folder = strategies_folder()
     key = _folder_key(folder)
     if key == _state["key"]:
         return list(_state["problems"])  # type: ignore[arg-type]
+    with _lock:
+        if key != _state["key"]:
+            _reload(folder, key)
+        return list(_state["problems"])  # type: ignore[arg-type]
+
+
+def _reload(folder: Path, key: tuple) -> None:
+    from fbt_pipelines.engine import strategies as registry
+
     for name in _state["names"]:  # type: ignore[union-attr]
         registry.STRATEGIES.pop(name, None)
     for name in [m for m in sys.modules if m.startswith(_MODULE_PREFIX + ".")]:
@@ -182,7 +191,6 @@ def sync_user_strategies() -> list[StrategyProblem]:
     for t in templates:
         registry.STRATEGIES[t.name] = t
     _state.update(key=key, names=[t.name for t in templates], problems=problems)
-    return list(problems)
 
 
 def user_problems() -> list[StrategyProblem]:
