@@ -138,14 +138,16 @@ def margin_cap(contracts: np.ndarray | int, equity: np.ndarray | float, initial_
 
 
 def fixed_fractional_contracts(equity: float, risk_fraction: float, stop_points: float, multiplier: float,
-                               fx_rate: float = 1.0) -> int:
+                               fx_rate: float = 1.0, initial_margin: float | None = None,
+                               max_margin_fraction: float = 0.5) -> int:
     """Contracts that lose ``risk_fraction`` of equity if the stop is hit.
 
     ``floor(equity * risk_fraction / (stop_points * multiplier * fx_rate))``:
     equity in USD, stop distance in price points, multiplier in contract
     currency per point, ``fx_rate`` USD per unit of contract currency. Rounded
     down so the loss at the stop never exceeds the fraction. Unsigned: apply
-    the trade's direction yourself.
+    the trade's direction yourself. With ``initial_margin`` (USD per
+    contract) the result is capped by :func:`margin_cap`.
     """
     if not 0 < risk_fraction < 1:
         raise ValueError(f"risk_fraction must be in (0, 1), got {risk_fraction}")
@@ -153,7 +155,8 @@ def fixed_fractional_contracts(equity: float, risk_fraction: float, stop_points:
         raise ValueError("stop_points, multiplier and fx_rate must be > 0")
     if equity <= 0:
         return 0
-    return int(np.floor(equity * risk_fraction / (stop_points * multiplier * fx_rate) + 1e-9))
+    n = int(np.floor(equity * risk_fraction / (stop_points * multiplier * fx_rate) + 1e-9))
+    return n if initial_margin is None else int(margin_cap(n, equity, initial_margin, max_margin_fraction))
 
 
 def kelly_fraction(returns: np.ndarray | pd.Series, fraction: float = 0.5, cap: float = 2.0) -> float:
@@ -179,13 +182,16 @@ def kelly_fraction(returns: np.ndarray | pd.Series, fraction: float = 0.5, cap: 
 
 
 def kelly_contracts(equity: float, leverage: float, price: float, multiplier: float, fx_rate: float = 1.0,
-                    direction: int = 1) -> int:
+                    direction: int = 1, initial_margin: float | None = None,
+                    max_margin_fraction: float = 0.5) -> int:
     """Contracts whose notional is ``leverage x equity``:
     ``direction * floor(leverage * equity / (price * multiplier * fx_rate))``
     (equity USD, price in points, multiplier contract currency per point,
-    fx_rate USD per unit of contract currency)."""
+    fx_rate USD per unit of contract currency), capped by :func:`margin_cap`
+    when ``initial_margin`` (USD per contract) is given."""
     if price <= 0 or multiplier <= 0 or fx_rate <= 0:
         raise ValueError("price, multiplier and fx_rate must be > 0")
     if equity <= 0 or leverage <= 0:
         return 0
-    return int(np.sign(direction)) * int(np.floor(leverage * equity / (price * multiplier * fx_rate) + 1e-9))
+    n = int(np.sign(direction)) * int(np.floor(leverage * equity / (price * multiplier * fx_rate) + 1e-9))
+    return n if initial_margin is None else int(margin_cap(n, equity, initial_margin, max_margin_fraction))

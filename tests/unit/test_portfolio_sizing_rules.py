@@ -101,3 +101,13 @@ def test_market_targets_without_buffer_equal_contracts_for_risk_and_buffer_trade
     _, buffered = market_targets(prices, spec, "ewmac", params, sizing, 0.5, buffer_fraction=0.1)
     assert np.abs(np.diff(buffered)).sum() < np.abs(np.diff(plain)).sum()
     assert np.abs(buffered - plain).max() <= np.ceil(0.1 * np.abs(plain).max()) + 2
+
+
+def test_fixed_fractional_and_kelly_capped_by_margin():
+    # fixed fractional wants 10 ES contracts (see above); margin 13,200 each, 50% of 200,000 = 100,000 -> 7
+    assert fixed_fractional_contracts(200_000, 0.05, 20.0, 50.0) == 10
+    assert fixed_fractional_contracts(200_000, 0.05, 20.0, 50.0, initial_margin=13_200.0) == 7
+    # Kelly: 1.5 x 2,000,000 / 75,000 = 40 CL short; 50% of 2,000,000 / 6,000 = 166 -> not binding; 30% at 40,000 -> 15
+    assert kelly_contracts(2_000_000, 1.5, 75.0, 1000.0, direction=-1, initial_margin=6_000.0) == -40
+    assert kelly_contracts(2_000_000, 1.5, 75.0, 1000.0, direction=-1, initial_margin=40_000.0,
+                           max_margin_fraction=0.3) == -15
