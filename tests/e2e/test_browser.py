@@ -6,7 +6,9 @@ time (``executable_path=/usr/bin/chromium``; CI installs the OS packages
 
 (a) the Dagster webserver, started here over this module's DAGSTER_HOME in
     which part of the graph was materialized, draws the asset graph with
-    every asset's name;
+    every asset's name, and its launchpad schema lists the user strategy of
+    ``$FBT_HOME/strategies`` (which the ``backtests`` asset ran from its run
+    config);
 (b) the tear sheet of a ``fbt backtest`` run (``fbt report``) and a
     multi-strategy page (correlation heat map, attribution) render every
     chart (a ``.main-svg`` per plotly figure) with the network cut off and no
@@ -47,6 +49,17 @@ GROUPS = {"catalog": ["market_catalog"], "ingest": ["raw_bars"], "futures": ["ro
           "portfolio": ["strategy_comparison", "portfolio", "risk_report", "tear_sheet"]}
 ASSETS = [a for names in GROUPS.values() for a in names]
 STRATEGIES = {"sma_crossover": ["--param", "fast=10", "--param", "slow=40"], "buy_and_hold": []}
+MOMENTUM = '''
+import numpy as np
+from fbt_pipelines.engine.strategies import register_strategy
+
+
+@register_strategy("momentum", "Long when the close is above its value `lookback` bars ago, short below.")
+def momentum(close: np.ndarray, lookback: int = 60) -> np.ndarray:
+    past = np.roll(close, lookback)
+    past[:lookback] = np.nan
+    return np.nan_to_num(np.sign(close - past))
+'''
 
 if not CHROMIUM.exists():
     if os.geteuid() == 0:
@@ -98,6 +111,8 @@ def site(tmp_path_factory, redis_url):
 
     ensure_dagster_home()
     paths().mlflow_dir.mkdir(parents=True, exist_ok=True)
+    (home / "strategies").mkdir()
+    (home / "strategies" / "momentum.py").write_text(MOMENTUM, encoding="utf-8")  # a user strategy
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
     dagster_port, mlflow_port = free_port(), free_port()
@@ -134,6 +149,11 @@ def site(tmp_path_factory, redis_url):
                                 (["raw_bars", "roll_schedule", "continuous_prices"], "ES")]:
             assert materialize(ALL_ASSETS, selection=AssetSelection.assets(*keys), partition_key=partition,
                                resources=resources, instance=instance).success
+        # the user strategy runs from the asset's run config, as from the launchpad
+        assert materialize(ALL_ASSETS, selection=AssetSelection.assets("backtests"), partition_key="ES",
+                           resources=resources, instance=instance,
+                           run_config={"ops": {"backtests": {"config": {"strategies": {"momentum": {"lookback": 20}}}}}}
+                           ).success
         instance.dispose()
         print(f"\nmaterialized: {time.time() - t0:.1f} s")
 
@@ -219,6 +239,15 @@ def test_dagster_ui_draws_every_asset_of_the_graph(site, browser):
     context.close()
     assert drawn == GROUPS
     assert not errors, errors
+    # the launchpad's config schema of backtests lists the user strategy from $FBT_HOME/strategies
+    query = "{ assetNodes { assetKey { path } configField { configType { ... on CompositeConfigType { fields { name description } } } } } }"
+    request = urllib.request.Request(f"{site['dagster_url']}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        nodes = json.loads(resp.read())["data"]["assetNodes"]
+    fields = next(n["configField"]["configType"]["fields"] for n in nodes if n["assetKey"]["path"] == ["backtests"])
+    description = next(f["description"] for f in fields if f["name"] == "strategies")
+    assert "momentum(lookback=60) [yours]" in description and "sma_crossover(fast=20, slow=100)" in description
 
 
 @pytest.mark.parametrize("which", ["report", "portfolio"])
@@ -250,6 +279,7 @@ def test_tear_sheet_renders_every_chart_offline_without_js_errors(site, browser,
 def test_mlflow_ui_lists_the_backtest_runs(site, browser):
     page = browser.new_page(viewport={"width": 1600, "height": 900})
     page.goto(f"{site['mlflow_url']}/#/experiments/{site['experiment']}/runs", wait_until="domcontentloaded")
-    for strategy in STRATEGIES:
-        page.get_by_text(f"{strategy}-ES-vector", exact=True).first.wait_for(timeout=60_000)
+    # two `fbt backtest` runs and the backtests asset's run of the user strategy
+    for name in [f"{strategy}-ES-vector" for strategy in STRATEGIES] + ["momentum-ES"]:
+        page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
     page.screenshot(path=str(SHOTS / "mlflow_runs.png"))
