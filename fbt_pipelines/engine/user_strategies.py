@@ -138,7 +138,7 @@ def load_user_strategies(folder: Path, taken: set[str]) -> tuple[list, list[Stra
                 spec.loader.exec_module(module)
             finally:
                 registry._collector = previous
-        except Exception as exc:  # the user's file: report it, keep the others
+        except (Exception, SystemExit) as exc:  # the user's file: report it, keep the others
             problems.append(StrategyProblem(path, f"{_where(exc, path)}{type(exc).__name__}: {exc}"))
             continue
         if not collected:

@@ -69,6 +69,7 @@ def test_a_user_file_adds_a_strategy_that_runs_like_a_builtin(folder):
     ("syntax.py", "def momentum(close:\n", r"syntax\.py: line 1: SyntaxError"),
     ("raises.py", "import numpy\nx = 1\nraise RuntimeError('no data here')\n",
      r"raises\.py: line 3: RuntimeError: no data here"),
+    ("exits.py", "import sys\nsys.exit(3)\n", r"exits\.py: line 2: SystemExit: 3"),
     ("plain.py", "def signal(close, n=3):\n    return close\n",
      r"plain\.py: registers no strategy \(it defines signal but none is registered\)"),
     ("nodefault.py", "from fbt_pipelines.engine.strategies import register_strategy\n"
