@@ -104,7 +104,7 @@ def test_non_positive_equity_omits_the_bands(tmp_path):
 
 
 def test_pdf_pages_follow_the_data(tmp_path):
-    pypdf = pytest.importorskip("pypdf")
+    import pypdf  # dev dependency (independent PDF reader)
     from fbt_pipelines.reports.pdf import write_pdf
 
     equity = pd.DataFrame({"ts": SESSIONS, "equity": np.linspace(1e6, 1.1e6, len(SESSIONS))})
