@@ -206,6 +206,31 @@ def bench_fbt(csv: Path, db: Path, rows: int) -> dict:
             "sql": sql, "result": result, "load": load}
 
 
+def bench_floor(csv: Path, db: Path, rows: int) -> dict:
+    """What the DuckDB storage work alone costs: the same CSV straight into a
+    ``bars``-shaped table by one ``INSERT ... SELECT FROM read_csv`` with
+    typed columns -- no line numbers, no validation, no quarantine, no hash.
+    Not a usable ingest; the lower bound fbt's ingest stands on."""
+    conn = duckdb.connect(str(fresh(db)))
+    try:
+        wh.ensure_schema(conn)
+        load = os.getloadavg()[0]
+        t, cpu = time.perf_counter(), time.process_time()
+        conn.execute(
+            """INSERT INTO bars SELECT contract, 'ES', '1m', ts, open, high, low, close, volume, open_interest,
+                                       'ffffffffffffffffffffffff'
+               FROM read_csv(?, header = true, auto_detect = false,
+                             columns = {'contract': 'VARCHAR', 'ts': 'TIMESTAMPTZ', 'open': 'DOUBLE',
+                                        'high': 'DOUBLE', 'low': 'DOUBLE', 'close': 'DOUBLE',
+                                        'volume': 'BIGINT', 'open_interest': 'BIGINT'})""", [str(csv)])
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+        stored = conn.execute("SELECT count(*) FROM bars").fetchall()[0][0]
+    finally:
+        conn.close()
+    assert stored == rows, stored
+    return {"seconds": seconds, "cpu_s": cpu, "load": load}
+
+
 # -- (b) pandas + SQLite --------------------------------------------------------
 
 def bench_sqlite(csv: Path, db: Path, rows: int, chunksize: int | None) -> dict:
@@ -336,6 +361,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7, help="timed reads per side in (c); the median is shown")
     ap.add_argument("--profile", choices=["auto", "always", "never"], default="auto",
                     help="profile fbt's ingest (auto: if below 1M rows/s)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time a bare DuckDB INSERT ... FROM read_csv (no validation): the storage floor")
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--skip-cache", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (CSV and databases)")
@@ -363,6 +390,10 @@ def main() -> None:
             fbt_rates.append(rows / fbt["seconds"])
             print(f"{run:<4} {'fbt ingest_path -> DuckDB (validated)':<44} {rows:>10,} {fbt['seconds']:>8.2f} "
                   f"{fbt['cpu_s']:>7.2f} {fbt_rates[-1]:>11,.0f} {fbt['load']:>6.2f}", flush=True)
+            if args.floor:
+                fl = bench_floor(csv, work / "floor.duckdb", rows)
+                print(f"{run:<4} {'  floor: INSERT FROM read_csv, no checks':<44} {rows:>10,} {fl['seconds']:>8.2f} "
+                      f"{fl['cpu_s']:>7.2f} {rows / fl['seconds']:>11,.0f} {fl['load']:>6.2f}", flush=True)
             if args.skip_sqlite:
                 continue
             sq = bench_sqlite(csv, work / "plan.sqlite", rows, args.chunksize)

@@ -120,8 +120,9 @@ def scan_file(path: Path, chunk: int = 1 << 22) -> FileScan:
                 break
             h.update(block)
             newlines += block.count(b"\n")
-            crs += block.count(b"\r")
-            crlfs += block.count(b"\r\n") + (last == b"\r" and block[:1] == b"\n")
+            if b"\r" in block or last == b"\r":  # most files have no CR at all: one memchr
+                crs += block.count(b"\r")
+                crlfs += block.count(b"\r\n") + (last == b"\r" and block[:1] == b"\n")
             last = block[-1:]
     lines = newlines + (1 if last and last != b"\n" else 0)
     return FileScan(h.hexdigest(), lines, crs == crlfs)
