@@ -40,6 +40,7 @@ TRADE_COLUMNS = [
 
 # trade kinds by kernel code (TRADE = 0, ROLL = 1), with the dtype pandas gives a column of Python strings
 _KIND_LABELS = pd.Series(np.array(["trade", "roll"])).array
+assert TRADE == 0 and ROLL == 1, "_KIND_LABELS is indexed by the kernel's kind code"
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,6 @@ class BacktestResult:
         nxt = np.minimum(t_bar + 1, last)
         next_offset = r.close[nxt] - raw_close[nxt]
         is_roll = r.t_kind == ROLL
-        assert TRADE == 0 and ROLL == 1  # _KIND_LABELS is indexed by the kind code
         return pd.DataFrame({
             "ts": ts[t_bar], "contract": contract[t_bar],
             "kind": _KIND_LABELS.take(r.t_kind),
