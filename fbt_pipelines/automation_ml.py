@@ -66,8 +66,10 @@ def retrain_evidence(instance: DagsterInstance, max_psi: float = RETRAIN_MAX_PSI
         seen: set = set()
         for rec in records:  # newest first
             evaluation = rec.evaluation
-            if evaluation is None or rec.create_timestamp < since:
-                continue  # older ones judged a replaced model; the history is newest first
+            # older evaluations judged a replaced model (the event's own timestamp: the
+            # record's create_timestamp is stored to the second only)
+            if evaluation is None or rec.event is None or rec.event.timestamp < since:
+                continue
             market = rec.partition or _run_partition(instance, rec.run_id)
             if market in seen:
                 continue
