@@ -110,13 +110,14 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
     started = dt.datetime.now(dt.UTC)
     accepted = rows_read - len(reasons)
     keep = "s.line NOT IN (SELECT line FROM rejects)" if len(reasons) else "true"
-    new_rows = f"""staged s JOIN contract_map m ON s.contract_raw IS NOT DISTINCT FROM m.contract_raw
+    staged = "staged" if len(reasons) else "staged_values"  # line numbers only to exclude rejected rows
+    new_rows = f"""{staged} s JOIN contract_map m ON s.contract_raw IS NOT DISTINCT FROM m.contract_raw
                    WHERE {keep}"""
     contracts = sorted(cmap["contract"].dropna().unique())
     good = cmap.dropna(subset=["contract"])
     if len(roots) == 1 and len(good) and (good["contract_raw"] == good["contract"]).all():
         # codes already fbt ids, one market: no map join (rejected rows are excluded by line)
-        select_new, source_rows, params = "s.contract_raw, ?", f"staged s WHERE {keep}", [roots[0]]
+        select_new, source_rows, params = "s.contract_raw, ?", f"{staged} s WHERE {keep}", [roots[0]]
     else:
         select_new, source_rows, params = "m.contract, m.root", new_rows, []
     with transaction(conn, contract_map=cmap, rejects=reasons):
@@ -190,7 +191,7 @@ def _already(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str) -> In
 def _validate(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval: str,
               specs: Mapping[str, ContractSpec]) -> tuple[pd.DataFrame, dict[str, int], tuple[str, ...], int]:
     """(rejected lines with reasons, warnings, accepted roots, rows read) of the staged file."""
-    rows = conn.execute("SELECT count(*) FROM staged").fetchall()[0][0]
+    rows = conn.execute("SELECT count(*) FROM staged_values").fetchall()[0][0]
     if rows >= SQL_RULES_MIN_ROWS:
         checked = validate_in_db(conn, cmap, interval, specs)
         return checked.reasons, checked.warnings, checked.roots, rows

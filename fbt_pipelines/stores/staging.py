@@ -1,7 +1,8 @@
 """Stage one source file in DuckDB: temp relations ``staged`` (one row per data
 line: ``line``, field counts, ``contract_raw``, values parsed with ``TRY_CAST``
-so a bad value is NULL, never an abort) and ``staged_raw`` (``line``, the raw
-text, read back only for rejected rows); then the contract map and the
+so a bad value is NULL, never an abort), ``staged_values`` (the same rows and
+values, possibly without ``line``: what a bulk insert of every row reads) and
+``staged_raw`` (``line``, the raw text, read back only for rejected rows); then the contract map and the
 numeric frame the pandera validator reads. File-level problems raise
 :class:`DataError` naming the file.
 
@@ -132,8 +133,9 @@ def drop_staging(conn: duckdb.DuckDBPyConnection) -> None:
     """Drop the temp relations of the last staged file (frees their memory)."""
     kinds = dict(conn.execute(
         "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_catalog = 'temp' AND table_name IN ('staged', 'staged_raw', 'staged_fast')").fetchall())
-    for name in ("staged", "staged_raw", "staged_fast"):
+        "AND table_catalog = 'temp' AND table_name IN ('staged', 'staged_raw', 'staged_fast', 'staged_values')"
+    ).fetchall())
+    for name in ("staged_values", "staged", "staged_raw", "staged_fast"):
         if name in kinds:
             conn.execute(f"DROP {'VIEW' if kinds[name] == 'VIEW' else 'TABLE'} IF EXISTS temp.{name}")
 
@@ -148,10 +150,12 @@ def _stage_csv_fast(conn: duckdb.DuckDBPyConnection, path: Path, cols: list[str]
         return f"coalesce(c{i}, '')" if cols[i] == "contract" else f"c{i}"  # the reader gives NULL for ''
 
     try:
+        # no line numbers here: a window would make the parse single-threaded. The table keeps the
+        # file's row order (insertion order is preserved), so the view below numbers the rows.
         conn.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE staged_fast AS
-            SELECT row_number() OVER () + 1 AS line, {_typed_select(cols, field)}
+            SELECT {_typed_select(cols, field)}
             FROM read_csv(?, header = true, auto_detect = false, columns = {spec}, delim = ',', quote = '',
                           escape = '', strict_mode = true, null_padding = false, comment = '')
             """,
@@ -165,8 +169,9 @@ def _stage_csv_fast(conn: duckdb.DuckDBPyConnection, path: Path, cols: list[str]
         conn.execute("DROP TABLE IF EXISTS temp.staged_fast")  # blank lines or odd line ends: general path
         return False
     n = len(cols)
-    conn.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT line, {n} AS nf, {n} AS expected_nf, "
-                 "* EXCLUDE (line) FROM staged_fast")
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT row_number() OVER () + 1 AS line, {n} AS nf, "
+                 f"{n} AS expected_nf, * FROM staged_fast")
+    conn.execute("CREATE OR REPLACE TEMP VIEW staged_values AS SELECT * FROM staged_fast")
     literal = "'" + str(path).replace("'", "''") + "'"  # a view cannot take a parameter
     conn.execute(
         f"""CREATE OR REPLACE TEMP VIEW staged_raw AS
@@ -215,6 +220,7 @@ def stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[str,
         FROM fields
         """
     )
+    conn.execute("CREATE OR REPLACE TEMP VIEW staged_values AS SELECT * FROM staged")
 
 
 def stage_parquet(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[str, str]) -> None:
@@ -240,6 +246,7 @@ def stage_parquet(conn: duckdb.DuckDBPyConnection, path: Path, mapping: Mapping[
         [str(path)],
     )
     conn.execute("CREATE OR REPLACE TEMP VIEW staged_raw AS SELECT line, raw FROM staged")
+    conn.execute("CREATE OR REPLACE TEMP VIEW staged_values AS SELECT * FROM staged")
 
 
 def stage_frame(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> None:
@@ -251,13 +258,14 @@ def stage_frame(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> None:
         conn.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT line, raw, nf, expected_nf, contract_raw, "
                      "CAST(ts AS TIMESTAMPTZ) AS ts, open, high, low, close, volume, open_interest FROM incoming_staged")
         conn.execute("CREATE OR REPLACE TEMP VIEW staged_raw AS SELECT line, raw FROM staged")
+        conn.execute("CREATE OR REPLACE TEMP VIEW staged_values AS SELECT * FROM staged")
     finally:
         conn.unregister("incoming_staged")
 
 
 def contract_map(conn: duckdb.DuckDBPyConnection, default_contract: str | None,
                   specs: Mapping[str, ContractSpec]) -> pd.DataFrame:
-    raws = [r[0] for r in conn.execute("SELECT DISTINCT contract_raw FROM staged").fetchall()]
+    raws = [r[0] for r in conn.execute("SELECT DISTINCT contract_raw FROM staged_values").fetchall()]
     rows = []
     for i, raw in enumerate(sorted(raws, key=lambda x: (x is None, x or ""))):
         code = default_contract if raw is None else raw  # an empty field is no code, not the file's
