@@ -140,6 +140,20 @@ def test_predictions_stitched_and_tagged_with_their_fold_model(drifting):
         assert (mine["ts"] > row.train_end + pd.Timedelta(days=10)).all()
         assert (mine["train_end"] == row.train_end).all()
     assert preds["ts"].min() > utc("2016-01-10") and preds["ts"].max() == utc("2017-12-29")
+    # the registered champion, loaded back from the store, reproduces its rows' probabilities
+    import mlflow.sklearn
+
+    from fbt_pipelines.ml.features import add_cross_market_features
+    mlflow.set_registry_uri(paths().mlflow_tracking_uri)
+    champion = mlflow.sklearn.load_model("models:/fbt-direction-rf@champion")
+    used = folds["features"].iloc[-1].split(",")
+    assert "es_ret_5" in used and "zn_ret_5" not in used  # ZN is not in this warehouse: left out
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        pooled = add_cross_market_features(conn.execute("SELECT * FROM features ORDER BY root, ts").df())
+    last = preds[preds["fold"] == folds["fold"].max()].merge(pooled, on=["root", "ts"])
+    assert len(last) > 200
+    np.testing.assert_allclose(champion.predict_proba(last[used].to_numpy(float))[:, 1], last["prob_up"], rtol=1e-12)
     # fold 0 hands over to fold 1 exactly when fold 1's embargo ends
     assert preds.loc[preds["fold"] == 0, "ts"].max() <= utc("2017-01-10") < preds.loc[preds["fold"] == 1, "ts"].min()
 
