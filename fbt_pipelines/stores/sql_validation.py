@@ -52,44 +52,58 @@ def _count(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(conn.execute(sql).fetchall()[0][0] or 0)
 
 
-def _in_file_order(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame) -> bool:
-    """True if the staged rows with a timestamp come in contract runs (each
-    code in one run) with strictly rising timestamps, read in line order, and
-    distinct codes name distinct contracts: then no (contract, ts) repeats."""
+def _in_file_order(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame) -> tuple[bool, pd.DataFrame]:
+    """One pass over the staged rows in file order: (ordered, per-code |log return| stats).
+
+    ``ordered``: every row has a timestamp, each code comes in one run with
+    strictly rising timestamps, and distinct codes name distinct contracts:
+    then no (contract, ts) repeats in the file. The stats (``c``, ``n``
+    returns, ``med`` median |log return| within the run) are what the spike
+    rule needs when, in addition, no row is rejected."""
+    stats = conn.execute(
+        """SELECT contract_raw AS c,
+                  count(*) FILTER (WHERE ts IS NULL) AS no_ts,
+                  count(*) FILTER (WHERE NOT same) AS runs,
+                  count(*) FILTER (WHERE same AND ts <= pt) AS not_rising,
+                  count(d) AS n, median(d) AS med
+           FROM (SELECT contract_raw, ts, pt, same,
+                        CASE WHEN same AND close > 0 AND pclose > 0 THEN abs(ln(close) - ln(pclose)) END AS d
+                 FROM (SELECT contract_raw, ts, close, lag(ts) OVER () AS pt, lag(close) OVER () AS pclose,
+                              coalesce(lag(true) OVER (), false)
+                                  AND lag(contract_raw) OVER () IS NOT DISTINCT FROM contract_raw AS same
+                       FROM staged_values))
+           GROUP BY contract_raw"""
+    ).df()
     good = cmap.dropna(subset=["contract"])
-    if good["contract"].duplicated().any():  # ESZ13 and ESZ2013 in one file
-        return False
-    disorder, not_rising, runs, codes = conn.execute(
-        """SELECT count(*) FILTER (WHERE pl IS NOT NULL AND line <= pl),
-                  count(*) FILTER (WHERE pl IS NOT NULL AND pc IS NOT DISTINCT FROM contract_raw AND ts <= pt),
-                  count(*) FILTER (WHERE pl IS NULL OR pc IS DISTINCT FROM contract_raw),
-                  count(DISTINCT contract_raw) + max(CASE WHEN contract_raw IS NULL THEN 1 ELSE 0 END)
-           FROM (SELECT line, contract_raw, ts, lag(line) OVER () AS pl, lag(contract_raw) OVER () AS pc,
-                        lag(ts) OVER () AS pt
-                 FROM staged WHERE ts IS NOT NULL)"""
-    ).fetchall()[0]
-    return not disorder and not not_rising and (runs or 0) == (codes or 0)
+    ordered = bool(not good["contract"].duplicated().any()  # not ESZ13 and ESZ2013 in one file
+                   and stats["no_ts"].sum() == 0 and (stats["runs"] == 1).all() and stats["not_rising"].sum() == 0)
+    return ordered, stats
 
 
-def _spike_count(conn: duckdb.DuckDBPyConnection, ordered: bool, ok: str, spike_z: float) -> int:
+def _spike_count(conn: duckdb.DuckDBPyConnection, stats: pd.DataFrame | None, ok: str, spike_z: float) -> int:
     """Closes whose |log return| exceeds spike_z x 1.4826 x the contract's
     median |log return| (contracts with >= 9 returns and a median > 0): the
-    rule of :func:`fbt_pipelines.marketdata.quality.spike_count`. Two passes
-    (medians, then the count), nothing materialised."""
-    if ordered:  # every row accepted, in contract runs, time rising, line order: one streaming pass
+    rule of :func:`fbt_pipelines.marketdata.quality.spike_count`.
+
+    ``stats``: per-code medians from :func:`_in_file_order` when every row
+    is accepted and the file is in order (one more streaming pass counts);
+    None: the general window query over the accepted rows."""
+    if stats is not None:
+        limits = stats[(stats["n"] >= 9) & (stats["med"] > 0)]
+        limits = pd.DataFrame({"c": limits["c"], "lim": (limits["med"] * 1.4826) * float(spike_z)})
         d = """SELECT contract_raw AS c, abs(ln(close) - ln(pclose)) AS d
                FROM (SELECT contract_raw, close, lag(close) OVER () AS pclose,
-                            lag(contract_raw) OVER () AS pc, lag(line) OVER () AS pl FROM staged)
-               WHERE pl IS NOT NULL AND pc IS NOT DISTINCT FROM contract_raw"""
+                            lag(contract_raw) OVER () AS pc FROM staged_values)
+               WHERE pclose IS NOT NULL AND pc IS NOT DISTINCT FROM contract_raw"""
     else:
         d = f"""SELECT c, abs(ln(close) - ln(pclose)) AS d
                 FROM (SELECT m.contract AS c, s.close,
                              lag(s.close) OVER (PARTITION BY m.contract ORDER BY s.ts) AS pclose
                       FROM {_JOIN} WHERE {ok})
                 WHERE pclose IS NOT NULL"""
-    limits = conn.execute(
-        f"""SELECT c, (median(d) * 1.4826) * {float(spike_z)!r} AS lim FROM ({d}) GROUP BY c
-            HAVING count(*) >= 9 AND median(d) > 0""").df()
+        limits = conn.execute(
+            f"""SELECT c, (median(d) * 1.4826) * {float(spike_z)!r} AS lim FROM ({d}) GROUP BY c
+                HAVING count(*) >= 9 AND median(d) > 0""").df()
     if limits.empty:
         return 0
     conn.register("v_limits", limits)
@@ -111,24 +125,28 @@ def validate_in_db(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval
     conn.register("v_map", vmap)
     conn.register("v_calendar", _calendar())
     try:
-        ordered = _in_file_order(conn, cmap)
+        ordered, stats = _in_file_order(conn, cmap)
         warnings = dict.fromkeys(WARNING_NAMES, 0)
         ok = "s.line NOT IN (SELECT line FROM v_rejects)"
         if ordered:
-            # no in-file duplicates: every rule but the spikes in one pass; rejected lines come back as a list
-            bad, off_tick = conn.execute(
-                f"""SELECT list({{'line': line, 'reason': reason}} ORDER BY line) FILTER (WHERE reason IS NOT NULL),
+            # no in-file duplicates: every rule but the spikes in one pass, first counting in parallel
+            # (no line numbers); the rejected lines come back as a list only if there are any
+            rules = f"""coalesce({row_reason_sql()},
+                                  CASE WHEN NOT ({in_session_sql('s.ts', 'c', interval)}) THEN ? END) AS reason,
+                         {off_tick_sql('s', 'm.tick')} AS off_tick"""
+            joins = (f"v_map m ON s.contract_raw IS NOT DISTINCT FROM m.contract_raw "
+                     f"LEFT JOIN v_calendar c ON c.day = {day_number_sql('s.ts')}")
+            rejected, off_tick = conn.execute(
+                f"""SELECT count(*) FILTER (WHERE reason IS NOT NULL),
                            count(*) FILTER (WHERE reason IS NULL AND off_tick)
-                    FROM (SELECT s.line,
-                                 coalesce({row_reason_sql()},
-                                          CASE WHEN NOT ({in_session_sql('s.ts', 'c', interval)}) THEN ? END)
-                                     AS reason,
-                                 {off_tick_sql('s', 'm.tick')} AS off_tick
-                          FROM {_JOIN} LEFT JOIN v_calendar c ON c.day = {day_number_sql('s.ts')})""",
-                [OUTSIDE_SESSION],
-            ).fetchall()[0]
-            reasons = pd.DataFrame({"line": [b["line"] for b in bad or []],
-                                    "reason": [b["reason"] for b in bad or []]})
+                    FROM (SELECT {rules} FROM staged_values s JOIN {joins})""", [OUTSIDE_SESSION]).fetchall()[0]
+            bad = []
+            if rejected:
+                bad = conn.execute(
+                    f"""SELECT list({{'line': line, 'reason': reason}} ORDER BY line) FILTER (WHERE reason IS NOT NULL)
+                        FROM (SELECT s.line, {rules} FROM staged s JOIN {joins})""",
+                    [OUTSIDE_SESSION]).fetchall()[0][0] or []
+            reasons = pd.DataFrame({"line": [b["line"] for b in bad], "reason": [b["reason"] for b in bad]})
             conn.register("v_bad", reasons)
             conn.execute("CREATE OR REPLACE TEMP TABLE v_rejects AS SELECT line FROM v_bad")
             conn.unregister("v_bad")
@@ -160,7 +178,7 @@ def validate_in_db(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval
             keep = "true" if not rejected else ok
             warnings["off_tick_grid"] = _count(conn, f"SELECT count(*) FROM {_JOIN} WHERE {keep} AND "
                                                      f"({off_tick_sql('s', 'm.tick')})")
-        warnings["spikes"] = _spike_count(conn, ordered and not rejected, ok, spike_z)
+        warnings["spikes"] = _spike_count(conn, stats if ordered and not rejected else None, ok, spike_z)
         if rejected:
             roots = [r[0] for r in conn.execute(
                 f"SELECT DISTINCT m.root FROM {_JOIN} WHERE {ok} ORDER BY 1").fetchall()]

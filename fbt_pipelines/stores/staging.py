@@ -171,7 +171,8 @@ def _stage_csv_fast(conn: duckdb.DuckDBPyConnection, path: Path, cols: list[str]
     n = len(cols)
     conn.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT row_number() OVER () + 1 AS line, {n} AS nf, "
                  f"{n} AS expected_nf, * FROM staged_fast")
-    conn.execute("CREATE OR REPLACE TEMP VIEW staged_values AS SELECT * FROM staged_fast")
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW staged_values AS SELECT {n} AS nf, {n} AS expected_nf, * "
+                 "FROM staged_fast")
     literal = "'" + str(path).replace("'", "''") + "'"  # a view cannot take a parameter
     conn.execute(
         f"""CREATE OR REPLACE TEMP VIEW staged_raw AS
