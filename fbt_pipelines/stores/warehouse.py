@@ -11,6 +11,7 @@ Times are stored as ``TIMESTAMPTZ`` in UTC.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
@@ -18,6 +19,8 @@ import duckdb
 import pandas as pd
 
 from fbt_pipelines.versioning import frame_version
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS markets (
@@ -146,7 +149,7 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
     frame's content hash in ``data_versions``. Returns that data version.
 
     The table is created from the frame's schema on first write; a frame with
-    a different schema replaces the table only if it holds no other partition.
+    a different schema (newer code) migrates the table to it: see ``_migrate_columns``.
     """
     if table not in RESULT_TABLES:
         raise ValueError(f"{table!r} is not a result table ({', '.join(RESULT_TABLES)})")
@@ -165,14 +168,7 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                 [table]).fetchall()]
             if existing != list(frame.columns):
-                others = conn.execute(f"SELECT count(*) FROM {table} WHERE {key_col} <> ?", [key]).fetchall()[0][0]
-                if others:
-                    raise ValueError(
-                        f"{table}: columns changed ({existing} -> {list(frame.columns)}) while other "
-                        f"partitions hold {others} rows; rematerialize all partitions"
-                    )
-                conn.execute(f"DROP TABLE {table}")
-                conn.execute(f"CREATE TABLE {table} AS SELECT * FROM incoming_frame LIMIT 0")
+                _migrate_columns(conn, table, key_col, key, existing, list(frame.columns))
         conn.execute(f"DELETE FROM {table} WHERE {key_col} = ?", [key])
         conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_frame")
         conn.execute(
@@ -180,6 +176,31 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
             [table, key, version, len(frame), dt.datetime.now(dt.UTC)],
         )
     return version
+
+
+def _migrate_columns(conn: duckdb.DuckDBPyConnection, table: str, key_col: str, key: str,
+                     existing: list[str], incoming: list[str]) -> None:
+    """Give ``table`` the incoming frame's columns (newer code wrote a different
+    schema). Rows of other partitions keep the columns both schemas share, new
+    columns are NULL for them, dropped columns go; their data versions are
+    forgotten (so no cache serves the old shape) until they are rematerialized.
+    Runs inside the caller's transaction: a failure leaves the table as it was."""
+    common = [c for c in incoming if c in existing]
+    conn.execute(f"CREATE TABLE {table}__migrating AS SELECT * FROM incoming_frame LIMIT 0")
+    if common:
+        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in common)
+        try:
+            conn.execute(f"INSERT INTO {table}__migrating ({cols}) SELECT {cols} FROM {table} WHERE {key_col} <> ?",
+                         [key])
+        except duckdb.Error as exc:
+            raise ValueError(
+                f"{table}: columns changed ({existing} -> {incoming}) and other partitions' rows do not fit "
+                f"the new types ({exc}); rematerialize all partitions") from exc
+    conn.execute(f"DROP TABLE {table}")
+    conn.execute(f"ALTER TABLE {table}__migrating RENAME TO {table}")
+    conn.execute("DELETE FROM data_versions WHERE tbl = ? AND key <> ?", [table, key])
+    log.warning("%s: columns changed (%s -> %s); other partitions keep the shared columns until rematerialized",
+                table, existing, incoming)
 
 
 def partition_version(conn: duckdb.DuckDBPyConnection, table: str, key: str) -> str | None:

@@ -100,11 +100,26 @@ def test_replace_partition_touches_only_its_partition(conn):
     assert wh.read_partition(conn, "features", "CL")["x"].tolist() == [3.0]
     with pytest.raises(ValueError, match="outside partition"):
         wh.replace_partition(conn, "features", "ES", cl)
-    with pytest.raises(ValueError, match="columns changed"):
-        wh.replace_partition(conn, "features", "ES", es.assign(y=1))
-    assert wh.read_partition(conn, "features", "ES", ["x"])["x"].tolist() == [5.0, 6.0]
     with pytest.raises(ValueError, match="not a result table"):
         wh.replace_partition(conn, "bars; DROP TABLE bars", "ES", es)
+
+
+def test_newer_columns_migrate_the_table_and_keep_other_partitions(conn):
+    """Newer code writes other columns: the table takes them; other partitions
+    keep the shared columns (new ones NULL, dropped ones gone) and lose their
+    data version until rematerialized; a failed migration changes nothing."""
+    wh.replace_partition(conn, "features", "ES", pd.DataFrame({"root": ["ES"], "x": [1.0], "old": [7.0]}))
+    wh.replace_partition(conn, "features", "CL", pd.DataFrame({"root": ["CL", "CL"], "x": [3.0, 4.0], "old": [8.0, 9.0]}))
+    wh.replace_partition(conn, "features", "ES", pd.DataFrame({"root": ["ES"], "x": [5.0], "y": [6.0]}))
+    assert wh.read_partition(conn, "features", "ES").to_dict("records") == [{"root": "ES", "x": 5.0, "y": 6.0}]
+    cl = wh.read_partition(conn, "features", "CL", ["x"])
+    assert list(cl.columns) == ["root", "x", "y"] and cl["x"].tolist() == [3.0, 4.0] and cl["y"].isna().all()
+    assert wh.partition_version(conn, "features", "CL") is None
+    assert wh.partition_version(conn, "features", "ES") is not None
+    with pytest.raises(ValueError, match="do not fit"):
+        wh.replace_partition(conn, "features", "ES", pd.DataFrame({"root": ["ES"], "x": [pd.Timestamp("2020-01-01", tz="UTC")], "z": [1]}))
+    assert wh.read_partition(conn, "features", "CL", ["x"])["x"].tolist() == [3.0, 4.0]
+    assert wh.read_partition(conn, "features", "ES").to_dict("records") == [{"root": "ES", "x": 5.0, "y": 6.0}]
 
 
 def test_cached_read_follows_the_data_version(conn, bus):
