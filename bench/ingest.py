@@ -1,6 +1,6 @@
 """Benchmark of fbt's bar ingest and of the Redis frame cache (a script, not a test).
 
-    .venv/bin/python bench/ingest.py [--rows 5000000] [--profile auto|always|never] [--keep]
+    .venv/bin/python bench/ingest.py [--rows 5000000] [--runs 1] [--floor] [--profile auto|always|never] [--keep]
 
 Writes a canonical CSV (``contract,ts,open,high,low,close,volume,open_interest``)
 of 1-minute ES bars: 20 contracts (ESH2015 .. ESZ2019), each 250 CME Globex
@@ -23,6 +23,9 @@ In one run it times:
     chunksize the pandas default unless ``--chunksize``) inside one
     transaction (``with connection:``), into a fresh SQLite file; to_sql
     creates the table (no key). It validates nothing;
+(floor, with ``--floor``) a bare ``INSERT INTO bars SELECT ... FROM read_csv``
+    with typed columns: no line numbers, no checks, no hash -- not a usable
+    ingest, the cost of DuckDB's CSV parse and storage alone;
 (c) the Redis cache: a continuous-prices-shaped frame (1M rows, the 13
     columns ``back_adjust`` produces) written with ``replace_partition``, then
     ``read_partition_cached`` (hit) vs plain ``read_partition`` from DuckDB,
