@@ -339,6 +339,8 @@ SQL_METHODS = {"execute", "executemany", "sql", "query"}
 REVIEWED_DYNAMIC_SQL = {
     ("fbt_pipelines/stores/warehouse.py", "ensure_schema"): "ALTER TABLE from the MIGRATIONS constant",
     ("fbt_pipelines/stores/warehouse.py", "replace_partition"): "table checked against RESULT_TABLES; key is ?",
+    ("fbt_pipelines/stores/warehouse.py", "_migrate_columns"): "called by replace_partition (table in RESULT_TABLES); "
+                                                                "column names quoted as identifiers; key is ?",
     ("fbt_pipelines/stores/warehouse.py", "read_partition"): "table in RESULT_TABLES; ORDER BY columns checked "
                                                              "against information_schema; key is ?",
     ("fbt_pipelines/stores/warehouse.py", "read_table"): "table in RESULT_TABLES; ORDER BY identifiers only",
