@@ -7,7 +7,7 @@ import json
 
 import os
 
-from dagster import (AssetSelection, DefaultScheduleStatus, DefaultSensorStatus, RunFailureSensorContext, RunRequest,
+from dagster import (AssetKey, AssetSelection, DefaultScheduleStatus, DefaultSensorStatus, RunFailureSensorContext, RunRequest,
                      SensorEvaluationContext, SensorResult, SkipReason, define_asset_job, run_failure_sensor, schedule,
                      sensor)
 
@@ -101,7 +101,7 @@ def landing_files_sensor(context: SensorEvaluationContext, files: FilesResource)
 
 
 def request_to_run(body: dict, markets_with_data: set[str]) -> RunRequest:
-    """A queued backtest request -> a run of ``backtest_market`` (validated)."""
+    """A queued backtest request -> a run of ``backtest_market`` limited to the ``backtests`` asset (validated)."""
     check_backtest_request(body)  # shape and size (fbt_pipelines/limits.py)
     market = body.get("market")
     if market not in markets_with_data:
@@ -111,6 +111,7 @@ def request_to_run(body: dict, markets_with_data: set[str]) -> RunRequest:
     params = validate_params(strategy, body.get("params", {}))
     return RunRequest(
         run_key=str(body["request_id"]), partition_key=market,
+        asset_selection=[AssetKey("backtests")],  # the requested backtest only, not the market's sweep
         run_config={"ops": {"backtests": {"config": {"strategies": {strategy: params}}}}},
         tags={"fbt/request_id": str(body["request_id"]), "fbt/strategy": strategy},
     )

@@ -95,3 +95,20 @@ def fbt_home(tmp_path, monkeypatch, redis_url: str):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("FBT_WAREHOUSE", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_dagster_instance_context() -> Iterator[None]:
+    """Start every test with no current Dagster defs-state storage.
+
+    ``with DagsterInstance...`` stores the instance's state storage in a
+    ContextVar and restores the previous value on exit; fixtures of different
+    scopes that enter instances are torn down out of nesting order, which can
+    leave a disposed instance's storage there, and every later
+    ``materialize`` then fails with "Attempted to resolve undefined
+    DagsterInstance weakref" (seen in the full suite, never in one file).
+    """
+    from dagster._core.storage.defs_state import base as defs_state
+
+    defs_state._current_storage.set(None)
+    yield

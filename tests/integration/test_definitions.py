@@ -82,6 +82,7 @@ def test_backtest_request_sensor_turns_requests_into_runs(redis_url):
         assert [type(r) for r in runs] == [RunRequest]
         run = runs[0]
         assert run.run_key == good and run.partition_key == "ES"
+        assert run.asset_selection == [AssetKey("backtests")]  # not the market's predictions and sweep
         assert run.run_config["ops"]["backtests"]["config"]["strategies"] == {"sma_crossover": {"fast": 10, "slow": 100}}
         assert bus.queue_depth() == {"length": 0, "pending": 0}  # all three acknowledged
         rejected = [e for e in bus.recent_events(10) if e["type"] == "request_rejected"]
