@@ -49,17 +49,7 @@ GROUPS = {"catalog": ["market_catalog"], "ingest": ["raw_bars"], "futures": ["ro
           "portfolio": ["strategy_comparison", "portfolio", "risk_report", "tear_sheet"]}
 ASSETS = [a for names in GROUPS.values() for a in names]
 STRATEGIES = {"sma_crossover": ["--param", "fast=10", "--param", "slow=40"], "buy_and_hold": []}
-MOMENTUM = '''
-import numpy as np
-from fbt_pipelines.engine.strategies import register_strategy
-
-
-@register_strategy("momentum", "Long when the close is above its value `lookback` bars ago, short below.")
-def momentum(close: np.ndarray, lookback: int = 60) -> np.ndarray:
-    past = np.roll(close, lookback)
-    past[:lookback] = np.nan
-    return np.nan_to_num(np.sign(close - past))
-'''
+MOMENTUM = (Path(__file__).parents[1] / "user_strategies" / "momentum.py").read_text(encoding="utf-8")
 
 if not CHROMIUM.exists():
     if os.geteuid() == 0:

@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
 
-from fbt_pipelines.local_services import _free_port
+from fbt_pipelines.local_services import _free_port, redis_reachable
 
 
 @dataclass
@@ -69,13 +68,7 @@ class PrivateRedis:
         raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout_s} s")
 
     def answers(self) -> bool:
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.3, socket_timeout=0.3)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
+        return redis_reachable(self.url, timeout=0.3)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown save, no goodbye to clients (a crash)."""

@@ -10,6 +10,8 @@ import re
 import duckdb
 import numpy as np
 import pandas as pd
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -84,17 +86,7 @@ def test_report_writes_the_tear_sheet_and_csvs_of_a_backtest(fbt_home, monkeypat
     _user_strategy_backtest_and_pdf(fbt_home)
 
 
-MOMENTUM = '''
-import numpy as np
-from fbt_pipelines.engine.strategies import register_strategy
-
-
-@register_strategy("momentum", "Long when the close is above its value `lookback` bars ago, short below.")
-def momentum(close: np.ndarray, lookback: int = 60) -> np.ndarray:
-    past = np.roll(close, lookback)
-    past[:lookback] = np.nan
-    return np.nan_to_num(np.sign(close - past))
-'''
+MOMENTUM = (Path(__file__).parents[1] / "user_strategies" / "momentum.py").read_text(encoding="utf-8")
 
 
 def _user_strategy_backtest_and_pdf(fbt_home):

@@ -8,6 +8,8 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -17,17 +19,7 @@ from fbt_pipelines.engine.strategies import (STRATEGIES, available_strategies, s
 from fbt_pipelines.engine.user_strategies import user_problems
 from fbt_pipelines.errors import StrategyError
 
-MOMENTUM = '''
-import numpy as np
-from fbt_pipelines.engine.strategies import register_strategy
-
-
-@register_strategy("momentum", "Long when the close is above its value `lookback` bars ago, short below.")
-def momentum(close: np.ndarray, lookback: int = 3) -> np.ndarray:
-    past = np.roll(close, lookback)
-    past[:lookback] = np.nan
-    return np.nan_to_num(np.sign(close - past))
-'''
+MOMENTUM = (Path(__file__).parents[1] / "user_strategies" / "momentum.py").read_text(encoding="utf-8").replace("lookback: int = 60", "lookback: int = 3")
 
 
 @pytest.fixture
