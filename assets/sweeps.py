@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
@@ -13,9 +14,10 @@ from fbt_pipelines.engine.futures_engine import EngineConfig
 from fbt_pipelines.engine.strategies import strategies_help
 from fbt_pipelines.engine.sweep import overfitting_report, parameter_sets, run_sweep, walk_forward
 from fbt_pipelines.portfolio.sizing import VolTargetConfig
+from fbt_pipelines.reports.tear_sheet import write_tear_sheet
 from fbt_pipelines.stores import warehouse as wh
 from fbt_pipelines.versioning import code_version, frame_version
-from resources import TrackingResource, WarehouseResource
+from resources import FilesResource, TrackingResource, WarehouseResource
 
 
 class SweepConfig(Config):
@@ -34,8 +36,8 @@ class SweepConfig(Config):
 @asset(partitions_def=market_partitions, group_name="backtest", kinds={"duckdb", "mlflow", "numba"},
        deps=[continuous_prices], pool=WRITER_POOL)
 def parameter_sweep(context: AssetExecutionContext, config: SweepConfig, warehouse: WarehouseResource,
-                    tracking: TrackingResource) -> MaterializeResult:
-    """Every parameter set of a strategy on this market, plus a walk-forward that picks the best in-sample set per window and stitches the out-of-sample P&L; MLflow parent run with one child per set."""
+                    tracking: TrackingResource, files: FilesResource) -> MaterializeResult:
+    """Every parameter set of a strategy on this market, plus a walk-forward that picks the best in-sample set per window and stitches the out-of-sample P&L; MLflow parent run with one child per set; a tear sheet of the walk-forward equity."""
     root = context.partition_key
     spec = market_spec(root)
     with warehouse.connect() as conn:
@@ -59,7 +61,21 @@ def parameter_sweep(context: AssetExecutionContext, config: SweepConfig, warehou
     best = sweep.table.sort_values("sharpe", ascending=False).iloc[0]
     overfit = overfitting_report(sweep, config.capital)
     wf_sharpe = float(wf["pnl"].mean() / wf["pnl"].std(ddof=1) * 252 ** 0.5) if len(wf) > 2 else float("nan")
+    sheet = write_tear_sheet(
+        files.reports() / f"sweep_{root}_{config.strategy}.html",
+        f"fbt sweep: {config.strategy} on {root}, walk-forward out-of-sample equity", wf[["ts", "equity"]],
+        {"parameter sets": len(sets), "best in-sample set": best["params"], "its Sharpe": f"{best['sharpe']:.2f}",
+         "walk-forward OOS Sharpe": f"{wf_sharpe:.2f}", "walk-forward OOS P&L (USD)": f"{wf['pnl'].sum():,.2f}",
+         "probability of backtest overfitting": f"{overfit['pbo']:.2f}",
+         "deflated Sharpe of the best": f"{overfit.get('deflated_sharpe', float('nan')):.2f}"},
+        pd.Series({root: float(wf["pnl"].sum())}),
+        {"strategy": config.strategy, "market": root, "grid": json.dumps(config.grid), "mode": config.mode,
+         "train / test years": f"{config.train_years} / {config.test_years}", "data version": data_version,
+         "code version": code_version(), "MLflow parent run": parent},
+        strategy_pnl=sweep.table.set_index("params")[["net_pnl"]].T.rename(index={"net_pnl": root}),
+        strategy_pnl_title="Net P&L of every parameter set over the whole period (USD, after costs)")
     return MaterializeResult(metadata={
+        "tear_sheet": MetadataValue.path(str(sheet)),
         "sets": len(sets), "best_params": best["params"], "best_sharpe": float(best["sharpe"]),
         "probability_of_backtest_overfitting": overfit["pbo"],
         "deflated_sharpe_of_best": overfit.get("deflated_sharpe", float("nan")),

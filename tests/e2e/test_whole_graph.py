@@ -193,6 +193,17 @@ def test_tear_sheet_written_with_its_plotly_bundle(graph):
     assert (home / "reports" / "plotly.min.js").stat().st_size > 1_000_000
 
 
+def test_sweep_tear_sheet_shows_the_walk_forward_equity(graph):
+    home, instance, _ = graph
+    for root in MARKETS:
+        page = (home / "reports" / f"sweep_{root}_sma_crossover.html").read_text()
+        wf = query(home, "SELECT pnl FROM walk_forward_equity WHERE root = ?", [root])
+        assert f"{wf['pnl'].sum():,.2f}" in page  # the stitched out-of-sample P&L, as stored
+        assert "probability of backtest overfitting" in page and "plotly-graph-div" in page
+    meta = instance.get_latest_materialization_event(AssetKey("parameter_sweep")).asset_materialization.metadata
+    assert meta["tear_sheet"].value.endswith("_sma_crossover.html")
+
+
 def test_es_backtests_use_the_margin_history_file(graph):
     home, _, _ = graph
     with open(FIXTURES / "lean" / "margins" / "ES.csv") as fh:
