@@ -149,3 +149,39 @@ def run_failure_alert(context: RunFailureSensorContext, bus: BusResource):
         "kind": "run_failure", "job": run.job_name, "run_id": run.run_id,
         "partition": run.tags.get("dagster/partition"), "message": context.failure_event.message,
     }, os.environ.get("FBT_ALERT_WEBHOOK"))
+
+
+def failed_check_alerts(instance, check_keys, after_id: int) -> tuple[list[dict], int]:
+    """Alerts for asset-check evaluations that failed after storage id ``after_id``
+    (newest id seen is returned as the next cursor)."""
+    alerts, newest = [], after_id
+    for key in sorted(check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+        for rec in instance.event_log_storage.get_asset_check_execution_history(key, limit=50):
+            if rec.id <= after_id or rec.evaluation is None:
+                continue
+            newest = max(newest, rec.id)
+            if rec.evaluation.passed:
+                continue
+            severity = getattr(rec.evaluation.severity, "value", str(rec.evaluation.severity))
+            run = None if rec.partition else instance.get_run_by_id(rec.run_id)  # records may lack the partition
+            partition = rec.partition or (run.tags.get("dagster/partition") if run is not None else None)
+            alerts.append({"kind": "asset_check_failed", "asset": key.asset_key.to_user_string(), "check": key.name,
+                           "severity": severity, "run_id": rec.run_id, "partition": partition,
+                           "description": rec.evaluation.description})
+    return alerts, newest
+
+
+@sensor(minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED)
+def check_failure_alert(context: SensorEvaluationContext, bus: BusResource):
+    """A failed asset check publishes an ``alert`` event on Redis and, if
+    ``FBT_ALERT_WEBHOOK`` is set, POSTs it there (once per evaluation; the
+    cursor is the newest check evaluation's storage id)."""
+    from fbt_pipelines.alerts import send_alert
+
+    keys = context.repository_def.asset_graph.asset_check_keys
+    after = int(context.cursor or 0)
+    alerts, newest = failed_check_alerts(context.instance, keys, after)
+    for alert in alerts:
+        send_alert(bus.get(), alert, os.environ.get("FBT_ALERT_WEBHOOK"))
+    context.update_cursor(str(newest))
+    return SkipReason(f"{len(alerts)} failed check(s) alerted" if alerts else "no new failed checks")

@@ -19,8 +19,8 @@ import assets.raw_bars
 import assets.rolls
 import assets.sweeps
 from assets.sweep_fanout import ChunkParquetIOManager, sweep_fanout
-from fbt_pipelines.automation import (backtest_job, backtest_request_sensor, catalog_job, daily_ingest, ingest_job,
-                                      landing_files_sensor, portfolio_job, run_failure_alert, train_job)
+from fbt_pipelines.automation import (backtest_job, backtest_request_sensor, catalog_job, check_failure_alert, daily_ingest,
+                                      ingest_job, landing_files_sensor, portfolio_job, run_failure_alert, train_job)
 from fbt_pipelines.automation_backup import backup_job, nightly_backup
 from fbt_pipelines.automation_ml import model_retrain_sensor
 from fbt_pipelines.config import DEFAULT_REDIS_URL, paths
@@ -54,7 +54,7 @@ defs = Definitions(
     assets=ALL_ASSETS,
     jobs=[catalog_job, ingest_job, train_job, backtest_job, portfolio_job, sweep_fanout, backup_job],
     schedules=[daily_ingest, nightly_backup],
-    sensors=[landing_files_sensor, backtest_request_sensor, run_failure_alert, model_retrain_sensor],
+    sensors=[landing_files_sensor, backtest_request_sensor, run_failure_alert, check_failure_alert, model_retrain_sensor],
     resources=local_resources(),
     executor=fbt_executor,  # in_process | multiprocess | celery: run config or FBT_EXECUTOR
 )

@@ -66,3 +66,40 @@ def test_alert_paths_never_raise(redis_url):
     down = Bus("redis://127.0.0.1:1/9")
     assert send_alert(down, {"kind": "x"}, "http://127.0.0.1:1/nothing", timeout_s=0.5) == {"bus": False, "webhook": False}
     assert send_alert(down, {"kind": "x"}, "file:///etc/passwd") == {"bus": False, "webhook": False}
+
+
+def test_failed_check_alerts_once_on_the_bus(fbt_home, redis_url):
+    """A quarantined row fails raw_bars' `no_quarantined_rows` check (warn): the
+    check-failure sensor publishes one alert naming the asset, check, severity
+    and partition, and nothing again on its next tick."""
+    from dagster import build_sensor_context
+
+    from fbt_pipelines.automation import check_failure_alert
+    from fbt_pipelines.definitions import ALL_ASSETS, defs, local_resources
+
+    landing = fbt_home / "landing" / "ES"
+    landing.mkdir(parents=True)
+    (landing / "ESH2024.csv").write_text(
+        "contract,ts,open,high,low,close,volume\n"
+        "ESH2024,2024-01-02,4780.00,4795.25,4755.50,4768.75,1520000\n"
+        "ESH2024,2024-01-03,4765.00,4700.00,4720.25,4731.50,1710000\n"  # high < low: quarantined
+        "ESH2024,2024-01-04,4732.00,4740.75,4715.00,4722.25,1480000\n")
+    prefix = f"fbttest-{uuid.uuid4().hex[:12]}"
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("markets", ["ES"])
+    try:
+        result = materialize(ALL_ASSETS, selection=AssetSelection.assets("raw_bars"), partition_key="ES",
+                             resources=local_resources(), instance=instance, raise_on_error=False)
+        assert result.success
+        resources = {"bus": BusResource(url=redis_url, prefix=prefix)}
+        repo = defs.get_repository_def()
+        ctx = build_sensor_context(instance=instance, resources=resources, repository_def=repo)
+        check_failure_alert(ctx)
+        alerts = [e for e in Bus(redis_url, prefix).recent_events(20) if e["type"] == "alert"]
+        assert [(a["asset"], a["check"], a["severity"], a["partition"]) for a in alerts] == [
+            ("raw_bars", "no_quarantined_rows", "WARN", "ES")]
+        again = build_sensor_context(instance=instance, resources=resources, repository_def=repo, cursor=ctx.cursor)
+        check_failure_alert(again)
+        assert len([e for e in Bus(redis_url, prefix).recent_events(20) if e["type"] == "alert"]) == 1
+    finally:
+        delete_prefix(redis_url, prefix)
