@@ -151,6 +151,15 @@ def run_failure_alert(context: RunFailureSensorContext, bus: BusResource):
     }, os.environ.get("FBT_ALERT_WEBHOOK"))
 
 
+def check_record_partition(instance, record) -> str | None:
+    """The market partition of an asset-check evaluation record (records of a
+    partitioned asset's run do not always carry it; the run's tag does)."""
+    if record.partition:
+        return record.partition
+    run = instance.get_run_by_id(record.run_id)
+    return None if run is None else run.tags.get("dagster/partition")
+
+
 def failed_check_alerts(instance, check_keys, after_id: int) -> tuple[list[dict], int]:
     """Alerts for asset-check evaluations that failed after storage id ``after_id``
     (newest id seen is returned as the next cursor)."""
@@ -163,10 +172,9 @@ def failed_check_alerts(instance, check_keys, after_id: int) -> tuple[list[dict]
             if rec.evaluation.passed:
                 continue
             severity = getattr(rec.evaluation.severity, "value", str(rec.evaluation.severity))
-            run = None if rec.partition else instance.get_run_by_id(rec.run_id)  # records may lack the partition
-            partition = rec.partition or (run.tags.get("dagster/partition") if run is not None else None)
             alerts.append({"kind": "asset_check_failed", "asset": key.asset_key.to_user_string(), "check": key.name,
-                           "severity": severity, "run_id": rec.run_id, "partition": partition,
+                           "severity": severity, "run_id": rec.run_id,
+                           "partition": check_record_partition(instance, rec),
                            "description": rec.evaluation.description})
     return alerts, newest
 

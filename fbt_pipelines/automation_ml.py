@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from dagster import (AssetCheckKey, AssetKey, DagsterInstance, DefaultSensorStatus, RunRequest,
                      SensorEvaluationContext, SkipReason, sensor)
 
-from fbt_pipelines.automation import train_job
+from fbt_pipelines.automation import check_record_partition, train_job
 
 RETRAIN_MAX_PSI = 0.25
 """Retrain when a feature's population stability index reaches this (a 'significant shift')."""
@@ -45,13 +45,6 @@ def _number(metadata, name: str) -> float:
         return math.nan
 
 
-def _run_partition(instance: DagsterInstance, run_id: str) -> str | None:
-    """The market partition of a run (check records of a partitioned asset's
-    run do not always carry it themselves)."""
-    run = instance.get_run_by_id(run_id)
-    return None if run is None else run.tags.get("dagster/partition")
-
-
 def retrain_evidence(instance: DagsterInstance, max_psi: float = RETRAIN_MAX_PSI,
                      min_accuracy: float = RETRAIN_MIN_ACCURACY) -> RetrainEvidence:
     """Reasons to retrain found in the instance's latest check evaluations."""
@@ -70,7 +63,7 @@ def retrain_evidence(instance: DagsterInstance, max_psi: float = RETRAIN_MAX_PSI
             # record's create_timestamp is stored to the second only)
             if evaluation is None or rec.event is None or rec.event.timestamp < since:
                 continue
-            market = rec.partition or _run_partition(instance, rec.run_id)
+            market = check_record_partition(instance, rec)
             if market in seen:
                 continue
             seen.add(market)

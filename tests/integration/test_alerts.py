@@ -35,18 +35,22 @@ def webhook():
     return server, f"http://127.0.0.1:{server.server_port}/hook"
 
 
-def test_failed_run_alerts_on_the_bus_and_the_webhook(fbt_home, redis_url, monkeypatch):
+def materialize_es_raw_bars(instance: DagsterInstance):
+    """raw_bars for market ES from $FBT_HOME/landing/ES, in process, without raising on failure."""
     from fbt_pipelines.definitions import ALL_ASSETS, local_resources
 
+    return materialize(ALL_ASSETS, selection=AssetSelection.assets("raw_bars"), partition_key="ES",
+                       resources=local_resources(), instance=instance, raise_on_error=False)
+
+
+def test_failed_run_alerts_on_the_bus_and_the_webhook(fbt_home, redis_url, monkeypatch):
     server, url = webhook()
     monkeypatch.setenv("FBT_ALERT_WEBHOOK", url)
     prefix = f"fbttest-{uuid.uuid4().hex[:12]}"
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("markets", ["ES"])
     try:
-        # no landing files for ES: raw_bars fails with a Failure naming the folder
-        result = materialize(ALL_ASSETS, selection=AssetSelection.assets("raw_bars"), partition_key="ES",
-                             resources=local_resources(), instance=instance, raise_on_error=False)
+        result = materialize_es_raw_bars(instance)  # no landing files for ES: a Failure naming the folder
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
         context = build_run_status_sensor_context(
@@ -75,7 +79,7 @@ def test_failed_check_alerts_once_on_the_bus(fbt_home, redis_url):
     from dagster import build_sensor_context
 
     from fbt_pipelines.automation import check_failure_alert
-    from fbt_pipelines.definitions import ALL_ASSETS, defs, local_resources
+    from fbt_pipelines.definitions import defs
 
     landing = fbt_home / "landing" / "ES"
     landing.mkdir(parents=True)
@@ -88,9 +92,7 @@ def test_failed_check_alerts_once_on_the_bus(fbt_home, redis_url):
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("markets", ["ES"])
     try:
-        result = materialize(ALL_ASSETS, selection=AssetSelection.assets("raw_bars"), partition_key="ES",
-                             resources=local_resources(), instance=instance, raise_on_error=False)
-        assert result.success
+        assert materialize_es_raw_bars(instance).success
         resources = {"bus": BusResource(url=redis_url, prefix=prefix)}
         repo = defs.get_repository_def()
         ctx = build_sensor_context(instance=instance, resources=resources, repository_def=repo)
