@@ -27,7 +27,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fbt_pipelines.errors import DataError
 
@@ -87,11 +87,14 @@ def _count_lines(handle, max_lines: int) -> int:
     return lines + (0 if last == b"\n" else 1)
 
 
-def check_ingest_file(path: Path, fmt: str) -> None:
+def check_ingest_file(path: Path, fmt: str, csv_lines: Callable[[], int] | None = None) -> None:
     """Refuse a bar file over the size or row limit, before anything is read into the warehouse.
 
     ``fmt`` is ``csv``, ``parquet`` or ``lean`` (a zip of CSVs: each member's
     uncompressed size and lines are checked, so a zip bomb is refused unread).
+    ``csv_lines``: how to get a CSV's line count (header included) once its
+    size has passed, when the caller reads the file anyway (the ingest
+    hashes it in the same pass); by default the lines are counted here.
     """
     lim = current()
     path = Path(path)
@@ -100,8 +103,11 @@ def check_ingest_file(path: Path, fmt: str) -> None:
         raise LimitExceeded(f"{path}: {size:,} bytes exceeds the ingest limit of {lim.max_ingest_file_bytes:,} bytes "
                             "(FBT_MAX_INGEST_FILE_MB)")
     if fmt == "csv":
-        with path.open("rb") as handle:
-            rows = _count_lines(handle, lim.max_ingest_rows + 1) - 1  # minus the header
+        if csv_lines is not None:
+            rows = csv_lines() - 1  # minus the header
+        else:
+            with path.open("rb") as handle:
+                rows = _count_lines(handle, lim.max_ingest_rows + 1) - 1
         _check_rows(str(path), rows, lim)
     elif fmt == "parquet":
         import pyarrow.parquet as pq

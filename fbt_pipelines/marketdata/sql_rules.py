@@ -19,6 +19,8 @@ number), joined to a contract map ``m`` (``contract``, ``root``,
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
@@ -71,6 +73,26 @@ def row_reason_sql(s: str = "s", m: str = "m") -> str:
     return "CASE " + " ".join(f"WHEN {w} THEN {t}" for w, t in whens) + " END"
 
 
+def row_rules_ok_sql(s: str = "s", open_interest: str | None = None) -> str:
+    """SQL predicate: TRUE exactly when :func:`row_reason_sql` gives NULL for
+    a row with the expected field count and a good contract code (NULL or
+    FALSE otherwise). One AND chain, cheaper per row than the CASE: the bulk
+    CSV path evaluates it on every row inside its INSERT.
+
+    ``open_interest``: the column's expression (default ``s.open_interest``;
+    ``"NULL"`` when the file has none)."""
+    oi = open_interest or f"{s}.open_interest"
+    vol = f"{s}.volume"
+    finite = " AND ".join(f"isfinite({s}.{c})" for c in PRICES + ["volume"])
+    return (f"({s}.ts IS NOT NULL AND {finite} "
+            # low > 0 and the order low <= open, close <= high: every price positive
+            f"AND {s}.low > 0 AND {s}.low <= {s}.high AND {s}.open BETWEEN {s}.low AND {s}.high "
+            f"AND {s}.close BETWEEN {s}.low AND {s}.high "
+            f"AND {vol} >= 0 AND {vol} = floor({vol}) AND {vol} < {_TOO_LARGE} "
+            f"AND ({oi} IS NULL OR (isfinite({oi}) AND {oi} >= 0 AND {oi} = floor({oi}) "
+            f"AND {oi} < {_TOO_LARGE})))")
+
+
 def day_number_sql(ts: str) -> str:
     """UTC day number (days since 1970-01-01) of a TIMESTAMPTZ column."""
     return f"CAST(floor(epoch_us({ts}) / {_US_PER_DAY}.0) AS BIGINT)"
@@ -88,6 +110,7 @@ def in_session_sql(ts: str, cal: str, interval: str) -> str:
             f"ELSE {x} < {cal}.prev_close_us END, false)")
 
 
+@lru_cache(maxsize=1)
 def session_days() -> pd.DataFrame:
     """One row per UTC day of the session calendar (1990-2040), for
     :func:`in_session_sql`: ``day`` (days since 1970-01-01), ``daily_ok``
@@ -98,6 +121,7 @@ def session_days() -> pd.DataFrame:
 
     The intraday rule (latest open <= t, and t < its close) needs at most one
     opening per UTC day; that holds for CME Globex and is asserted here.
+    Computed once per process (the frame is shared: do not modify it).
     """
     sess, opens, closes = _session_arrays()
     open_us = opens.astype("datetime64[us]").astype(np.int64)
@@ -126,6 +150,40 @@ def session_days() -> pd.DataFrame:
         "close_us": pd.array(np.where(np.isnan(c), pd.NA, c), dtype="Int64"),
         "prev_close_us": pd.array(np.where(np.isnan(prev), pd.NA, prev), dtype="Int64"),
     })
+
+
+def outside_session_count(ts_us: np.ndarray, interval: str, chunk: int = 1 << 16) -> int:
+    """How many of ``ts_us`` (UTC epoch microseconds, int64) lie outside the
+    CME Globex sessions: the rule of :func:`in_session_sql` (and of
+    :func:`fbt_pipelines.marketdata.sessions.session_filter`) in NumPy, one
+    gather per column of :func:`session_days`; in chunks that stay in cache
+    (3x faster than whole-array temporaries on 5M bars)."""
+    cal = _session_day_arrays()
+    days = len(cal["daily_ok"])
+    outside = 0
+    for start in range(0, len(ts_us), chunk):
+        t = ts_us[start:start + chunk]
+        day = t // _US_PER_DAY - cal["first"]
+        known = (day >= 0) & (day < days)
+        np.clip(day, 0, days - 1, out=day)
+        if interval == "1d":
+            inside = cal["daily_ok"][day]
+        else:
+            opened = t >= cal["open_us"][day]  # no opening that day: open_us is int64 max
+            inside = np.where(opened, t < cal["close_us"][day], t < cal["prev_close_us"][day])
+        outside += len(t) - int(np.count_nonzero(inside & known))
+    return outside
+
+
+@lru_cache(maxsize=1)
+def _session_day_arrays() -> dict:
+    """:func:`session_days` as NumPy arrays (NULL -> a value that fails every test)."""
+    cal = session_days()
+    never = np.iinfo(np.int64).max
+    return {"first": int(cal["day"].iloc[0]), "daily_ok": cal["daily_ok"].to_numpy(bool),
+            "open_us": cal["open_us"].to_numpy("int64", na_value=never),
+            "close_us": cal["close_us"].to_numpy("int64", na_value=np.iinfo(np.int64).min),
+            "prev_close_us": cal["prev_close_us"].to_numpy("int64", na_value=np.iinfo(np.int64).min)}
 
 
 def off_tick_sql(s: str, tick: str) -> str:

@@ -31,10 +31,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import duckdb
 import pandas as pd
@@ -43,6 +42,7 @@ from fbt_pipelines.catalog.specs import ContractSpec, load_catalog
 from fbt_pipelines.errors import DataError
 from fbt_pipelines.limits import check_ingest_file
 from fbt_pipelines.marketdata.validation import validate_staged
+from fbt_pipelines.stores.bulk_csv import BulkChecks, bulk_columns, ingest_bulk_csv
 from fbt_pipelines.stores.sql_validation import validate_in_db
 from fbt_pipelines.stores.staging import (FileScan, contract_map, drop_staging, scan_file, stage_csv, stage_frame,
                                           stage_parquet, staged_frame)
@@ -67,6 +67,7 @@ class IngestResult:
     replaced: int
     roots: tuple[str, ...]
     warnings: dict[str, int]
+    method: str = "staged"  # "bulk": the file went straight into bars (fbt_pipelines/stores/bulk_csv.py)
 
 
 def bar_sources(folder: Path, recursive: bool = False) -> list[Path]:
@@ -78,11 +79,13 @@ def bar_sources(folder: Path, recursive: bool = False) -> list[Path]:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _ingest_id(source: str, interval: str, content_hash: str) -> str:
+    """Same file name, interval and bytes -> same id (the idempotence key)."""
+    return hashlib.sha256(f"{source.rsplit('/', 1)[-1]}:{interval}:{content_hash}".encode()).hexdigest()[:24]
 
 
 def detect_format(path: Path) -> str:
@@ -94,6 +97,54 @@ def detect_format(path: Path) -> str:
     if name.endswith((".csv", ".txt")):
         return "csv"
     raise DataError(f"{path}: cannot tell the format from the name; pass --format csv|parquet|lean")
+
+
+def _replace_older(conn: duckdb.DuckDBPyConnection, interval: str, contracts: list[str], new_keys: str,
+                   params: list, ts_range: Callable[[], tuple], new_ingest_id: str | None = None) -> int:
+    """Delete the stored bars that a new row replaces (same contract,
+    ``interval`` and ts) and return how many. ``new_keys``: SELECT of the new
+    rows' (contract, ts) with ``params``; ``ts_range``: their (min, max) ts,
+    asked only if ``bars`` holds these contracts at all; ``new_ingest_id``:
+    the new rows' id when they are already in ``bars`` (they are not replaced)."""
+    if not contracts:
+        return 0
+    marks = ", ".join("?" * len(contracts))
+    other = (" AND ingest_id <> ?", [new_ingest_id]) if new_ingest_id else ("", [])
+    held = f"FROM bars WHERE interval = ? AND contract IN ({marks}){other[0]}"
+    if not conn.execute(f"SELECT count(*) {held}", [interval, *contracts, *other[1]]).fetchall()[0][0]:
+        return 0
+    # overlap with stored bars of these contracts: a range probe first, the key join only if needed
+    lo, hi = ts_range()
+    if not conn.execute(f"SELECT count(*) {held} AND ts BETWEEN ? AND ?",
+                        [interval, *contracts, *other[1], lo, hi]).fetchall()[0][0]:
+        return 0
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE new_keys AS {new_keys}", params)
+    try:
+        match = (f"b.contract = k.contract AND b.ts = k.ts AND b.interval = ?"
+                 f"{' AND b.ingest_id <> ?' if new_ingest_id else ''}")
+        replaced = conn.execute(f"SELECT count(*) FROM bars b JOIN new_keys k ON {match}",
+                                [interval, *other[1]]).fetchall()[0][0]
+        if replaced:
+            conn.execute(f"DELETE FROM bars b USING new_keys k WHERE {match}", [interval, *other[1]])
+    finally:
+        conn.execute("DROP TABLE IF EXISTS temp.new_keys")
+    return int(replaced)
+
+
+def _record_ingest(conn: duckdb.DuckDBPyConnection, result: IngestResult, content_hash: str, fmt: str,
+                   interval: str, started: dt.datetime) -> IngestResult:
+    """The ``ingests`` row of ``result`` and a new data version of each of its roots."""
+    conn.execute(
+        """INSERT INTO ingests (ingest_id, path, contract, root, content_hash, rows_read, accepted, quarantined,
+                                status, started_at, finished_at, replaced, format, interval, warnings)
+           VALUES (?, ?, NULL, ?, ?, ?, ?, ?, 'ok', ?, ?, ?, ?, ?, ?)""",
+        [result.ingest_id, result.source, ",".join(result.roots), content_hash, result.rows_read, result.accepted,
+         result.quarantined, started, dt.datetime.now(dt.UTC), result.replaced, fmt, interval,
+         json.dumps(result.warnings, sort_keys=True)],
+    )
+    for root in result.roots:
+        _bump_bars_version(conn, root, result.ingest_id)
+    return result
 
 
 def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content_hash: str, fmt: str,
@@ -122,23 +173,10 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
         select_new, source_rows, params = "m.contract, m.root", new_rows, []
     with transaction(conn, contract_map=cmap, rejects=reasons):
         replaced = 0
-        marks = ", ".join("?" * len(contracts))
-        if accepted and contracts and conn.execute(
-                f"SELECT count(*) FROM bars WHERE interval = ? AND contract IN ({marks})",
-                [interval, *contracts]).fetchall()[0][0]:
-            # overlap with stored bars of these contracts: a range probe first, the key join only if needed
-            lo, hi = conn.execute(f"SELECT min(s.ts), max(s.ts) FROM {new_rows}").fetchall()[0]
-            probe = conn.execute(f"SELECT count(*) FROM bars WHERE interval = ? AND contract IN ({marks}) "
-                                 "AND ts BETWEEN ? AND ?", [interval, *contracts, lo, hi]).fetchall()[0][0]
-            if probe:
-                conn.execute(f"CREATE OR REPLACE TEMP TABLE new_keys AS SELECT m.contract, s.ts FROM {new_rows}")
-                replaced = conn.execute(
-                    "SELECT count(*) FROM bars b JOIN new_keys k ON b.contract = k.contract AND b.ts = k.ts "
-                    "WHERE b.interval = ?", [interval]).fetchall()[0][0]
-                if replaced:
-                    conn.execute("DELETE FROM bars b USING new_keys k WHERE b.contract = k.contract "
-                                 "AND b.ts = k.ts AND b.interval = ?", [interval])
-                conn.execute("DROP TABLE IF EXISTS temp.new_keys")
+        if accepted:
+            replaced = _replace_older(
+                conn, interval, contracts, f"SELECT m.contract, s.ts FROM {new_rows}", [],
+                lambda: conn.execute(f"SELECT min(s.ts), max(s.ts) FROM {new_rows}").fetchall()[0])
         conn.execute(
             f"""INSERT INTO bars (contract, root, interval, ts, open, high, low, close, volume, open_interest,
                                   ingest_id)
@@ -154,17 +192,9 @@ def _store(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, content
                    ORDER BY r.line""",
                 [ingest_id, source],
             )
-        conn.execute(
-            """INSERT INTO ingests (ingest_id, path, contract, root, content_hash, rows_read, accepted, quarantined,
-                                    status, started_at, finished_at, replaced, format, interval, warnings)
-               VALUES (?, ?, NULL, ?, ?, ?, ?, ?, 'ok', ?, ?, ?, ?, ?, ?)""",
-            [ingest_id, source, ",".join(roots), content_hash, rows_read, accepted, len(reasons),
-             started, dt.datetime.now(dt.UTC), replaced, fmt, interval, json.dumps(warnings, sort_keys=True)],
-        )
-        for root in roots:
-            _bump_bars_version(conn, root, ingest_id)
-    return IngestResult(ingest_id, source, "ok", rows_read, int(accepted), len(reasons), int(replaced),
-                        tuple(roots), warnings)
+        result = IngestResult(ingest_id, source, "ok", rows_read, int(accepted), len(reasons), int(replaced),
+                              tuple(roots), warnings)
+        return _record_ingest(conn, result, content_hash, fmt, interval, started)
 
 
 def _bump_bars_version(conn: duckdb.DuckDBPyConnection, root: str, ingest_id: str) -> None:
@@ -205,7 +235,7 @@ def _validate(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval: str
 
 def _ingest_staged(conn, source: str, content_hash: str, fmt: str, interval: str, default_contract: str | None,
                    specs: Mapping[str, ContractSpec], strict: bool) -> IngestResult:
-    ingest_id = hashlib.sha256(f"{source.rsplit('/', 1)[-1]}:{interval}:{content_hash}".encode()).hexdigest()[:24]
+    ingest_id = _ingest_id(source, interval, content_hash)
     done = _already(conn, ingest_id, source)
     if done:
         return done
@@ -234,12 +264,19 @@ def ingest_path(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str | None = N
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise DataError(f"{path}: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
-    check_ingest_file(path, fmt)  # size and row limits (fbt_pipelines/limits.py), before anything is staged
+    scans: list[FileScan] = []  # a CSV's hash and line count, read once for the row limit and the ingest
+
+    def csv_lines() -> int:
+        scans.append(scan_file(path))
+        return scans[0].lines
+
+    # size and row limits (fbt_pipelines/limits.py), before anything is staged
+    check_ingest_file(path, fmt, csv_lines=csv_lines if fmt == "csv" else None)
     specs = specs or load_catalog()
     mapping = mapping or {}
     ensure_schema(conn)
     if fmt == "csv":
-        return [_ingest_csv(conn, path, strict, mapping, interval, specs)]
+        return [_ingest_csv(conn, path, scans[0], strict, mapping, interval, specs)]
     content_hash = sha256_file(path)
     if fmt == "lean":
         from fbt_pipelines.marketdata.lean import read_lean_zip
@@ -263,22 +300,39 @@ def ingest_path(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str | None = N
         drop_staging(conn)
 
 
-def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, strict: bool, mapping: Mapping[str, str],
-                interval: str, specs: Mapping[str, ContractSpec]) -> IngestResult:
-    """A CSV: hash and line count in a thread while DuckDB stages the file."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        scanning = pool.submit(scan_file, path)
+def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, strict: bool,
+                mapping: Mapping[str, str], interval: str, specs: Mapping[str, ContractSpec]) -> IngestResult:
+    """A CSV: the bulk path if the file qualifies and is clean, else the general path."""
+    default = default_contract_for(path)
+    source = str(path.resolve())
+    cols = bulk_columns(path, mapping, default, specs)
+    if cols is not None:
+        ingest_id = _ingest_id(source, interval, scan.sha256)
+        done = _already(conn, ingest_id, source)
+        if done:
+            return done
+        started = dt.datetime.now(dt.UTC)
+
+        def store(checks: BulkChecks) -> IngestResult:
+            replaced = _replace_older(conn, interval, list(checks.contracts),
+                                      "SELECT contract, ts FROM bars WHERE ingest_id = ?", [ingest_id],
+                                      lambda: (checks.first_ts, checks.last_ts), new_ingest_id=ingest_id)
+            result = IngestResult(ingest_id, source, "ok", checks.rows, checks.rows, 0, replaced, checks.roots,
+                                  checks.warnings, method="bulk")
+            return _record_ingest(conn, result, scan.sha256, "csv", interval, started)
+
+        stored = ingest_bulk_csv(conn, path, cols, interval, ingest_id, default, specs, store)
+        if stored is not None:
+            return stored
+    try:
         try:
-            try:
-                stage_csv(conn, path, mapping, scan=scanning.result)
-            except duckdb.Error as exc:
-                message = str(exc).splitlines()[0]
-                raise DataError(f"{path}: cannot be read as csv ({message})") from None
-            scan: FileScan = scanning.result()
-            return _ingest_staged(conn, str(path.resolve()), scan.sha256, "csv", interval,
-                                  default_contract_for(path), specs, strict)
-        finally:
-            drop_staging(conn)
+            stage_csv(conn, path, mapping, scan=scan)
+        except duckdb.Error as exc:
+            message = str(exc).splitlines()[0]
+            raise DataError(f"{path}: cannot be read as csv ({message})") from None
+        return _ingest_staged(conn, source, scan.sha256, "csv", interval, default, specs, strict)
+    finally:
+        drop_staging(conn)
 
 
 def ingest_paths(conn: duckdb.DuckDBPyConnection, paths: Iterable[Path], **kwargs) -> list[IngestResult]:

@@ -18,7 +18,6 @@ each bar's previous close; otherwise the general window query runs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Mapping
 
 import duckdb
@@ -41,11 +40,6 @@ class SqlValidation:
     reasons: pd.DataFrame
     warnings: dict[str, int]
     roots: tuple[str, ...]
-
-
-@lru_cache(maxsize=1)
-def _calendar() -> pd.DataFrame:
-    return session_days()
 
 
 def _count(conn: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -123,7 +117,7 @@ def validate_in_db(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval
     """
     vmap = cmap.assign(tick=[specs[r].tick_size if isinstance(r, str) else None for r in cmap["root"]])
     conn.register("v_map", vmap)
-    conn.register("v_calendar", _calendar())
+    conn.register("v_calendar", session_days())
     try:
         ordered, stats = _in_file_order(conn, cmap)
         warnings = dict.fromkeys(WARNING_NAMES, 0)

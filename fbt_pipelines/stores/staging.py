@@ -18,6 +18,7 @@ keeps blank lines' numbers. Both give the same ``staged`` rows.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -109,22 +110,24 @@ class FileScan:
 
 
 def scan_file(path: Path, chunk: int = 1 << 22) -> FileScan:
-    """Hash and count lines in one read (hashlib releases the GIL on large
-    chunks, so this runs in a thread beside DuckDB's staging)."""
+    """Hash and count lines in one read: SHA-256 in a thread (hashlib
+    releases the GIL on large chunks) while NumPy counts the line ends of
+    the same chunk (~0.26 s for 336 MiB, the hash alone's time)."""
     h = hashlib.sha256()
     newlines = crs = crlfs = 0
     last = b""
-    with open(path, "rb") as fh:
+    with open(path, "rb") as fh, ThreadPoolExecutor(max_workers=1) as pool:
         while True:
             block = fh.read(chunk)
             if not block:
                 break
-            h.update(block)
-            newlines += block.count(b"\n")
+            hashing = pool.submit(h.update, block)
+            newlines += int(np.count_nonzero(np.frombuffer(block, np.uint8) == 10))
             if b"\r" in block or last == b"\r":  # most files have no CR at all: one memchr
                 crs += block.count(b"\r")
                 crlfs += block.count(b"\r\n") + (last == b"\r" and block[:1] == b"\n")
             last = block[-1:]
+            hashing.result()
     lines = newlines + (1 if last and last != b"\n" else 0)
     return FileScan(h.hexdigest(), lines, crs == crlfs)
 
@@ -266,7 +269,16 @@ def stage_frame(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> None:
 
 def contract_map(conn: duckdb.DuckDBPyConnection, default_contract: str | None,
                   specs: Mapping[str, ContractSpec]) -> pd.DataFrame:
+    """The contract map of the staged file's codes (see :func:`contract_map_of`)."""
     raws = [r[0] for r in conn.execute("SELECT DISTINCT contract_raw FROM staged_values").fetchall()]
+    return contract_map_of(raws, default_contract, specs)
+
+
+def contract_map_of(raws: list[str | None], default_contract: str | None,
+                    specs: Mapping[str, ContractSpec]) -> pd.DataFrame:
+    """One row per distinct raw code (``idx``, ``contract_raw``, ``contract``
+    (fbt id, e.g. ``ESZ2013``), ``root``, ``contract_error``); a NULL code
+    takes ``default_contract`` (the file name's)."""
     rows = []
     for i, raw in enumerate(sorted(raws, key=lambda x: (x is None, x or ""))):
         code = default_contract if raw is None else raw  # an empty field is no code, not the file's
