@@ -1,6 +1,7 @@
 """Benchmark of fbt's bar ingest and of the Redis frame cache (a script, not a test).
 
-    .venv/bin/python bench/ingest.py [--rows 5000000] [--runs 1] [--floor] [--profile auto|always|never] [--keep]
+    .venv/bin/python bench/ingest.py [--rows 5000000] [--runs 1] [--floor] [--general]
+                                     [--profile auto|always|never] [--keep]
 
 Writes a canonical CSV (``contract,ts,open,high,low,close,volume,open_interest``)
 of 1-minute ES bars: 20 contracts (ESH2015 .. ESZ2019), each 250 CME Globex
@@ -11,12 +12,15 @@ session and nothing is quarantined. The files live in a temp folder under
 In one run it times:
 
 (a) fbt: ``ingest_path(conn, csv, interval="1m")`` into a fresh DuckDB file:
-    full validation (the SQL form of the row rules, since the file is large;
-    see fbt_pipelines/stores/sql_validation.py), quarantine, one transaction,
-    content hash. A phase breakdown (scan = SHA-256 + line count in a thread,
-    stage, contract map, validate, store) is taken by wrapping ingest.py's
-    internal functions from here, and the SQL statements by a timing proxy
-    of the connection;
+    full validation, one transaction, content hash. The file is large and
+    clean, so it takes the bulk path (fbt_pipelines/stores/bulk_csv.py:
+    DuckDB's typed CSV reader straight into ``bars`` with the row rules in
+    the INSERT, then the checks on the stored rows); ``--general`` also
+    times the general path on it (stage, validate with the SQL form of the
+    row rules, insert; what a file with bad rows takes). A phase breakdown
+    (scan = SHA-256 + line count, insert, checks, ...) is taken by wrapping
+    the ingest's internal functions from here, and the SQL statements by a
+    timing proxy of the connection;
 (b) the original plan, as a normal user of those tools would write it:
     ``pandas.read_csv(csv, parse_dates=["ts"])`` then ``DataFrame.to_sql("bars",
     sqlite_connection, if_exists="append", index=False)`` (method None,
@@ -65,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fbt_pipelines.catalog.specs import load_catalog  # noqa: E402
 from fbt_pipelines.config import DEFAULT_REDIS_URL  # noqa: E402
 from fbt_pipelines.marketdata import sessions as sessions_mod  # noqa: E402
-from fbt_pipelines.stores import ingest  # noqa: E402
+from fbt_pipelines.stores import bulk_csv, ingest  # noqa: E402
 from fbt_pipelines.stores import warehouse as wh  # noqa: E402
 
 CONTRACTS = [f"ES{m}{y}" for y in range(2015, 2020) for m in "HMUZ"]  # 20 contracts
@@ -154,18 +158,21 @@ class TimedConnection:
         return getattr(self._conn, name)
 
 
-PHASES = {  # ingest.py function -> phase
-    "scan_file": "scan (thread)", "ensure_schema": "schema", "stage_csv": "stage",
-    "contract_map": "map", "_validate": "validate", "_store": "store",
+PHASES = {  # (module, function) -> phase
+    (ingest, "scan_file"): "scan (hash + lines)", (ingest, "ensure_schema"): "schema",
+    (bulk_csv, "insert_rows"): "bulk: insert", (bulk_csv, "check_rows"): "bulk: checks",
+    (ingest, "_replace_older"): "replace older rows", (ingest, "_record_ingest"): "ingests row + versions",
+    (ingest, "stage_csv"): "general: stage", (ingest, "contract_map"): "general: map",
+    (ingest, "_validate"): "general: validate", (ingest, "_store"): "general: store",
 }
 
 
 def patch_ingest(phase: Timers) -> list[tuple[object, str, object]]:
-    """Wrap ingest.py's internals with timers; returns what to restore."""
+    """Wrap the ingest's internals with timers; returns what to restore."""
     saved = []
-    for name, label in PHASES.items():
-        saved.append((ingest, name, getattr(ingest, name)))
-        setattr(ingest, name, timed(phase, label, getattr(ingest, name)))
+    for (module, name), label in PHASES.items():
+        saved.append((module, name, getattr(module, name)))
+        setattr(module, name, timed(phase, label, getattr(module, name)))
     return saved
 
 
@@ -186,13 +193,16 @@ def fresh(path: Path) -> Path:
 
 # -- (a) fbt ------------------------------------------------------------------
 
-def bench_fbt(csv: Path, db: Path, rows: int) -> dict:
+def bench_fbt(csv: Path, db: Path, rows: int, general: bool = False) -> dict:
+    """``general``: keep the file off the bulk path (the general path's cost)."""
     specs = load_catalog()
     t = time.perf_counter()
     sessions_mod._session_arrays()  # the CME calendar 1990-2040, loaded once per process
     calendar_s = time.perf_counter() - t
     phase, sql = Timers(), Timers()
     saved = patch_ingest(phase)
+    threshold = bulk_csv.BULK_MIN_BYTES
+    bulk_csv.BULK_MIN_BYTES = 1 << 62 if general else threshold
     conn = duckdb.connect(str(fresh(db)))
     load = os.getloadavg()[0]
     try:
@@ -200,11 +210,13 @@ def bench_fbt(csv: Path, db: Path, rows: int) -> dict:
         (result,) = ingest.ingest_path(TimedConnection(conn, sql), csv, interval="1m", specs=specs)
         seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     finally:
+        bulk_csv.BULK_MIN_BYTES = threshold
         unpatch(saved)
         t = time.perf_counter()
         conn.close()
         close_s = time.perf_counter() - t
     assert result.status == "ok" and result.accepted == rows and result.quarantined == 0, result
+    assert result.method == ("staged" if general else "bulk"), result
     return {"seconds": seconds, "cpu_s": cpu, "close_s": close_s, "calendar_s": calendar_s, "phase": phase,
             "sql": sql, "result": result, "load": load}
 
@@ -366,6 +378,8 @@ def main() -> None:
                     help="profile fbt's ingest (auto: if below 1M rows/s)")
     ap.add_argument("--floor", action="store_true",
                     help="also time a bare DuckDB INSERT ... FROM read_csv (no validation): the storage floor")
+    ap.add_argument("--general", action="store_true",
+                    help="also time fbt's general path (stage, validate, insert) on the same file")
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--skip-cache", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (CSV and databases)")
@@ -397,6 +411,11 @@ def main() -> None:
                 fl = bench_floor(csv, work / "floor.duckdb", rows)
                 print(f"{run:<4} {'  floor: INSERT FROM read_csv, no checks':<44} {rows:>10,} {fl['seconds']:>8.2f} "
                       f"{fl['cpu_s']:>7.2f} {rows / fl['seconds']:>11,.0f} {fl['load']:>6.2f}", flush=True)
+            if args.general:
+                gp = bench_fbt(csv, work / "general.duckdb", rows, general=True)
+                print(f"{run:<4} {'  fbt general path (what bad files take)':<44} {rows:>10,} "
+                      f"{gp['seconds']:>8.2f} {gp['cpu_s']:>7.2f} {rows / gp['seconds']:>11,.0f} {gp['load']:>6.2f}",
+                      flush=True)
             if args.skip_sqlite:
                 continue
             sq = bench_sqlite(csv, work / "plan.sqlite", rows, args.chunksize)
@@ -415,11 +434,12 @@ def main() -> None:
         print(f"(outside the timing: CME calendar load {fbt['calendar_s']:.2f} s once per process; "
               f"closing the DuckDB connection (checkpoint) {fbt['close_s']:.2f} s)")
 
-        print("\nfbt ingest_path phases (last run; scan runs in a thread beside stage)")
+        print("\nfbt ingest_path phases (last run)")
         phase = fbt["phase"]
-        for name in ["scan (thread)", "schema", "stage", "map", "validate", "store"]:
+        for name in PHASES.values():
             s = phase.total.get(name, 0.0)
-            print(f"  {name:<14} {s:7.2f} s  {100 * s / fbt['seconds']:5.1f} %")
+            if s:
+                print(f"  {name:<24} {s:7.2f} s  {100 * s / fbt['seconds']:5.1f} %")
         print("  SQL statements >= 0.05 s:")
         for label, s in sorted(fbt["sql"].total.items(), key=lambda kv: -kv[1]):
             if s >= 0.05:

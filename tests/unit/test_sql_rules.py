@@ -10,15 +10,14 @@ the range, negative/fractional/too large volume and open interest, wrong
 field counts, malformed codes, unknown roots, two spellings of one contract,
 in-file duplicates, bars outside the sessions, off-grid prices and spikes;
 rows in contract runs (the SQL fast path) or shuffled (the general path).
+The generator is tests/unit/_csv_defects.py.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import duckdb
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,86 +25,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fbt_pipelines.catalog.specs import load_catalog
-from fbt_pipelines.marketdata.sessions import SESSION_CALENDAR, session_filter
+from fbt_pipelines.marketdata.sessions import session_filter
 from fbt_pipelines.marketdata.sql_rules import session_days
 from fbt_pipelines.marketdata.validation import validate_staged
 from fbt_pipelines.stores.sql_validation import _in_file_order, validate_in_db
 from fbt_pipelines.stores.staging import contract_map, drop_staging, scan_file, stage_csv, staged_frame
+from tests.unit._csv_defects import OI_DEFECTS, PRICE_DEFECTS, VOLUME_DEFECTS, make_csv, row_spec
 
 SPECS = load_catalog()
-HEADER = "contract,ts,open,high,low,close,volume,open_interest"
-_CAL = xcals.get_calendar(SESSION_CALENDAR, start="2015-01-01", end="2015-12-31")
-OPENS = _CAL.opens.dt.tz_convert(None).to_numpy().astype("datetime64[m]")
-SESSIONS = _CAL.sessions.tz_localize(None).to_numpy().astype("datetime64[D]") if _CAL.sessions.tz else \
-    _CAL.sessions.to_numpy().astype("datetime64[D]")
-
-CODES = ["ESH2015", "ESH2015", "ESH2015", "ESM2015", "NQM2015", "ESH15", "XXH2015", "ES2015", ""]
-PRICE_DEFECTS = ["", "nan", "inf", "-inf", "abc", "0", "-2000"]
-VOLUME_DEFECTS = ["", "nan", "inf", "x", "-5", "2.5", "1e19"]
-OI_DEFECTS = ["nan", "inf", "y", "-1", "0.5", "1e20"]
-
-row_spec = st.fixed_dictionaries({
-    "code": st.sampled_from(CODES),
-    "t": st.integers(0, 14),  # index into the file's clock (repeats make duplicates)
-    "ts_defect": st.sampled_from([None] * 8 + ["bad", "empty", "outside"]),
-    "move": st.integers(-3, 3),
-    "price_defect": st.sampled_from([None] * 10 + ["open", "high", "low", "close", "hl", "open_out", "close_out",
-                                                   "off_tick"]),
-    "price_value": st.sampled_from(PRICE_DEFECTS),
-    "volume": st.sampled_from([None] * 6 + VOLUME_DEFECTS),
-    "oi": st.sampled_from([None] * 5 + [""] * 2 + OI_DEFECTS),
-    "fields": st.sampled_from([0] * 12 + [-1, 1]),
-})
-
-
-def _fmt(x: float) -> str:
-    return repr(float(x))
-
-
-def make_csv(rows: list[dict], interval: str, shuffle_seed: int | None, spikes: list[int]) -> str:
-    lines = [HEADER]
-    level: dict[str, float] = defaultdict(lambda: 2000.0)
-    body = []
-    for i, r in enumerate(rows):
-        code = r["code"]
-        if interval == "1d":
-            day = SESSIONS[10 + r["t"]]
-            ts = str(day) if r["ts_defect"] != "outside" else str(np.datetime64("2015-01-03"))  # a Saturday
-        else:
-            when = OPENS[5] + np.timedelta64(r["t"], "m")
-            if r["ts_defect"] == "outside":
-                when = np.datetime64("2015-01-10T12:00") + np.timedelta64(r["t"], "m")  # a Saturday
-            ts = f"{when}Z"
-        ts = {"bad": "2015-13-01T00:00:00Z", "empty": ""}.get(r["ts_defect"], ts)
-        level[code] = level[code] + 0.25 * r["move"]
-        close = level[code] * (8.0 if i in spikes else 1.0)
-        o, h, lo, c = close, close + 0.5, close - 0.5, close
-        values = [_fmt(o), _fmt(h), _fmt(lo), _fmt(c)]
-        d = r["price_defect"]
-        if d in ("open", "high", "low", "close"):
-            values[["open", "high", "low", "close"].index(d)] = r["price_value"]
-        elif d == "hl":
-            values[1], values[2] = _fmt(lo), _fmt(h)
-        elif d == "open_out":
-            values[0] = _fmt(h + 1.0)
-        elif d == "close_out":
-            values[3] = _fmt(lo - 1.0)
-        elif d == "off_tick":
-            values = [_fmt(v + 0.1) for v in (o, h, lo, c)]
-        volume = r["volume"] if r["volume"] is not None else str(100 + i)
-        oi = r["oi"] if r["oi"] is not None else str(5000 + i)
-        fields = [code, ts, *values, volume, oi]
-        if r["fields"] < 0:
-            fields = fields[:-1]
-        elif r["fields"] > 0:
-            fields = fields + ["extra"]
-        body.append(",".join(fields))
-    if shuffle_seed is not None:
-        order = np.random.default_rng(shuffle_seed).permutation(len(body))
-    else:  # vendor order: contract runs, time rising (the SQL path's one-pass case)
-        order = sorted(range(len(body)), key=lambda k: (rows[k]["code"], rows[k]["t"], k))
-    body = [body[k] for k in order]
-    return "\n".join(lines + body) + "\n"
 
 
 def both_paths(conn: duckdb.DuckDBPyConnection, path: Path, interval: str):

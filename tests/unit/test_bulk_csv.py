@@ -1,0 +1,305 @@
+"""The bulk CSV path (fbt_pipelines/stores/bulk_csv.py) against the general
+path (stage, validate, quarantine), on real DuckDB warehouse files.
+
+The bulk path may decline a file (then the general path runs), but what
+lands must be the same either way: the same bars, quarantine, ``ingests``
+row and data versions. And it must not decline what it is made for: a file
+the general path accepts whole, in vendor order, with fbt contract codes.
+Its pieces are checked against their specifications: the row-rule predicate
+against the CASE of the SQL rules, the NumPy session test against
+``session_filter``, the spike count against ``quality.spike_count``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fbt_pipelines.catalog.specs import load_catalog
+from fbt_pipelines.marketdata.quality import spike_count
+from fbt_pipelines.marketdata.sessions import SESSION_CALENDAR, session_filter
+from fbt_pipelines.marketdata.sql_rules import outside_session_count, row_reason_sql, row_rules_ok_sql
+from fbt_pipelines.stores import bulk_csv
+from fbt_pipelines.stores.bulk_csv import spike_count_in_blocks
+from fbt_pipelines.stores.ingest import ingest_path
+from tests.unit._csv_defects import clean_row_spec, make_csv, row_spec
+
+SPECS = load_catalog()
+HEADER = "contract,ts,open,high,low,close,volume,open_interest"
+_CAL = xcals.get_calendar(SESSION_CALENDAR, start="2015-01-01", end="2015-12-31")
+OPENS = _CAL.opens.dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+
+# what a warehouse holds after an ingest, without the wall-clock columns
+STATE_SQL = {
+    "bars": "SELECT * FROM bars ORDER BY contract, interval, ts",
+    "quarantine": "SELECT * FROM quarantine ORDER BY file, line",
+    "ingests": "SELECT * EXCLUDE (started_at, finished_at) FROM ingests ORDER BY ingest_id",
+    "data_versions": "SELECT * EXCLUDE (updated_at) FROM data_versions ORDER BY tbl, key",
+}
+
+
+@contextmanager
+def bulk_min_bytes(n: int):
+    old = bulk_csv.BULK_MIN_BYTES
+    bulk_csv.BULK_MIN_BYTES = n
+    try:
+        yield
+    finally:
+        bulk_csv.BULK_MIN_BYTES = old
+
+
+def ingest_into(db: Path, paths: list[Path], interval: str, bulk: bool):
+    """Ingest ``paths`` in order into a fresh warehouse file; (results, state).
+    ``bulk``: any file may take the bulk path; False: none may."""
+    conn = duckdb.connect(str(db))
+    try:
+        with bulk_min_bytes(0 if bulk else 1 << 62):
+            results = [r for p in paths for r in ingest_path(conn, p, interval=interval, specs=SPECS)]
+        state = {k: conn.execute(sql).fetchall() for k, sql in STATE_SQL.items()}
+        setting = conn.execute("SELECT current_setting('disabled_compression_methods')").fetchall()[0][0]
+    finally:
+        conn.close()
+    assert setting == "", "the bulk path left its compression setting behind"
+    return results, state
+
+
+def both(tmp: Path, paths: list[Path], interval: str):
+    bulk, bulk_state = ingest_into(tmp / "bulk.duckdb", paths, interval, bulk=True)
+    general, general_state = ingest_into(tmp / "general.duckdb", paths, interval, bulk=False)
+    assert all(r.method == "staged" for r in general)
+    for b, g in zip(bulk, general, strict=True):
+        assert b.__dict__ | {"method": None} == g.__dict__ | {"method": None}
+    for key in STATE_SQL:
+        assert bulk_state[key] == general_state[key], key
+    return bulk, general
+
+
+@st.composite
+def mostly_clean_rows(draw) -> list[dict]:
+    """Clean rows with up to two defective ones in between."""
+    rows = draw(st.lists(clean_row_spec, min_size=1, max_size=40))
+    for at, bad in draw(st.lists(st.tuples(st.integers(0, 40), row_spec), max_size=2)):
+        rows.insert(at, bad)
+    return rows
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.one_of(st.lists(row_spec, min_size=1, max_size=40), mostly_clean_rows()),
+       interval=st.sampled_from(["1m", "1d"]),
+       order=st.one_of(st.integers(0, 10_000), st.sampled_from(["vendor", "vendor", "time", "descending"])),
+       spikes=st.lists(st.integers(0, 39), max_size=2))
+def test_bulk_and_general_paths_store_the_same_and_bulk_takes_every_clean_vendor_file(tmp_path_factory, rows,
+                                                                                      interval, order, spikes):
+    tmp = tmp_path_factory.mktemp("bulk")
+    path = tmp / "bars.csv"
+    shuffle = order if isinstance(order, int) else None
+    path.write_text(make_csv(rows, interval, shuffle, spikes, order=order if shuffle is None else "vendor"))
+    (bulk,), (general,) = both(tmp, [path], interval)
+    if bulk.method == "bulk":
+        assert general.quarantined == 0  # it never stores a file with a bad row
+    # what it is made for: accepted whole, contract runs in time order, codes already fbt ids
+    if general.quarantined == 0 and order == "vendor" and all(r["code"] != "ESH15" for r in rows):
+        assert bulk.method == "bulk"
+
+
+CLEAN = dict(ts_defect=None, move=1, price_defect=None, price_value="", volume=None, oi=None, fields=0)
+
+
+@pytest.mark.parametrize("layout, rows, order, method, quarantined", [
+    ("one contract, time rising", [("ESH2015", t) for t in range(12)], "vendor", "bulk", 0),
+    ("two contracts, time rising", [(c, t) for c in ("ESH2015", "ESM2015") for t in range(12)], "vendor", "bulk", 0),
+    ("contracts interleaved by time", [(c, t) for c in ("ESH2015", "ESM2015") for t in range(12)], "time",
+     "staged", 0),
+    ("time falling", [(c, t) for c in ("ESH2015", "ESM2015") for t in range(12)], "descending", "staged", 0),
+    ("a contract in two runs, a key repeated across them",
+     [("ESH2015", t) for t in range(6)] + [("ESM2015", t) for t in range(6)] + [("ESH2015", t) for t in (5, 6, 7)],
+     "given", "staged", 1),
+    ("a contract in two runs that each rise, a key repeated", [("ESH2015", 0), ("ESM2015", 1), ("ESH2015", 0)],
+     "given", "staged", 1),
+    ("two-digit-year codes", [("ESH15", t) for t in range(12)], "vendor", "staged", 0),
+    ("a two-digit-year code after the first contract",
+     [("ESH2015", t) for t in range(6)] + [("ESM15", t) for t in range(6)], "given", "staged", 0),
+    ("a repeated key inside a run", [("ESH2015", t) for t in (0, 1, 2, 2, 3)], "vendor", "staged", 1),
+])
+def test_the_bulk_path_takes_contract_runs_in_time_order_only(tmp_path, layout, rows, order, method,
+                                                               quarantined):
+    """Every other layout goes to the general path, which finds the repeats;
+    what lands is the same either way."""
+    rows = [dict(CLEAN, code=c, t=t) for c, t in rows]
+    path = tmp_path / "layout.csv"
+    path.write_text(make_csv(rows, "1m", None, [], order=order))
+    (bulk,), (general,) = both(tmp_path, [path], "1m")
+    assert (bulk.method, general.quarantined) == (method, quarantined), layout
+
+
+def minute_file(path: Path, contracts: list[tuple[str, int]], sessions: int = 3, minutes: int = 600,
+                extra: str = "", seed: int = 1) -> Path:
+    """Clean 1-minute bars, contract after contract (from session index
+    ``first``), on the 0.25 tick grid; ``extra`` lines appended."""
+    rng = np.random.default_rng(seed)
+    lines = [HEADER]
+    for contract, first in contracts:
+        ts = (OPENS[first:first + sessions, None] + np.arange(minutes).astype("timedelta64[m]")[None, :]).ravel()
+        close = 2000.0 + 0.25 * np.cumsum(rng.integers(-3, 4, len(ts)))
+        for t, c in zip(ts, close):
+            lines.append(f"{contract},{t}Z,{c},{c + 0.5},{c - 0.25},{c},{int(rng.integers(0, 900))},"
+                         f"{int(rng.integers(1000, 9000))}")
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def test_a_large_clean_file_goes_in_bulk_with_the_same_warnings(tmp_path):
+    path = minute_file(tmp_path / "es.csv", [("ESH2015", 5), ("ESM2015", 9)], sessions=20)
+    with open(path, "a") as fh:  # an off-grid bar and a spike at the end of the second contract: warnings
+        fh.write("ESM2015,2015-02-24T23:00:00Z,2000.1,2000.6,1999.9,2000.1,5,5000\n"
+                 "ESM2015,2015-02-24T23:01:00Z,2600.0,2600.5,2599.75,2600.0,5,5000\n")
+    assert path.stat().st_size > bulk_csv.BULK_MIN_BYTES
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        (result,) = ingest_path(conn, path, interval="1m", specs=SPECS)
+        (again,) = ingest_path(conn, path, interval="1m", specs=SPECS)
+        stored = conn.execute("SELECT count(*) FROM bars").fetchall()[0][0]
+    finally:
+        conn.close()
+    assert (result.method, result.accepted, result.quarantined) == ("bulk", 24_002, 0)
+    assert result.warnings == {"off_tick_grid": 1, "spikes": 2}
+    assert again.status == "skipped" and stored == 24_002
+    general, state = ingest_into(tmp_path / "g.duckdb", [path], "1m", bulk=False)
+    assert general[0].warnings == result.warnings and len(state["bars"]) == 24_002
+
+
+def test_a_bad_line_sends_the_file_to_the_general_path_and_nothing_of_the_attempt_stays(tmp_path):
+    clean = minute_file(tmp_path / "es.csv", [("ESH2015", 5)], sessions=12)
+    lines = clean.read_text().splitlines()
+    lines.insert(5000, "ESH2015,2015-01-09T23:00:00Z,2000,1990,2010,2000,10,100")  # high < low, line 5001
+    bad = tmp_path / "es_bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    (bulk,), (general,) = both(tmp_path, [bad], "1m")
+    assert bulk.method == "staged" and bulk.quarantined == 1 and bulk.accepted == 7_200
+    conn = duckdb.connect(str(tmp_path / "bulk.duckdb"))
+    try:
+        q = conn.execute("SELECT line, raw, reason FROM quarantine").fetchall()
+    finally:
+        conn.close()
+    assert q == [(5001, "ESH2015,2015-01-09T23:00:00Z,2000,1990,2010,2000,10,100", "high < low")]
+
+
+def test_a_bar_outside_the_sessions_at_the_end_of_a_block_sends_the_file_to_the_general_path(tmp_path):
+    """Time still rises (the bar is the block's last): only the session check can see it."""
+    path = minute_file(tmp_path / "es.csv", [("ESH2015", 5), ("ESM2015", 9)], sessions=6,
+                       extra="ESM2015,2015-01-31T12:00:00Z,2000,2000.5,1999.75,2000,1,1000\n")  # a Saturday
+    (bulk,), _ = both(tmp_path, [path], "1m")
+    assert (bulk.method, bulk.quarantined) == ("staged", 1)
+
+
+def test_overlapping_files_replace_the_same_rows_on_both_paths(tmp_path):
+    first = minute_file(tmp_path / "a.csv", [("ESH2015", 5), ("ESM2015", 9)], sessions=10, seed=1)
+    second = minute_file(tmp_path / "b.csv", [("ESM2015", 14), ("ESU2015", 20)], sessions=10, seed=2)
+    (_, newer), (_, general) = both(tmp_path, [first, second], "1m")
+    assert newer.method == "bulk" and newer.replaced == general.replaced == 5 * 600  # sessions 14-18 again
+
+
+@pytest.mark.parametrize("column, text", [
+    ("close", " 2000.25"), ("close", "2000.25 "), ("close", "+2000.25"), ("close", "2.00025e3"),
+    ("close", "2_000.25"), ("close", "2000.250"), ("close", "0x7D0"), ("close", "NaN"), ("close", "inf"),
+    ("close", "1e309"), ("close", ""), ("close", " "), ("close", '"2000.25"'),
+    ("volume", "10.0"), ("volume", "1e1"), ("volume", "+10"), ("volume", " 10"), ("volume", "1_0"),
+    ("volume", "-0"), ("volume", "0x0A"), ("volume", "9223372036854775807"), ("volume", "10.5"),
+    ("open_interest", ""), ("open_interest", "5e3"), ("open_interest", "nan"), ("open_interest", "-0.0"),
+    ("ts", "2015-01-08 23:06:00"), ("ts", "2015-01-08T23:06:00+00:00"), ("ts", "2015-01-09T00:06:00+01:00"),
+    ("ts", "2015-01-08T18:06:00-05"), ("ts", "2015-01-08T23:06:00.5Z"), ("ts", "2015-01-08T23:06Z"),
+    ("ts", " 2015-01-08T23:06:00Z"), ("ts", "2015-01-08T23:06:00 UTC"), ("ts", "2015-1-8T23:06:00Z"),
+    ("ts", "20150108T230600Z"), ("ts", "2015-01-08T23:06:00z"), ("ts", "2015-01-08T23:06:00+0000"),
+    ("ts", "2015-01-08T23:06:00Z "), ("ts", "2015-01-08"),
+    ("contract", "ESH15"), ("contract", " ESH2015"), ("contract", "esh2015"), ("contract", ""),
+])
+def test_the_typed_reader_reads_every_field_as_the_general_path_does(tmp_path, column, text):
+    """One field of one row in an odd spelling: the bulk path reads it as
+    the general path does, or declines the file; both store the same."""
+    path = minute_file(tmp_path / "odd.csv", [("ESH2015", 5)], sessions=1, minutes=12)
+    lines = path.read_text().splitlines()
+    fields = lines[7].split(",")  # the 7th bar: 23:06 UTC on 2015-01-08 (OPENS[5])
+    assert fields[1] == "2015-01-08T23:06:00Z"
+    fields[HEADER.split(",").index(column)] = text
+    if column == "close":  # a close inside [low, high] when read as 2000.25
+        fields[2:5] = ["2000.25", "2000.75", "1999.75"]
+    lines[7] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    both(tmp_path, [path], "1m")
+
+
+def test_row_rules_ok_sql_is_exactly_the_absence_of_a_reason():
+    """The AND chain the bulk INSERT evaluates accepts exactly the rows to
+    which the SQL rules' CASE gives no reason (right field count, good code):
+    every combination of 11 values (NULL, NaN, +-inf, negative, zero,
+    fractional, whole, 2**63 and just below) in the six numeric columns, with
+    and without a timestamp: 3.5M rows."""
+    values = ", ".join(f"({v})" for v in ["NULL::DOUBLE", "'NaN'::DOUBLE", "'inf'::DOUBLE", "'-inf'::DOUBLE",
+                                           "-1.0", "0.0", "0.5", "1.0", "2.0", "9223372036854775808.0",
+                                           "9223372036854774784.0"])
+    conn = duckdb.connect()
+    try:
+        mismatched, accepted, rows = conn.execute(
+            f"""WITH v(x) AS (VALUES {values}),
+                     s AS (SELECT o.x AS open, h.x AS high, l.x AS low, c.x AS close, q.x AS volume,
+                                  i.x AS open_interest, t.ts, 8 AS nf, 8 AS expected_nf
+                           FROM v o, v h, v l, v c, v q, v i,
+                                (VALUES (NULL::TIMESTAMPTZ), (TIMESTAMPTZ '2015-01-08 23:00:00+00')) t(ts)),
+                     checked AS (SELECT coalesce({row_rules_ok_sql('s')}, false) AS ok,
+                                        ({row_reason_sql('s', 'm')}) IS NULL AS no_reason
+                                 FROM s, (SELECT NULL AS contract_error) m)
+                SELECT count(*) FILTER (WHERE ok <> no_reason), count(*) FILTER (WHERE ok), count(*)
+                FROM checked""").fetchall()[0]
+    finally:
+        conn.close()
+    assert rows == 11 ** 6 * 2 and accepted > 1000
+    assert mismatched == 0
+
+
+def test_outside_session_count_matches_the_session_filter():
+    """Every minute of three weeks around Christmas 2015 and a DST change,
+    the exact opens and closes, daily stamps over two years."""
+    rng = np.random.default_rng(3)
+    minutes = pd.date_range("2015-12-14", "2016-01-05", freq="min", tz="UTC")
+    edges = pd.DatetimeIndex(np.concatenate([_CAL.opens.to_numpy(), _CAL.closes.to_numpy()]), tz="UTC")
+    around = edges.repeat(3) + pd.to_timedelta(np.tile([-1, 0, 1], len(edges)), unit="us")
+    dst = pd.date_range("2015-03-06", "2015-03-10", freq="7s", tz="UTC")
+    odd = pd.DatetimeIndex(rng.integers(0, 2_200_000_000_000_000, 20_000).astype("datetime64[us]"), tz="UTC")
+    for stamps in (minutes, around, dst, odd):
+        us = stamps.as_unit("us").asi8
+        want = int((~session_filter(pd.Series(stamps), "1m")).sum())
+        assert outside_session_count(us, "1m") == want
+        assert outside_session_count(us, "1m", chunk=1000) == want
+    days = pd.date_range("2014-01-01", "2015-12-31", freq="D", tz="UTC")
+    assert outside_session_count(days.as_unit("us").asi8, "1d") == int((~session_filter(pd.Series(days), "1d")).sum())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=6), st.integers(0, 10_000))
+def test_spike_count_in_blocks_is_the_quality_rule(sizes, seed):
+    """Equal to ``quality.spike_count`` at thresholds that sit just above and
+    just below one block's returns (a relative 1e-9 away), where a slip in
+    the scale or the median would change the count."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    contract = np.repeat([f"ES{'HMUZ'[i % 4]}{2015 + i}" for i in range(len(sizes))], sizes)
+    ts = np.concatenate([np.arange(k) for k in sizes]).astype("datetime64[m]")
+    bars = pd.DataFrame({"contract": contract, "ts": pd.to_datetime(ts).tz_localize("UTC"), "close": close})
+    block = close[:sizes[0]]
+    d = np.abs(np.diff(np.log(block)))
+    thresholds = [3.0]
+    if len(d) >= 9 and np.median(d) > 0:
+        z = np.sort(d)[-3:] / (np.median(d) * 1.4826)  # the thresholds at which the top returns flip
+        thresholds += [*(z * (1 + 1e-9)), *(z * (1 - 1e-9))]
+    for threshold in thresholds:
+        assert spike_count_in_blocks(close, sizes, threshold) == spike_count(bars, threshold=threshold)
