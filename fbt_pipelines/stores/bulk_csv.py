@@ -112,8 +112,10 @@ def insert_rows(conn: duckdb.DuckDBPyConnection, path: Path, cols: list[str], in
     sql = f"""
         INSERT INTO bars (contract, root, interval, ts, open, high, low, close, volume, open_interest, ingest_id)
         SELECT contract, substr(contract, 1, length(contract) - 5), ?, ts, open, high, low, close,
-               CAST(volume AS BIGINT), CAST(open_interest AS BIGINT),
-               CASE WHEN {row_rules_ok_sql('r', 'r.open_interest')} THEN ? ELSE error('row rule') END
+               -- the guard on a numeric column: on the (constant) ingest id it would cost a string per row
+               CAST(CASE WHEN {row_rules_ok_sql('r', 'r.open_interest')} THEN volume ELSE error('row rule') END
+                    AS BIGINT),
+               CAST(open_interest AS BIGINT), ?
         FROM (SELECT {contract} AS contract, {renamed}{'' if 'open_interest' in col else f', {oi} AS open_interest'}
               FROM {_reader(cols)} s) r"""
     try:

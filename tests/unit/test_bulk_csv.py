@@ -12,6 +12,7 @@ against the CASE of the SQL rules, the NumPy session test against
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from fbt_pipelines.marketdata.sql_rules import outside_session_count, row_reason
 from fbt_pipelines.stores import bulk_csv
 from fbt_pipelines.stores.bulk_csv import spike_count_in_blocks
 from fbt_pipelines.stores.ingest import ingest_path
+from fbt_pipelines.stores.staging import scan_file
 from tests.unit._csv_defects import clean_row_spec, make_csv, row_spec
 
 SPECS = load_catalog()
@@ -303,3 +305,19 @@ def test_spike_count_in_blocks_is_the_quality_rule(sizes, seed):
         thresholds += [*(z * (1 + 1e-9)), *(z * (1 - 1e-9))]
     for threshold in thresholds:
         assert spike_count_in_blocks(close, sizes, threshold) == spike_count(bars, threshold=threshold)
+
+
+def test_scan_file_hashes_and_counts_like_hashlib_and_bytes(tmp_path):
+    """The one pass that feeds the row limit and the content hash, with
+    chunk edges everywhere (CRLF split across chunks included)."""
+    rng = np.random.default_rng(5)
+    cases = [b"", b"a", b"a\n", b"a\r\nb\r\n", b"a\rb\n", b"a\nb", b"\r", b"\r\n", b"x" * 10 + b"\r\n" + b"y\r"]
+    cases += [bytes(rng.choice(list(b"ab\r\n,"), size=int(rng.integers(0, 60)))) for _ in range(150)]
+    path = tmp_path / "f.csv"
+    for data in cases:
+        path.write_bytes(data)
+        want = (hashlib.sha256(data).hexdigest(), data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
+                data.count(b"\r") == data.count(b"\r\n"))
+        for chunk in (1, 2, 3, 7, 1 << 24):
+            got = scan_file(path, chunk=chunk)
+            assert (got.sha256, got.lines, got.plain_line_ends) == want, (data, chunk)
