@@ -42,7 +42,7 @@ from fbt_pipelines.catalog.specs import ContractSpec, load_catalog
 from fbt_pipelines.errors import DataError
 from fbt_pipelines.limits import check_ingest_file
 from fbt_pipelines.marketdata.validation import validate_staged
-from fbt_pipelines.stores.bulk_csv import BulkChecks, bulk_columns, ingest_bulk_csv
+from fbt_pipelines.stores.bulk_csv import BulkChecks, bulk_plan, ingest_bulk_csv
 from fbt_pipelines.stores.sql_validation import validate_in_db
 from fbt_pipelines.stores.staging import (FileScan, contract_map, drop_staging, scan_file, stage_csv, stage_frame,
                                           stage_parquet, staged_frame)
@@ -305,8 +305,8 @@ def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, str
     """A CSV: the bulk path if the file qualifies and is clean, else the general path."""
     default = default_contract_for(path)
     source = str(path.resolve())
-    cols = bulk_columns(path, mapping, default, specs)
-    if cols is not None:
+    plan = bulk_plan(path, mapping, default, specs)
+    if plan is not None:
         ingest_id = _ingest_id(source, interval, scan.sha256)
         done = _already(conn, ingest_id, source)
         if done:
@@ -321,7 +321,7 @@ def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, str
                                   checks.warnings, method="bulk")
             return _record_ingest(conn, result, scan.sha256, "csv", interval, started)
 
-        stored = ingest_bulk_csv(conn, path, cols, interval, ingest_id, default, specs, store)
+        stored = ingest_bulk_csv(conn, path, plan, interval, ingest_id, default, specs, store)
         if stored is not None:
             return stored
     try:

@@ -104,10 +104,10 @@ def make_csv(rows: list[dict], interval: str, shuffle_seed: int | None, spikes: 
     body = [body[k] for k in order]
     return "\n".join(lines + body) + "\n"
 
-# Rows without a defect (off-grid prices only warn), codes already fbt ids:
+# Rows without a defect (off-grid prices only warn), codes already fbt ids of one market:
 # files of mostly these are the bulk path's business.
 clean_row_spec = st.fixed_dictionaries({
-    "code": st.sampled_from(["ESH2015", "ESM2015", "NQM2015"]),
+    "code": st.sampled_from(["ESH2015", "ESM2015"]),
     "t": st.integers(0, 60),
     "ts_defect": st.none(),
     "move": st.integers(-3, 3),
