@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -168,11 +169,13 @@ def check_rows(conn: duckdb.DuckDBPyConnection, ingest_id: str, interval: str, s
     if len(ts) != sum(b[3] for b in blocks):
         raise NotClean("rows changed under the checks")
     sizes = [b[3] for b in blocks]
-    _check_rising(ts, sizes)
-    outside = outside_session_count(ts, interval)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # NumPy releases the GIL: spikes beside the time checks
+        spiking = pool.submit(spike_count_in_blocks, table.column("close").to_numpy(), sizes, spike_z)
+        _check_rising(ts, sizes)
+        outside = outside_session_count(ts, interval)
+        spikes = spiking.result()
     if outside:
         raise NotClean(f"{outside} bar(s) outside the trading sessions")
-    spikes = spike_count_in_blocks(table.column("close").to_numpy(), sizes, spike_z)
     return BulkChecks(rows=len(ts), contracts=tuple(sorted(cmap["contract"])),
                       roots=(root,),
                       warnings={"off_tick_grid": sum(int(b[6]) for b in blocks), "spikes": spikes},
