@@ -29,6 +29,7 @@ SELECT``. A property test shows both give the same rows and reasons.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from fbt_pipelines.errors import DataError
 from fbt_pipelines.limits import check_ingest_file
 from fbt_pipelines.marketdata.validation import validate_staged
 from fbt_pipelines.stores.bulk_csv import BulkChecks, bulk_plan, ingest_bulk_csv
+from fbt_pipelines.stores.file_hash import content_hash, content_hash_of_text, is_legacy, legacy_sha256
 from fbt_pipelines.stores.sql_validation import validate_in_db
 from fbt_pipelines.stores.staging import (FileScan, contract_map, drop_staging, scan_file, stage_csv, stage_frame,
                                           stage_parquet, staged_frame)
@@ -76,11 +78,6 @@ def bar_sources(folder: Path, recursive: bool = False) -> list[Path]:
     files = folder.rglob("*") if recursive else folder.glob("*")
     return sorted(f for f in files if f.is_file() and f.name.lower().endswith(SUPPORTED_SUFFIXES)
                   and not f.name.startswith(".") and not ("openinterest" in f.name or "_quote" in f.name))
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _ingest_id(source: str, interval: str, content_hash: str) -> str:
@@ -207,6 +204,23 @@ def _bump_bars_version(conn: duckdb.DuckDBPyConnection, root: str, ingest_id: st
                  [root, version, n, dt.datetime.now(dt.UTC)])
 
 
+def _already_or_legacy(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str, interval: str,
+                       legacy_hash: Callable[[], str]) -> IngestResult | None:
+    """The earlier ingest of the same bytes, if any: by ``ingest_id``, else
+    (only if an ingest by an older fbt, with a SHA-256 content hash, names a
+    file of this name) by the id that older fbt gave it (``legacy_hash``:
+    the file's content hash in that form, computed only then)."""
+    done = _already(conn, ingest_id, source)
+    if done is not None:
+        return done
+    name = source.rsplit("/", 1)[-1]
+    legacy = conn.execute("SELECT path, content_hash FROM ingests WHERE status = 'ok' "
+                          "AND content_hash NOT LIKE 'blake3:%'").fetchall()
+    if not any(is_legacy(h) and (p or "").rsplit("/", 1)[-1] == name for p, h in legacy):
+        return None
+    return _already(conn, _ingest_id(source, interval, legacy_hash()), source)
+
+
 def _already(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: str) -> IngestResult | None:
     row = conn.execute(
         "SELECT rows_read, accepted, quarantined, root FROM ingests WHERE ingest_id = ? AND status = 'ok'",
@@ -234,9 +248,9 @@ def _validate(conn: duckdb.DuckDBPyConnection, cmap: pd.DataFrame, interval: str
 
 
 def _ingest_staged(conn, source: str, content_hash: str, fmt: str, interval: str, default_contract: str | None,
-                   specs: Mapping[str, ContractSpec], strict: bool) -> IngestResult:
+                   specs: Mapping[str, ContractSpec], strict: bool, legacy_hash: Callable[[], str]) -> IngestResult:
     ingest_id = _ingest_id(source, interval, content_hash)
-    done = _already(conn, ingest_id, source)
+    done = _already_or_legacy(conn, ingest_id, source, interval, legacy_hash)
     if done:
         return done
     cmap = contract_map(conn, default_contract, specs)
@@ -277,16 +291,19 @@ def ingest_path(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str | None = N
     ensure_schema(conn)
     if fmt == "csv":
         return [_ingest_csv(conn, path, scans[0], strict, mapping, interval, specs)]
-    content_hash = sha256_file(path)
+    file_hash = content_hash(path)
+    legacy_file_hash = functools.cache(lambda: legacy_sha256(path))
     if fmt == "lean":
         from fbt_pipelines.marketdata.lean import read_lean_zip
 
         results = []
         for staged_file in read_lean_zip(path):
-            inner_hash = hashlib.sha256(f"{content_hash}:{staged_file.source}".encode()).hexdigest()
+            member = staged_file.source
             stage_frame(conn, staged_file.frame)
-            results.append(_ingest_staged(conn, staged_file.source, inner_hash, "lean", staged_file.interval,
-                                          None, specs, strict))
+            results.append(_ingest_staged(
+                conn, member, content_hash_of_text(f"{file_hash}:{member}"), "lean", staged_file.interval, None,
+                specs, strict,
+                legacy_hash=lambda m=member: hashlib.sha256(f"{legacy_file_hash()}:{m}".encode()).hexdigest()))
         return results
     try:
         try:
@@ -294,8 +311,8 @@ def ingest_path(conn: duckdb.DuckDBPyConnection, path: Path, fmt: str | None = N
         except duckdb.Error as exc:
             message = str(exc).splitlines()[0]
             raise DataError(f"{path}: cannot be read as {fmt} ({message})") from None
-        return [_ingest_staged(conn, str(path.resolve()), content_hash, fmt, interval, default_contract_for(path),
-                               specs, strict)]
+        return [_ingest_staged(conn, str(path.resolve()), file_hash, fmt, interval, default_contract_for(path),
+                               specs, strict, legacy_hash=legacy_file_hash)]
     finally:
         drop_staging(conn)
 
@@ -307,8 +324,8 @@ def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, str
     source = str(path.resolve())
     plan = bulk_plan(path, mapping, default, specs)
     if plan is not None:
-        ingest_id = _ingest_id(source, interval, scan.sha256)
-        done = _already(conn, ingest_id, source)
+        ingest_id = _ingest_id(source, interval, scan.content_hash)
+        done = _already_or_legacy(conn, ingest_id, source, interval, lambda: legacy_sha256(path))
         if done:
             return done
         started = dt.datetime.now(dt.UTC)
@@ -319,7 +336,7 @@ def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, str
                                       lambda: (checks.first_ts, checks.last_ts), new_ingest_id=ingest_id)
             result = IngestResult(ingest_id, source, "ok", checks.rows, checks.rows, 0, replaced, checks.roots,
                                   checks.warnings, method="bulk")
-            return _record_ingest(conn, result, scan.sha256, "csv", interval, started)
+            return _record_ingest(conn, result, scan.content_hash, "csv", interval, started)
 
         stored = ingest_bulk_csv(conn, path, plan, interval, ingest_id, default, specs, store)
         if stored is not None:
@@ -330,7 +347,8 @@ def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, str
         except duckdb.Error as exc:
             message = str(exc).splitlines()[0]
             raise DataError(f"{path}: cannot be read as csv ({message})") from None
-        return _ingest_staged(conn, source, scan.sha256, "csv", interval, default, specs, strict)
+        return _ingest_staged(conn, source, scan.content_hash, "csv", interval, default, specs, strict,
+                              legacy_hash=lambda: legacy_sha256(path))
     finally:
         drop_staging(conn)
 

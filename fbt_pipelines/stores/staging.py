@@ -17,7 +17,6 @@ keeps blank lines' numbers. Both give the same ``staged`` rows.
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,10 +26,12 @@ from typing import Mapping
 import duckdb
 import numpy as np
 import pandas as pd
+from blake3 import blake3
 
 from fbt_pipelines.catalog.specs import ContractSpec
 from fbt_pipelines.errors import DataError
 from fbt_pipelines.marketdata.contract_codes import normalise_contract_code
+from fbt_pipelines.stores.file_hash import PREFIX, content_hash
 
 CANONICAL = ["contract", "ts", "open", "high", "low", "close", "volume", "open_interest"]
 REQUIRED = ["ts", "open", "high", "low", "close", "volume"]
@@ -103,37 +104,36 @@ def _typed_select(cols: list[str], field_expr) -> str:
 
 @dataclass(frozen=True)
 class FileScan:
-    """One pass over a file's bytes: its SHA-256 and its line structure."""
+    """One pass over a file's bytes: its content hash and its line structure."""
 
-    sha256: str
+    content_hash: str  # "blake3:<hex>" (fbt_pipelines/stores/file_hash.py)
     lines: int  # lines, counting a last line without a line end
     plain_line_ends: bool  # every CR is part of a CRLF
 
 
 def scan_file(path: Path, chunk: int = 1 << 24) -> FileScan:
-    """Hash and count lines in one pass over the mapped file: SHA-256 of each
-    chunk in a thread (hashlib releases the GIL) while NumPy counts the same
-    chunk's line ends; ~0.22 s for 336 MiB, about the hash alone."""
-    h = hashlib.sha256()
+    """Hash and count lines in one pass over the mapped file: BLAKE3 of the
+    whole map in a thread (it releases the GIL and hashes on two threads)
+    while NumPy counts the line ends chunk by chunk; ~0.12 s for 336 MiB."""
     if path.stat().st_size == 0:
-        return FileScan(h.hexdigest(), 0, True)
+        return FileScan(content_hash(path), 0, True)
     newlines = crs = crlfs = 0
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped, \
             ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(lambda: PREFIX + blake3(mapped, max_threads=blake3.AUTO).hexdigest())
         size = len(mapped)
         for lo in range(0, size, chunk):
             hi = min(lo + chunk, size)
             with memoryview(mapped)[lo:hi] as block:
-                hashing = pool.submit(h.update, block)
                 newlines += int(np.count_nonzero(np.frombuffer(block, np.uint8) == 10))
-                hashing.result()
             if mapped.find(b"\r", lo, hi) >= 0:  # most files have no CR at all
                 text = mapped[lo:hi + 1]  # one byte more: a CRLF across the chunk edge
                 crs += text.count(b"\r") - (len(text) > hi - lo and text[-1:] == b"\r")
                 crlfs += text.count(b"\r\n")
         last = mapped[size - 1:size]
+        digest = hashing.result()
     lines = newlines + (1 if last != b"\n" else 0)
-    return FileScan(h.hexdigest(), lines, crs == crlfs)
+    return FileScan(digest, lines, crs == crlfs)
 
 
 def drop_staging(conn: duckdb.DuckDBPyConnection) -> None:

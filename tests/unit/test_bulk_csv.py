@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
+from blake3 import blake3
 from hypothesis import strategies as st
 
 from fbt_pipelines.catalog.specs import load_catalog
@@ -30,6 +31,7 @@ from fbt_pipelines.marketdata.sessions import SESSION_CALENDAR, session_filter
 from fbt_pipelines.marketdata.sql_rules import outside_session_count, row_reason_sql, row_rules_ok_sql
 from fbt_pipelines.stores import bulk_csv
 from fbt_pipelines.stores.bulk_csv import spike_count_in_blocks
+from fbt_pipelines.stores.file_hash import content_hash
 from fbt_pipelines.stores.ingest import ingest_path
 from fbt_pipelines.stores.staging import scan_file
 from tests.unit._csv_defects import clean_row_spec, make_csv, row_spec
@@ -318,8 +320,49 @@ def test_scan_file_hashes_and_counts_like_hashlib_and_bytes(tmp_path):
     path = tmp_path / "f.csv"
     for data in cases:
         path.write_bytes(data)
-        want = (hashlib.sha256(data).hexdigest(), data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
+        want = ("blake3:" + blake3(data).hexdigest(),
+                data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
                 data.count(b"\r") == data.count(b"\r\n"))
+        assert content_hash(path) == want[0]
         for chunk in (1, 2, 3, 7, 1 << 24):
             got = scan_file(path, chunk=chunk)
-            assert (got.sha256, got.lines, got.plain_line_ends) == want, (data, chunk)
+            assert (got.content_hash, got.lines, got.plain_line_ends) == want, (data, chunk)
+
+
+LEAN_ZIP = Path(__file__).resolve().parents[1] / "fixtures" / "lean" / "es_trade.zip"
+
+
+@pytest.mark.parametrize("kind", ["small csv", "bulk csv", "lean zip"])
+def test_a_file_ingested_by_an_older_fbt_is_still_the_same_bytes(tmp_path, kind):
+    """Older fbt keyed ingests by SHA-256 (ingest id = hash of name, interval
+    and the hex digest). A warehouse written so is rewritten here to exactly
+    that form; ingesting the same file again with BLAKE3 keys is skipped and
+    changes nothing."""
+    if kind == "lean zip":
+        path, interval = LEAN_ZIP, "1d"
+    else:
+        path = minute_file(tmp_path / "es.csv", [("ESH2015", 5)], sessions=1 if kind == "small csv" else 30)
+        interval = "1m"
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        first = ingest_path(conn, path, interval=interval, specs=SPECS)
+        assert kind != "bulk csv" or first[0].method == "bulk"
+        zip_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        for r in first:  # what the older fbt stored for this file
+            old_hash = (hashlib.sha256(f"{zip_sha}:{r.source}".encode()).hexdigest() if kind == "lean zip"
+                        else zip_sha)
+            row_interval = conn.execute("SELECT interval FROM ingests WHERE ingest_id = ?",
+                                        [r.ingest_id]).fetchall()[0][0]
+            old_id = hashlib.sha256(f"{r.source.rsplit('/', 1)[-1]}:{row_interval}:{old_hash}".encode()
+                                    ).hexdigest()[:24]
+            for table in ("bars", "quarantine"):
+                conn.execute(f"UPDATE {table} SET ingest_id = ? WHERE ingest_id = ?", [old_id, r.ingest_id])
+            conn.execute("UPDATE ingests SET ingest_id = ?, content_hash = ? WHERE ingest_id = ?",
+                         [old_id, old_hash, r.ingest_id])
+        before = {k: conn.execute(sql).fetchall() for k, sql in STATE_SQL.items()}
+        again = ingest_path(conn, path, interval=interval, specs=SPECS)
+        after = {k: conn.execute(sql).fetchall() for k, sql in STATE_SQL.items()}
+    finally:
+        conn.close()
+    assert [r.status for r in again] == ["skipped"] * len(first)
+    assert after == before
