@@ -111,7 +111,7 @@ def bulk_plan(path: Path, mapping: Mapping[str, str], default_contract: str | No
 
 def _reader(cols: list[str]) -> str:
     spec = ", ".join(f"'c{i}': '{_TYPES.get(name, 'VARCHAR')}'" for i, name in enumerate(cols))
-    return (f"read_csv(?, header = true, auto_detect = false, columns = {{{spec}}}, delim = ',', quote = '', "
+    return (f"read_csv($path, header = true, auto_detect = false, columns = {{{spec}}}, delim = ',', quote = '', "
             "escape = '', strict_mode = true, null_padding = false, comment = '')")
 
 
@@ -120,22 +120,24 @@ def insert_rows(conn: duckdb.DuckDBPyConnection, path: Path, plan: BulkPlan, int
     """``INSERT INTO bars`` every row of the file, typed by the reader; raises
     :class:`NotClean` if a field does not parse or a row breaks a row rule."""
     col = {name: f"s.c{i}" for i, name in enumerate(plan.cols) if name in _TYPES}
-    contract = col.get("contract", "CAST(? AS VARCHAR)")
+    contract = col.get("contract", "CAST($default_contract AS VARCHAR)")
     oi = col.get("open_interest", "CAST(NULL AS DOUBLE)")
     renamed = ", ".join(f"{expr} AS {name}" for name, expr in col.items() if name != "contract")
-    params = [] if "contract" in col else [default_contract]
     sql = f"""
         INSERT INTO bars (contract, root, interval, ts, open, high, low, close, volume, open_interest, ingest_id)
         -- root and interval are constants: a root computed per row would cost ~0.5 CPU s per 5M rows to store
-        SELECT contract, ?, ?, ts, open, high, low, close,
+        SELECT contract, $root, $interval, ts, open, high, low, close,
                -- the guard on a numeric column: on the (constant) ingest id it would cost a string per row
                CAST(CASE WHEN {row_rules_ok_sql('r', 'r.open_interest')} THEN volume ELSE error('row rule') END
                     AS BIGINT),
-               CAST(open_interest AS BIGINT), ?
+               CAST(open_interest AS BIGINT), $ingest_id
         FROM (SELECT {contract} AS contract, {renamed}{'' if 'open_interest' in col else f', {oi} AS open_interest'}
               FROM {_reader(plan.cols)} s) r"""
     try:
-        conn.execute(sql, [*params, plan.root, interval, ingest_id, str(path)])
+        params = {"root": plan.root, "interval": interval, "ingest_id": ingest_id, "path": str(path)}
+        if "contract" not in col:
+            params["default_contract"] = default_contract
+        conn.execute(sql, params)
     except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:  # a field or a row rule
         raise NotClean(str(exc).splitlines()[0]) from None
 

@@ -24,6 +24,16 @@ the specification); larger ones through the same rules as SQL inside DuckDB
 (:mod:`fbt_pipelines.stores.sql_validation`), so only rejected lines come
 back to Python and the accepted rows go to ``bars`` in one ``INSERT ...
 SELECT``. A property test shows both give the same rows and reasons.
+
+Bulk path: a large CSV whose first code is already an fbt contract id first
+goes straight from DuckDB's typed CSV reader into ``bars`` with the row rules
+inside the INSERT, and is checked on the stored rows
+(:mod:`fbt_pipelines.stores.bulk_csv`); any doubt rolls that back and the
+file takes the staged path above. Both store the same rows (tested).
+
+Idempotence key: the file's name, interval and content hash (BLAKE3, see
+:mod:`fbt_pipelines.stores.file_hash`; SHA-256 keys of older versions are
+still recognised).
 """
 
 from __future__ import annotations

@@ -357,7 +357,7 @@ REVIEWED_DYNAMIC_SQL = {
     ("fbt_pipelines/stores/ingest.py", "_replace_older"): "placeholder lists ('?' * n); new_keys is a SELECT written "
                                                           "by the two callers in ingest.py; values are ?",
     ("fbt_pipelines/stores/bulk_csv.py", "insert_rows"): "column positions c0..cN and types from the _TYPES "
-                                                         "constant; rule SQL from sql_rules; path and values are ?",
+                                                         "constant; rule SQL from sql_rules; path and values are $parameters",
     ("fbt_pipelines/stores/bulk_csv.py", "ingest_bulk_csv"): "restores DuckDB's own setting value, checked "
                                                              "against [a-z_,]* first",
     ("fbt_pipelines/stores/bulk_csv.py", "check_rows"): "off-tick SQL from sql_rules; the ingest id is ?",

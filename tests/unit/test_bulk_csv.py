@@ -207,6 +207,16 @@ def test_a_bar_outside_the_sessions_at_the_end_of_a_block_sends_the_file_to_the_
     assert (bulk.method, bulk.quarantined) == ("staged", 1)
 
 
+def test_a_file_named_after_its_contract_without_a_contract_column(tmp_path):
+    """``ESH2015.csv`` with ``ts,open,...``: the contract comes from the name, on both paths."""
+    path = minute_file(tmp_path / "full.csv", [("ESH2015", 5)], sessions=30)
+    named = tmp_path / "ESH2015.csv"
+    named.write_text("\n".join(line.split(",", 1)[1] for line in path.read_text().splitlines()) + "\n")
+    assert named.read_text().startswith("ts,open,") and named.stat().st_size > bulk_csv.BULK_MIN_BYTES
+    (bulk,), _ = both(tmp_path, [named], "1m")
+    assert (bulk.method, bulk.accepted, bulk.roots) == ("bulk", 18_000, ("ES",))
+
+
 def test_overlapping_files_replace_the_same_rows_on_both_paths(tmp_path):
     first = minute_file(tmp_path / "a.csv", [("ESH2015", 5), ("ESM2015", 9)], sessions=10, seed=1)
     second = minute_file(tmp_path / "b.csv", [("ESM2015", 14), ("ESU2015", 20)], sessions=10, seed=2)
