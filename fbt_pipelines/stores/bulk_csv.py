@@ -120,18 +120,17 @@ def insert_rows(conn: duckdb.DuckDBPyConnection, path: Path, plan: BulkPlan, int
     """``INSERT INTO bars`` every row of the file, typed by the reader; raises
     :class:`NotClean` if a field does not parse or a row breaks a row rule."""
     col = {name: f"s.c{i}" for i, name in enumerate(plan.cols) if name in _TYPES}
-    contract = col.get("contract", "CAST($default_contract AS VARCHAR)")
-    oi = col.get("open_interest", "CAST(NULL AS DOUBLE)")
-    renamed = ", ".join(f"{expr} AS {name}" for name, expr in col.items() if name != "contract")
+    fields = {name: col.get(name) for name in _TYPES}  # ts, prices and volume are always there
+    fields["contract"] = fields["contract"] or "CAST($default_contract AS VARCHAR)"
+    fields["open_interest"] = fields["open_interest"] or "CAST(NULL AS DOUBLE)"
     sql = f"""
         INSERT INTO bars (contract, root, interval, ts, open, high, low, close, volume, open_interest, ingest_id)
         -- root and interval are constants: a root computed per row would cost ~0.5 CPU s per 5M rows to store
         SELECT contract, $root, $interval, ts, open, high, low, close,
                -- the guard on a numeric column: on the (constant) ingest id it would cost a string per row
-               CAST(CASE WHEN {row_rules_ok_sql('r', 'r.open_interest')} THEN volume ELSE error('row rule') END
-                    AS BIGINT),
+               CAST(CASE WHEN {row_rules_ok_sql('r')} THEN volume ELSE error('row rule') END AS BIGINT),
                CAST(open_interest AS BIGINT), $ingest_id
-        FROM (SELECT {contract} AS contract, {renamed}{'' if 'open_interest' in col else f', {oi} AS open_interest'}
+        FROM (SELECT {", ".join(f"{expr} AS {name}" for name, expr in fields.items())}
               FROM {_reader(plan.cols)} s) r"""
     try:
         params = {"root": plan.root, "interval": interval, "ingest_id": ingest_id, "path": str(path)}

@@ -30,11 +30,6 @@ def content_hash_of_text(text: str) -> str:
     return PREFIX + blake3(text.encode()).hexdigest()
 
 
-def is_legacy(content_hash: str | None) -> bool:
-    """Whether a stored content hash predates BLAKE3 (a plain SHA-256 hex digest)."""
-    return not (content_hash or "").startswith(PREFIX)
-
-
 def legacy_sha256(path: Path) -> str:
     """The SHA-256 hex digest older fbt versions stored for the file."""
     with open(path, "rb") as fh:

@@ -54,7 +54,7 @@ from fbt_pipelines.errors import DataError
 from fbt_pipelines.limits import check_ingest_file
 from fbt_pipelines.marketdata.validation import validate_staged
 from fbt_pipelines.stores.bulk_csv import BulkChecks, bulk_plan, ingest_bulk_csv
-from fbt_pipelines.stores.file_hash import content_hash, content_hash_of_text, is_legacy, legacy_sha256
+from fbt_pipelines.stores.file_hash import content_hash, content_hash_of_text, legacy_sha256
 from fbt_pipelines.stores.sql_validation import validate_in_db
 from fbt_pipelines.stores.staging import (FileScan, contract_map, drop_staging, scan_file, stage_csv, stage_frame,
                                           stage_parquet, staged_frame)
@@ -116,23 +116,22 @@ def _replace_older(conn: duckdb.DuckDBPyConnection, interval: str, contracts: li
     if not contracts:
         return 0
     marks = ", ".join("?" * len(contracts))
-    other = (" AND ingest_id <> ?", [new_ingest_id]) if new_ingest_id else ("", [])
-    held = f"FROM bars WHERE interval = ? AND contract IN ({marks}){other[0]}"
-    if not conn.execute(f"SELECT count(*) {held}", [interval, *contracts, *other[1]]).fetchall()[0][0]:
+    mine, mine_params = (" AND b.ingest_id <> ?", [new_ingest_id]) if new_ingest_id else ("", [])
+    held = f"FROM bars b WHERE b.interval = ? AND b.contract IN ({marks}){mine}"
+    if not conn.execute(f"SELECT count(*) {held}", [interval, *contracts, *mine_params]).fetchall()[0][0]:
         return 0
     # overlap with stored bars of these contracts: a range probe first, the key join only if needed
     lo, hi = ts_range()
-    if not conn.execute(f"SELECT count(*) {held} AND ts BETWEEN ? AND ?",
-                        [interval, *contracts, *other[1], lo, hi]).fetchall()[0][0]:
+    if not conn.execute(f"SELECT count(*) {held} AND b.ts BETWEEN ? AND ?",
+                        [interval, *contracts, *mine_params, lo, hi]).fetchall()[0][0]:
         return 0
     conn.execute(f"CREATE OR REPLACE TEMP TABLE new_keys AS {new_keys}", params)
     try:
-        match = (f"b.contract = k.contract AND b.ts = k.ts AND b.interval = ?"
-                 f"{' AND b.ingest_id <> ?' if new_ingest_id else ''}")
+        match = f"b.contract = k.contract AND b.ts = k.ts AND b.interval = ?{mine}"
         replaced = conn.execute(f"SELECT count(*) FROM bars b JOIN new_keys k ON {match}",
-                                [interval, *other[1]]).fetchall()[0][0]
+                                [interval, *mine_params]).fetchall()[0][0]
         if replaced:
-            conn.execute(f"DELETE FROM bars b USING new_keys k WHERE {match}", [interval, *other[1]])
+            conn.execute(f"DELETE FROM bars b USING new_keys k WHERE {match}", [interval, *mine_params])
     finally:
         conn.execute("DROP TABLE IF EXISTS temp.new_keys")
     return int(replaced)
@@ -224,9 +223,8 @@ def _already_or_legacy(conn: duckdb.DuckDBPyConnection, ingest_id: str, source: 
     if done is not None:
         return done
     name = source.rsplit("/", 1)[-1]
-    legacy = conn.execute("SELECT path, content_hash FROM ingests WHERE status = 'ok' "
-                          "AND content_hash NOT LIKE 'blake3:%'").fetchall()
-    if not any(is_legacy(h) and (p or "").rsplit("/", 1)[-1] == name for p, h in legacy):
+    if not conn.execute("SELECT count(*) FROM ingests WHERE status = 'ok' AND content_hash NOT LIKE 'blake3:%' "
+                        "AND (path = $name OR ends_with(path, '/' || $name))", {"name": name}).fetchall()[0][0]:
         return None
     return _already(conn, _ingest_id(source, interval, legacy_hash()), source)
 
@@ -332,10 +330,11 @@ def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, str
     """A CSV: the bulk path if the file qualifies and is clean, else the general path."""
     default = default_contract_for(path)
     source = str(path.resolve())
+    legacy_hash = functools.cache(lambda: legacy_sha256(path))  # asked only next to an older fbt's ingest
     plan = bulk_plan(path, mapping, default, specs)
     if plan is not None:
         ingest_id = _ingest_id(source, interval, scan.content_hash)
-        done = _already_or_legacy(conn, ingest_id, source, interval, lambda: legacy_sha256(path))
+        done = _already_or_legacy(conn, ingest_id, source, interval, legacy_hash)
         if done:
             return done
         started = dt.datetime.now(dt.UTC)
@@ -358,7 +357,7 @@ def _ingest_csv(conn: duckdb.DuckDBPyConnection, path: Path, scan: FileScan, str
             message = str(exc).splitlines()[0]
             raise DataError(f"{path}: cannot be read as csv ({message})") from None
         return _ingest_staged(conn, source, scan.content_hash, "csv", interval, default, specs, strict,
-                              legacy_hash=lambda: legacy_sha256(path))
+                              legacy_hash=legacy_hash)
     finally:
         drop_staging(conn)
 
