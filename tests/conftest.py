@@ -16,6 +16,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -84,17 +85,22 @@ def bus(redis_url: str) -> Iterator[Bus]:
         delete_prefix(redis_url, prefix)
 
 
+def use_private_home(mp: pytest.MonkeyPatch, home: Path, redis_url: str) -> Path:
+    """Point fbt at ``home`` (FBT_HOME) and the test Redis, and drop the
+    variables that would send it elsewhere (DAGSTER_HOME, MLflow, warehouse)."""
+    mp.setenv("FBT_HOME", str(home))
+    mp.setenv("REDIS_URL", redis_url)
+    for var in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "FBT_WAREHOUSE"):
+        mp.delenv(var, raising=False)
+    return home
+
+
 @pytest.fixture
 def fbt_home(tmp_path, monkeypatch, redis_url: str):
     """A private FBT_HOME (and REDIS_URL pointing at the test Redis) for one test."""
     home = tmp_path / "fbt_home"
     home.mkdir()
-    monkeypatch.setenv("FBT_HOME", str(home))
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("FBT_WAREHOUSE", raising=False)
-    return home
+    return use_private_home(monkeypatch, home, redis_url)
 
 
 @pytest.fixture(autouse=True)

@@ -39,6 +39,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import use_private_home
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -91,10 +93,7 @@ def site(tmp_path_factory, redis_url):
     """Servers up and data in place: yields dict(home, dagster_url, mlflow_url, experiment, runs, pages)."""
     home = tmp_path_factory.mktemp("fbt_home")
     mp = pytest.MonkeyPatch()
-    mp.setenv("FBT_HOME", str(home))
-    mp.setenv("REDIS_URL", redis_url)
-    for var in ("MLFLOW_TRACKING_URI", "FBT_WAREHOUSE"):
-        mp.delenv(var, raising=False)
+    use_private_home(mp, home, redis_url)
     mp.setenv("DAGSTER_HOME", str(home / "dagster"))
     from fbt_pipelines.config import paths
     from fbt_pipelines.instance import ensure_dagster_home

@@ -24,6 +24,7 @@ from fbt_pipelines.catalog.expiry import business_day_offset
 from fbt_pipelines.config import paths
 from fbt_pipelines.marketdata.sample_data import write_sample_data
 from fbt_pipelines.stores.tracking import BACKTEST_EXPERIMENT
+from tests.conftest import use_private_home
 
 MARKETS = ["ES", "CL"]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -44,10 +45,7 @@ def graph(tmp_path_factory, redis_url):
     """Materialize every stage once for the module; yield (home, instance, results)."""
     home = tmp_path_factory.mktemp("fbt_home")
     mp = pytest.MonkeyPatch()
-    mp.setenv("FBT_HOME", str(home))
-    mp.setenv("REDIS_URL", redis_url)
-    for var in ("MLFLOW_TRACKING_URI", "FBT_WAREHOUSE", "DAGSTER_HOME"):
-        mp.delenv(var, raising=False)
+    use_private_home(mp, home, redis_url)
     write_sample_data(paths().landing, [market_spec(m) for m in MARKETS], dt.date(2015, 1, 2), dt.date(2020, 12, 31))
     (home / "margins").mkdir()
     shutil.copy(FIXTURES / "lean" / "margins" / "ES.csv", home / "margins" / "ES.csv")  # CL keeps catalogue margins

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from fbt_pipelines.config import paths
 from fbt_pipelines.ml.features import FEATURE_COLUMNS
+from tests.conftest import use_private_home
 from tests.unit._futures_data import utc, xnys_sessions
 
 MARKETS = ["ES", "CL"]
@@ -62,10 +63,7 @@ def run_stage(tmp_path_factory, redis_url, drift: bool):
 
     home = tmp_path_factory.mktemp("ml_drift" if drift else "ml_healthy")
     mp = pytest.MonkeyPatch()
-    mp.setenv("FBT_HOME", str(home))
-    mp.setenv("REDIS_URL", redis_url)
-    for var in ("MLFLOW_TRACKING_URI", "FBT_WAREHOUSE", "DAGSTER_HOME"):
-        mp.delenv(var, raising=False)
+    use_private_home(mp, home, redis_url)
     resources = local_resources()
     with duckdb.connect(str(paths().warehouse)) as conn:
         for root, part in features_table(drift).groupby("root"):
