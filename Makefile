@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@echo "installing fbt and its dependencies into $(VENV) (first time: a few minutes; log: $(INSTALL_LOG))"
 	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[dev]'; } > $(INSTALL_LOG) 2>&1 \
 		|| { tail -n 40 $(INSTALL_LOG); echo "install failed: see $(INSTALL_LOG)"; exit 1; }
-	@$(BIN)/python -c 'import fbt_pipelines.definitions' >/dev/null
+	@$(BIN)/python -c 'import fbt_pipelines.location.definitions' >/dev/null
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,41 +1,141 @@
-"""Stage 3: features, the walk-forward model (MLflow) and out-of-sample predictions."""
+"""Stage 3: features, the walk-forward model (MLflow) and out-of-sample predictions.
 
-import numpy as np
-import pandas as pd
+Each asset reads its inputs, makes one call into :mod:`fbt_pipelines.usecases.ml`
+and stores and describes the result. The run configs are the use cases'
+settings (:class:`~fbt_pipelines.ml.dataset.LabelConfig`,
+:class:`~fbt_pipelines.usecases.ml.ModelSettings`,
+:class:`~fbt_pipelines.ml.monitoring.MonitoringConfig`) flattened by
+:func:`domain_config`: one source of fields, defaults and descriptions.
+"""
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+from typing import Any, ClassVar, Collection, Mapping, get_type_hints
+
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, Config, DataVersion,
                      MaterializeResult, MetadataValue, asset)
+import pandas as pd
+from pydantic import Field, create_model
 
 from assets._support import WRITER_POOL, announce, date_range, md_table
 from assets.partitions import market_partitions
 from assets.rolls import continuous_prices
-from fbt_pipelines.catalog import market_spec
-from fbt_pipelines.catalog.contracts import contracts_from_frame
-from fbt_pipelines.futures.back_adjust import roll_yield
-from fbt_pipelines.ml.dataset import feature_table
-from fbt_pipelines.ml.features import (FEATURE_COLUMNS, MODEL_FEATURES, add_cross_market_features, available_features,
-                                       planned_roll_dates)
-from fbt_pipelines.ml.monitoring import PSI_SIGNIFICANT, feature_drift, rolling_accuracy
-from fbt_pipelines.ml.training import TrainingConfig
-from fbt_pipelines.ml.walk_forward import WalkForwardConfig, walk_forward
-from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.stores.cached_reads import read_bars_cached, read_partition_cached
-from fbt_pipelines.stores.model_tracking import log_walk_forward
-from fbt_pipelines.versioning import code_version
-from resources import BusResource, TrackingResource, WarehouseResource
+from fbt_pipelines.config import code_version
+from fbt_pipelines.ml.dataset import LabelConfig
+from fbt_pipelines.ml.features import FEATURE_COLUMNS
+from fbt_pipelines.ml.monitoring import DRIFT_MARGIN, DRIFT_WINDOW, MonitoringConfig
+from fbt_pipelines.usecases.ml import (MODEL_NAME, ModelSettings, market_features, market_predictions,
+                                       read_feature_inputs, read_features_table, read_model_outputs, store_features,
+                                       store_model, store_predictions, train_model)
+from resources import BusResource, FilesResource, TrackingResource, WarehouseResource
 
-MODEL_NAME = "fbt-direction-rf"
-DRIFT_WINDOW = 250  # sessions of recent features compared with the training window
-ACCURACY_WINDOW = 250  # labelled predictions in the rolling hit rate
-MIN_ROLLING_ACCURACY = 0.45  # warn below this rolling hit rate (a coin scores 0.5 +- 0.03 over 250 calls)
-FOLD_METRICS = ["train_rows", "test_rows", "oos_accuracy", "oos_auc", "oos_log_loss", "oos_brier", "oos_base_rate"]
+__all__ = ["FeaturesConfig", "ModelConfig", "PredictionsConfig", "MODEL_NAME", "features", "model", "predictions"]
 
 
-class FeaturesConfig(Config):
-    horizon: int = 5
-    """Label horizon: sign of the held-contract return over the next N sessions."""
-    dead_zone: float = 0.0
-    """Forward returns with |return| below this fraction get no label (excluded from training and scoring)."""
+# -- run configs from the domain's settings ----------------------------------------------------------------------------
 
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """``{field: its attribute docstring}`` of a dataclass, on one line each ({} when the source is unavailable)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    return {stmt.target.id: " ".join(nxt.value.value.split())
+            for stmt, nxt in zip(body, body[1:])
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+            and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Leaf:
+    """One run-config field: its path in the domain settings and its name in the config."""
+
+    path: tuple[str, ...]
+    name: str
+    type: Any
+    default: Any
+    description: str | None
+
+
+def _leaves(cls: type, defaults: Any, prefix: tuple[str, ...], rename: Mapping[str, str],
+            exclude: Collection[str]) -> list[_Leaf]:
+    hints, docs = get_type_hints(cls), _attribute_docs(cls)
+    out: list[_Leaf] = []
+    for f in dataclasses.fields(cls):
+        path = prefix + (f.name,)
+        dotted = ".".join(path)
+        if dotted in exclude:
+            continue
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += _leaves(hints[f.name], value, path, rename, exclude)
+        else:
+            out.append(_Leaf(path, rename.get(dotted, f.name), hints[f.name], value, docs.get(f.name)))
+    return out
+
+
+class DomainConfig(Config):
+    """A run config whose fields are a domain settings dataclass's (see :func:`domain_config`)."""
+
+    domain_defaults: ClassVar[Any] = None
+    domain_leaves: ClassVar[tuple[_Leaf, ...]] = ()
+
+    def domain(self) -> Any:
+        """The domain settings: its defaults with this config's values (validated by the dataclass)."""
+        values = {leaf.path: getattr(self, leaf.name) for leaf in self.domain_leaves}
+        return _rebuild(self.domain_defaults, (), values)
+
+
+def _rebuild(defaults: Any, prefix: tuple[str, ...], values: Mapping[tuple[str, ...], Any]) -> Any:
+    changes = {}
+    for f in dataclasses.fields(defaults):
+        path = prefix + (f.name,)
+        if path in values:
+            changes[f.name] = values[path]
+        elif any(p[:len(path)] == path for p in values):
+            changes[f.name] = _rebuild(getattr(defaults, f.name), path, values)
+    return dataclasses.replace(defaults, **changes)
+
+
+def domain_config(name: str, settings: type, *, rename: Mapping[str, str] | None = None,
+                  exclude: Collection[str] = (), doc: str | None = None) -> type[DomainConfig]:
+    """A Dagster ``Config`` class whose fields are the fields of the frozen
+    dataclass ``settings`` -- nested dataclasses flattened into their fields --
+    with the same types, the defaults of ``settings()`` and the attribute
+    docstrings as descriptions. ``rename`` (dotted path -> config field) and
+    ``exclude`` (dotted paths) pick what the launchpad offers; excluded fields
+    keep the domain default. ``config.domain()`` gives the settings back."""
+    defaults = settings()
+    leaves = _leaves(settings, defaults, (), dict(rename or {}), set(exclude))
+    names = [leaf.name for leaf in leaves]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{name}: flattened fields of {settings.__name__} collide: {names}")
+    fields = {leaf.name: (leaf.type, Field(default=leaf.default, description=leaf.description)) for leaf in leaves}
+    cls = create_model(name, __base__=DomainConfig, __module__=__name__, __doc__=doc or settings.__doc__, **fields)
+    cls.domain_defaults = defaults
+    cls.domain_leaves = tuple(leaves)
+    return cls
+
+
+FeaturesConfig = domain_config("FeaturesConfig", LabelConfig, doc="The label of every market's features table.")
+
+ModelConfig = domain_config(
+    "ModelConfig", ModelSettings, rename={"walk_forward.first_train_end": "train_end"},
+    # set per fold by the walk-forward, or from the features table; logistic_c is not offered (yet)
+    exclude=("training.train_end", "training.train_start", "training.test_end", "training.horizon",
+             "training.features", "training.logistic_c"),
+    doc="The walk-forward direction model: retraining schedule, window, estimator and features.")
+
+PredictionsConfig = domain_config("PredictionsConfig", MonitoringConfig,
+                                  doc="Thresholds of the predictions checks feature_drift and rolling_accuracy.")
+
+_MONITORING = MonitoringConfig()
+
+
+# -- assets ----------------------------------------------------------------------------------------------------------
 
 @asset(
     partitions_def=market_partitions, group_name="ml", kinds={"duckdb", "pandas"}, deps=[continuous_prices],
@@ -44,68 +144,23 @@ class FeaturesConfig(Config):
                                 description="After the 64-bar warm-up, at least 99% of feature rows are finite.")],
 )
 def features(context: AssetExecutionContext, config: FeaturesConfig, warehouse: WarehouseResource,
-             bus: BusResource) -> MaterializeResult:
+             bus: BusResource, files: FilesResource) -> MaterializeResult:
     """Per-market features (held-contract returns, volatility, EWMAC trend, RSI, ATR, distance from 60-day high/low, days to expiry and to the planned roll, roll yield, weekday, month) and the forward-return label. Cross-market features (ES, ZN returns) are joined when the model pools the markets."""
     root = context.partition_key
     with warehouse.connect() as conn:
-        prices, cached = read_partition_cached(conn, bus.get(), "continuous_prices", root, order_by=["ts"])
-        bars, _ = read_bars_cached(conn, bus.get(), root)
-        contracts = contracts_from_frame(wh.read_contracts(conn, root))
-        roll_dates = planned_roll_dates(prices, contracts, market_spec(root).roll_days_before)
-        table = feature_table(prices, config.horizon, roll_yield(bars, prices, contracts), roll_dates,
-                              config.dead_zone)
-        version = wh.replace_partition(conn, "features", root, table)
-    finite = table[FEATURE_COLUMNS].iloc[64:].notna().all(axis=1).mean() if len(table) > 64 else 0.0
+        made = market_features(read_feature_inputs(conn, root, files.workspace(), cache=bus.get()), config.domain())
+        version = store_features(conn, made)
+    table = made.table
     announce(context, bus.get(), rows=len(table), data_version=version)
     return MaterializeResult(
         metadata={"rows": len(table), "date_range": date_range(table["ts"]), "features": len(FEATURE_COLUMNS),
-                  "up_label_share": float(table["label"].mean()), "labelled_rows": int(table["label"].notna().sum()),
-                  "prices_from_cache": cached, "mean_roll_yield": float(table["roll_yield"].mean())},
+                  "up_label_share": made.up_label_share, "labelled_rows": made.labelled_rows,
+                  "prices_from_cache": made.prices_from_cache, "mean_roll_yield": made.mean_roll_yield},
         data_version=DataVersion(version),
-        check_results=[AssetCheckResult(check_name="features_finite_after_warmup", passed=bool(finite >= 0.99),
-                                        metadata={"finite_share": float(finite)})],
+        check_results=[AssetCheckResult(check_name="features_finite_after_warmup",
+                                        passed=bool(made.finite_after_warmup >= 0.99),
+                                        metadata={"finite_share": made.finite_after_warmup})],
     )
-
-
-class ModelConfig(Config):
-    train_end: str = "2018-12-31"
-    """Training end (UTC) of the first walk-forward fold; predictions start after it plus the embargo."""
-    retrain_months: int = 12
-    """Retrain every K months: fold i ends train_end + i*K months."""
-    window: str = "expanding"
-    """expanding (all history) or rolling (the last rolling_months months)."""
-    rolling_months: int = 60
-    embargo_days: int = 10
-    n_estimators: int = 50
-    """Trees per fold (small: six folds on the sample data)."""
-    max_depth: int = 5
-    min_samples_leaf: int = 50
-    seed: int = 0
-    model: str = "random_forest"
-    """random_forest or logistic."""
-    tune: bool = False
-    """Choose max_depth (forest) or C (logistic) on purged inner time-series folds of each fold's training rows."""
-    cross_market: bool = True
-    """Add the ES and ZN 5/20-session returns as features of every market (left out when not in the warehouse)."""
-
-    def training(self, horizon: int, features: list[str]) -> TrainingConfig:
-        return TrainingConfig(train_end=self.train_end, horizon=horizon, embargo_days=self.embargo_days,
-                              n_estimators=self.n_estimators, max_depth=self.max_depth,
-                              min_samples_leaf=self.min_samples_leaf, seed=self.seed, features=tuple(features),
-                              model=self.model, tune=self.tune)
-
-    def walk_forward(self) -> WalkForwardConfig:
-        return WalkForwardConfig(first_train_end=self.train_end, retrain_months=self.retrain_months,
-                                 window=self.window, rolling_months=self.rolling_months)
-
-
-def pooled_features(table: pd.DataFrame, cross_market: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """Every market's features with the cross-market columns, and the model's
-    feature list (the candidates with at least one finite value)."""
-    if not cross_market:
-        return table, available_features(table, FEATURE_COLUMNS)
-    pooled = add_cross_market_features(table)
-    return pooled, available_features(pooled, MODEL_FEATURES)
 
 
 @asset(group_name="ml", kinds={"mlflow", "sklearn"}, deps=[features], pool=WRITER_POOL)
@@ -113,66 +168,27 @@ def model(context: AssetExecutionContext, config: ModelConfig, warehouse: Wareho
           tracking: TrackingResource) -> MaterializeResult:
     """Walk-forward direction classifier on every market's pooled features: retrained every K months, purged and embargoed; an MLflow parent run with a child run (and registered version) per fold, the latest with alias `champion`."""
     with warehouse.connect() as conn:
-        table = wh.read_table(conn, "features", order_by=["root", "ts"])
-    horizon = int(table["horizon"].iloc[0])
-    pooled, feats = pooled_features(table, config.cross_market)
-    left_out = [c for c in (MODEL_FEATURES if config.cross_market else FEATURE_COLUMNS) if c not in feats]
-    base = config.training(horizon, feats)
-    wf = config.walk_forward()
-    context.log.info(f"walk-forward on {table['root'].nunique()} markets, {len(table)} rows, {len(feats)} features "
-                     f"(left out: {left_out}), first train_end={config.train_end}, every {config.retrain_months} months")
-    result = walk_forward(pooled, base, wf)
-    markets = ",".join(sorted(table["root"].unique()))
-    record = log_walk_forward(tracking.get(), result, MODEL_NAME, pooled.dropna(subset=feats),
-                              params={**wf.params(), "horizon": horizon, "model": config.model,
-                                      "n_estimators": config.n_estimators, "features": ",".join(feats),
-                                      "left_out": ",".join(left_out) or "-"},
-                              tags={"markets": markets, "code_version": code_version()})
-    fold_rows = pd.DataFrame([{
-        "model_name": MODEL_NAME, "fold": fr.fold.fold, "version": rec.version, "run_id": rec.run_id,
-        "parent_run_id": record.parent_run_id, "train_start": fr.fold.config.train_start_ts,
-        "train_end": fr.fold.train_end, "predict_from": fr.fold.predict_from, "predict_to": fr.fold.predict_to,
-        "embargo_days": base.embargo_days, "horizon": horizon, "window": wf.window, "features": ",".join(feats),
-        **{k: float(fr.trained.metrics.get(k, np.nan)) for k in FOLD_METRICS},
-    } for fr, rec in zip(result.folds, record.folds)])
-    fold_rows["train_start"] = pd.to_datetime(fold_rows["train_start"], utc=True)
-    fold_rows["predict_to"] = pd.to_datetime(fold_rows["predict_to"], utc=True)
-    version_of = {rec.fold: rec for rec in record.folds}
-    preds = result.predictions.assign(
-        model_name=MODEL_NAME,
-        model_version=[version_of[f].version for f in result.predictions["fold"]],
-        run_id=[version_of[f].run_id for f in result.predictions["fold"]],
-    )[["model_name", "root", "ts", "prob_up", "model_version", "run_id", "fold", "train_end"]]
+        table = read_features_table(conn)
+    trained = train_model(table, config.domain(), tracking.get(), code_version=code_version(), log=context.log.info)
     with warehouse.connect() as conn:
-        wh.replace_partition(conn, "model_runs", MODEL_NAME, fold_rows)
-        wh.replace_partition(conn, "model_predictions", MODEL_NAME, preds)
-    url = tracking.ui_url
-    champion = result.latest
-    folds_md = fold_rows[["fold", "version", "train_end", "predict_to", "train_rows", "test_rows", "oos_accuracy",
-                          "oos_auc", "oos_log_loss", "oos_brier"]].assign(
+        store_model(conn, trained)
+    record, champion = trained.record, trained.champion
+    folds_md = trained.runs[["fold", "version", "train_end", "predict_to", "train_rows", "test_rows", "oos_accuracy",
+                             "oos_auc", "oos_log_loss", "oos_brier"]].assign(
         train_end=lambda f: f["train_end"].dt.strftime("%Y-%m-%d"),
         predict_to=lambda f: f["predict_to"].dt.strftime("%Y-%m-%d").fillna("end"))
     return MaterializeResult(metadata={
-        "model": f"{MODEL_NAME} v{record.champion.version} (@champion)",
-        "mlflow_run": MetadataValue.url(f"{url}/#/experiments/{record.experiment_id}/runs/{record.parent_run_id}"),
-        "champion_run": MetadataValue.url(f"{url}/#/experiments/{record.experiment_id}/runs/{record.champion.run_id}"),
+        "model": f"{trained.model_name} v{record.champion.version} (@champion)",
+        "mlflow_run": MetadataValue.url(tracking.run_url(record.experiment_id, record.parent_run_id)),
+        "champion_run": MetadataValue.url(tracking.run_url(record.experiment_id, record.champion.run_id)),
         "versions": ",".join(r.version for r in record.folds),
         "folds": md_table(folds_md, ".3f"),
-        **{k: float(v) for k, v in result.metrics.items()},
-        "features_used": ",".join(feats), "features_left_out": ",".join(left_out) or "-",
+        **{k: float(v) for k, v in trained.result.metrics.items()},
+        "features_used": ",".join(trained.features), "features_left_out": ",".join(trained.left_out) or "-",
         "champion_train_end": champion.fold.train_end.strftime("%Y-%m-%d"),
         "importances": md_table(champion.trained.importances.rename("importance").reset_index()
                                 .rename(columns={"index": "feature"}), ".3f"),
     })
-
-
-class PredictionsConfig(Config):
-    accuracy_window: int = ACCURACY_WINDOW
-    """Labelled predictions in the rolling hit rate of the rolling_accuracy check."""
-    min_rolling_accuracy: float = MIN_ROLLING_ACCURACY
-    """The rolling_accuracy check warns below this hit rate."""
-    max_psi: float = PSI_SIGNIFICANT
-    """The feature_drift check warns at or above this PSI."""
 
 
 @asset(
@@ -183,61 +199,41 @@ class PredictionsConfig(Config):
                                             "embargo."),
                  AssetCheckSpec("feature_drift", asset="predictions",
                                 description=f"PSI of every feature, last {DRIFT_WINDOW} sessions vs the champion's "
-                                            f"training window, below {PSI_SIGNIFICANT} (warns)."),
+                                            f"training window, below {_MONITORING.max_psi} or below {DRIFT_MARGIN:g} x "
+                                            "its usual PSI (the worst of its training stretches; warns)."),
                  AssetCheckSpec("rolling_accuracy", asset="predictions",
-                                description=f"Hit rate of the last {ACCURACY_WINDOW} labelled predictions at least "
-                                            f"{MIN_ROLLING_ACCURACY} (warns).")],
+                                description=f"Hit rate of the last {_MONITORING.accuracy_window} labelled predictions "
+                                            f"at least {_MONITORING.min_rolling_accuracy} (warns).")],
 )
 def predictions(context: AssetExecutionContext, config: PredictionsConfig, warehouse: WarehouseResource,
                 bus: BusResource) -> MaterializeResult:
     """Out-of-sample probability of an up move per session, stitched from the walk-forward folds; each row tagged with the model version and run that produced it and that model's training end."""
     root = context.partition_key
     with warehouse.connect() as conn:
-        folds = wh.read_partition(conn, "model_runs", MODEL_NAME, order_by=["fold"])
-        stitched = wh.read_partition(conn, "model_predictions", MODEL_NAME, order_by=["root", "ts"])
-        preds = stitched[stitched["root"] == root].drop(columns=["model_name"]).reset_index(drop=True)
-        all_features = wh.read_table(conn, "features", order_by=["root", "ts"])
-        version = wh.replace_partition(conn, "predictions", root, preds)
-    # out of sample: each row after its own fold's train_end + embargo
-    by_fold = folds.set_index("fold")
-    allowed = pd.to_datetime(by_fold.loc[preds["fold"], "predict_from"].to_numpy(), utc=True)
-    leaks = int((pd.to_datetime(preds["ts"], utc=True).to_numpy() <= allowed).sum())
-    mine = folds["features"].iloc[-1].split(",")
-    pooled = add_cross_market_features(all_features) if any(c not in FEATURE_COLUMNS for c in mine) else all_features
-    table = pooled[pooled["root"] == root].reset_index(drop=True)
-    latest = folds.iloc[-1]
-    ts = pd.to_datetime(table["ts"], utc=True)
-    in_training = ts <= pd.Timestamp(latest["train_end"])
-    if pd.notna(latest["train_start"]):
-        in_training &= ts >= pd.Timestamp(latest["train_start"])
-    drift = feature_drift(table[in_training], table.tail(DRIFT_WINDOW), mine)
-    worst = drift.idxmax() if drift.notna().any() else None
-    max_psi = float(drift.max()) if worst else 0.0
-    labelled = preds.assign(ts=pd.to_datetime(preds["ts"], utc=True)).merge(
-        table.assign(ts=ts)[["ts", "label"]], on="ts", how="left")
-    known = labelled.dropna(subset=["label"])
-    acc = rolling_accuracy(known["label"], known["prob_up"], config.accuracy_window)
-    latest_acc = float(acc.iloc[-1]) if len(acc) and pd.notna(acc.iloc[-1]) else float("nan")
-    announce(context, bus.get(), rows=len(preds), model_version=str(latest["version"]))
+        made = market_predictions(root, read_model_outputs(conn, MODEL_NAME), config.domain())
+        version = store_predictions(conn, made)
+    preds, monitoring = made.predictions, made.monitoring
+    announce(context, bus.get(), rows=len(preds), model_version=made.champion_version)
     return MaterializeResult(
         metadata={"rows": len(preds), "date_range": date_range(preds["ts"]),
-                  "model_versions": ",".join(sorted(preds["model_version"].unique(), key=int)),
-                  "champion_version": str(latest["version"]),
-                  "mean_prob_up": float(preds["prob_up"].mean()) if len(preds) else float("nan")},
+                  "model_versions": ",".join(made.model_versions), "champion_version": made.champion_version,
+                  "mean_prob_up": made.mean_prob_up},
         data_version=DataVersion(version),
         check_results=[
-            AssetCheckResult(check_name="predictions_out_of_sample", passed=leaks == 0 and len(preds) > 0,
-                             metadata={"rows_before_embargo_end": leaks, "rows": len(preds)}),
-            AssetCheckResult(check_name="feature_drift", severity=AssetCheckSeverity.WARN,
-                             passed=bool(drift.fillna(0).max() < config.max_psi),
-                             metadata={"max_psi": max_psi, "threshold": config.max_psi,
-                                       "worst_feature": str(worst), "psi": md_table(drift.rename("psi").reset_index()
-                                                                                  .rename(columns={"index": "feature"}), ".3f")}),
+            AssetCheckResult(check_name="predictions_out_of_sample", passed=made.out_of_sample,
+                             metadata={"rows_before_embargo_end": made.before_embargo_end, "rows": len(preds)}),
+            AssetCheckResult(check_name="feature_drift", severity=AssetCheckSeverity.WARN, passed=made.drift_ok,
+                             metadata={"max_psi": made.max_psi, "threshold": monitoring.max_psi,
+                                       "worst_feature": str(made.worst_feature),
+                                       "drifting": ", ".join(f"{k} {v:.2f}" for k, v in made.drift_alarms.items())
+                                                   or "none",
+                                       "psi": md_table(pd.DataFrame({"psi": made.drift, "usual_psi": made.usual})
+                                                       .rename_axis("feature").reset_index(), ".3f")}),
             AssetCheckResult(check_name="rolling_accuracy", severity=AssetCheckSeverity.WARN,
-                             passed=bool(not latest_acc < config.min_rolling_accuracy),
-                             metadata={"rolling_accuracy": latest_acc, "threshold": config.min_rolling_accuracy,
-                                       "window": config.accuracy_window, "labelled_predictions": len(known),
-                                       "oos_accuracy_all": float(((known["prob_up"] > 0.5) == (known["label"] > 0.5))
-                                                                 .mean()) if len(known) else float("nan")}),
+                             passed=made.accuracy_ok,
+                             metadata={"rolling_accuracy": made.rolling_accuracy,
+                                       "threshold": monitoring.min_rolling_accuracy,
+                                       "window": monitoring.accuracy_window, "labelled_predictions": len(made.labelled),
+                                       "oos_accuracy_all": made.oos_accuracy_all}),
         ],
     )

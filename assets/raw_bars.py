@@ -6,9 +6,8 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
 from assets._support import WRITER_POOL, announce, date_range
 from assets.catalog import market_catalog
 from assets.partitions import market_partitions
-from fbt_pipelines.marketdata.quality import spike_count
-from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.stores.ingest import bar_sources, ingest_path
+from fbt_pipelines.ingest.files import bar_sources
+from fbt_pipelines.usecases.market_data import bar_quality, ingest_bar_files
 from resources import BusResource, FilesResource, WarehouseResource
 
 
@@ -33,33 +32,29 @@ def raw_bars(context: AssetExecutionContext, warehouse: WarehouseResource, bus: 
     paths = bar_sources(folder) if folder.is_dir() else []
     if not paths:
         raise Failure(f"no bar files for {root} in {folder} (csv, parquet or LEAN zip; run `fbt sample-data`)")
-    ingested = skipped = 0
+    def progress(i, _path, outcome) -> None:
+        if i % 25 == 0 or i == len(paths):
+            context.log.info(f"{root}: {i}/{len(paths)} files ({outcome.new} new, {outcome.unchanged} unchanged)")
+
     with warehouse.connect() as conn:
-        for i, path in enumerate(paths, start=1):
-            for result in ingest_path(conn, path):
-                ingested += result.status == "ok"
-                skipped += result.status == "skipped"
-            if i % 25 == 0 or i == len(paths):
-                context.log.info(f"{root}: {i}/{len(paths)} files ({ingested} new, {skipped} unchanged)")
-        quality = wh.bar_quality(conn, root)
-        stored_quarantine = wh.quarantine_count(conn, root)
-        bars = wh.read_bars(conn, root)
-    spikes = spike_count(bars)
-    announce(context, bus.get(), rows=quality["rows"], files=len(paths))
+        outcome = ingest_bar_files(conn, paths, files.workspace(), keep_going=False, on_file=progress)
+        quality = bar_quality(conn, root)
+    bars = quality.bars
+    announce(context, bus.get(), rows=quality.rows, files=len(paths))
     return MaterializeResult(
         metadata={
-            "rows": quality["rows"], "contracts": int(bars["contract"].nunique()), "files": len(paths),
-            "files_new": ingested, "files_unchanged": skipped, "quarantined_rows": stored_quarantine,
+            "rows": quality.rows, "contracts": int(bars["contract"].nunique()), "files": len(paths),
+            "files_new": outcome.new, "files_unchanged": outcome.unchanged, "quarantined_rows": quality.quarantined,
             "date_range": date_range(bars["ts"]),
         },
         check_results=[
-            AssetCheckResult(check_name="ohlc_valid", passed=quality["bad_ohlc"] == 0,
-                             metadata={"bad_rows": quality["bad_ohlc"]}),
-            AssetCheckResult(check_name="no_duplicate_bars", passed=quality["duplicates"] == 0,
-                             metadata={"duplicates": quality["duplicates"]}),
-            AssetCheckResult(check_name="no_quarantined_rows", passed=stored_quarantine == 0,
-                             severity=AssetCheckSeverity.WARN, metadata={"quarantined_rows": stored_quarantine}),
-            AssetCheckResult(check_name="no_price_spikes", passed=spikes == 0, severity=AssetCheckSeverity.WARN,
-                             metadata={"spikes": spikes}),
+            AssetCheckResult(check_name="ohlc_valid", passed=quality.bad_ohlc == 0,
+                             metadata={"bad_rows": quality.bad_ohlc}),
+            AssetCheckResult(check_name="no_duplicate_bars", passed=quality.duplicates == 0,
+                             metadata={"duplicates": quality.duplicates}),
+            AssetCheckResult(check_name="no_quarantined_rows", passed=quality.quarantined == 0,
+                             severity=AssetCheckSeverity.WARN, metadata={"quarantined_rows": quality.quarantined}),
+            AssetCheckResult(check_name="no_price_spikes", passed=quality.spikes == 0, severity=AssetCheckSeverity.WARN,
+                             metadata={"spikes": quality.spikes}),
         ],
     )

@@ -7,16 +7,14 @@ from pydantic import Field
 from assets._support import WRITER_POOL, announce, date_range, md_table
 from assets.partitions import market_partitions
 from assets.raw_bars import raw_bars
-from fbt_pipelines.catalog import market_spec
-from fbt_pipelines.catalog.contracts import contracts_from_frame
-from fbt_pipelines.futures.back_adjust import AdjustmentMethod, back_adjust, roll_continuity_errors
-from fbt_pipelines.futures.roll_rules import RollRule, build_roll_schedule
+from fbt_pipelines.futures.roll_schedule import roll_cost_per_contract
+from fbt_pipelines.reports.roll_table import roll_table
 from fbt_pipelines.reports.sparkline import markdown_image, svg_lines
-from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.stores.cached_reads import read_bars_cached
-from resources import BusResource, WarehouseResource
-
-MAX_ROLL_GAP = 0.10  # a roll gap above 10% of price is a data error, not a term structure
+from fbt_pipelines.services import warehouse as wh
+from fbt_pipelines.services.cached_reads import read_bars_cached
+from fbt_pipelines.usecases.continuous import (MAX_ROLL_GAP, continuous_for_market, market_contracts,
+                                               roll_rule_for, roll_schedule_for_market)
+from resources import BusResource, FilesResource, WarehouseResource
 
 
 class RollConfig(Config):
@@ -30,29 +28,29 @@ class RollConfig(Config):
                                 description=f"Every roll's |to/from - 1| < {MAX_ROLL_GAP:.0%}.")],
 )
 def roll_schedule(context: AssetExecutionContext, config: RollConfig, warehouse: WarehouseResource,
-                  bus: BusResource) -> MaterializeResult:
-    """Roll dates by the market's roll rule (volume crossover or N business days before last trade / first notice), with the price gap and ratio on each roll date."""
+                  bus: BusResource, files: FilesResource) -> MaterializeResult:
+    """Roll dates by the market's roll rule (volume crossover or N business days before last trade / first notice), with why each roll happened, its price gap and its cost."""
     root = context.partition_key
-    spec = market_spec(root)
-    rule = RollRule.parse(config.rule or spec.roll_rule, spec)
+    spec = files.workspace().market(root)
+    rule = roll_rule_for(spec, config.rule)
     with warehouse.connect() as conn:
         bars, _ = read_bars_cached(conn, bus.get(), root)
-        contracts = contracts_from_frame(wh.read_contracts(conn, root))
-        schedule = build_roll_schedule(root, contracts, bars, rule)
-        version = wh.replace_partition(conn, "roll_schedule", root, schedule)
-    worst = float((schedule["ratio"] - 1).abs().max()) if len(schedule) else 0.0
+        rolls = roll_schedule_for_market(spec, bars, market_contracts(conn, spec, bars), rule)
+        version = wh.replace_partition(conn, "roll_schedule", root, rolls.schedule)
+    schedule = rolls.schedule
     announce(context, bus.get(), rolls=len(schedule), data_version=version)
     return MaterializeResult(
         metadata={
             "rolls": len(schedule), "rule": rule.label,
             "date_range": date_range(schedule["roll_date"]),
             "mean_gap_points": float(schedule["gap"].mean()) if len(schedule) else 0.0,
-            "last_rolls": md_table(schedule.tail(5)[["roll_date", "from_contract", "to_contract", "gap", "ratio"]]
-                                   .assign(roll_date=lambda d: d["roll_date"].dt.strftime("%Y-%m-%d")), ",.4f"),
+            "roll_cost_usd_per_contract": roll_cost_per_contract(spec),
+            # every roll: date, contracts, rule, trigger and the numbers behind it, gap, cost
+            "roll_table": md_table(roll_table(schedule)),
         },
         data_version=DataVersion(version),
-        check_results=[AssetCheckResult(check_name="roll_gaps_plausible", passed=worst < MAX_ROLL_GAP,
-                                        metadata={"worst_abs_ratio_minus_1": worst})],
+        check_results=[AssetCheckResult(check_name="roll_gaps_plausible", passed=rolls.plausible,
+                                        metadata={"worst_abs_ratio_minus_1": rolls.worst_gap})],
     )
 
 
@@ -65,19 +63,17 @@ def roll_schedule(context: AssetExecutionContext, config: RollConfig, warehouse:
                        description="Adjusted prices equal the current contract's raw prices on the last segment."),
     ],
 )
-def continuous_prices(context: AssetExecutionContext, warehouse: WarehouseResource, bus: BusResource) -> MaterializeResult:
+def continuous_prices(context: AssetExecutionContext, warehouse: WarehouseResource, bus: BusResource,
+                      files: FilesResource) -> MaterializeResult:
     """Panama back-adjusted continuous contract: adjusted OHLC in points, the held contract, its raw close and days to expiry."""
     root = context.partition_key
+    spec = files.workspace().market(root)
     with warehouse.connect() as conn:
         bars, cached = read_bars_cached(conn, bus.get(), root)
-        contracts = contracts_from_frame(wh.read_contracts(conn, root))
         schedule = wh.read_partition(conn, "roll_schedule", root, order_by=["roll_date"])
-        prices = back_adjust(bars, schedule, contracts, AdjustmentMethod.PANAMA)
-        version = wh.replace_partition(conn, "continuous_prices", root, prices)
-    gaps = roll_continuity_errors(prices, bars)
-    last = prices[prices["contract"] == prices["contract"].iloc[-1]]
-    last_diff = float((last["close"] - last["raw_close"]).abs().max())
-    non_positive = bool((prices["low"] <= 0).any())
+        series = continuous_for_market(bars, schedule, market_contracts(conn, spec, bars))
+        version = wh.replace_partition(conn, "continuous_prices", root, series.prices)
+    prices, gaps, last_diff, non_positive = series.prices, series.bad_bars, series.last_segment_diff, series.non_positive
     announce(context, bus.get(), rows=len(prices), data_version=version)
     return MaterializeResult(
         metadata={

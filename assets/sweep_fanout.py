@@ -2,7 +2,7 @@
 
 The same sweep as the ``parameter_sweep`` asset (same accounting, same rows in
 ``sweep_results`` and ``walk_forward_equity``), cut into steps that Dagster's
-executor can spread over processes or Celery workers (fbt_pipelines/executors.py)::
+executor can spread over processes or Celery workers (fbt_pipelines/location/executors.py)::
 
     plan_sweep_chunks ──inputs────────────┐
           │ (one read of the warehouse)    v
@@ -29,29 +29,28 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (AssetKey, AssetMaterialization, ConfigurableIOManager, DynamicOut, DynamicOutput, In,
-                     InputContext, MetadataValue, Nothing, OpExecutionContext, Out, Output, OutputContext, ResourceParam, job,
+                     InputContext, MetadataValue, Nothing, OpExecutionContext, Out, Output, OutputContext, ResourceParam,
                      op)
 from pydantic import Field
 
 from assets._support import WRITER_POOL
 from assets.partitions import MARKETS
 from assets.sweeps import SweepConfig
-from fbt_pipelines.catalog import market_spec
-from fbt_pipelines.engine.backtest import with_predictions
-from fbt_pipelines.engine.futures_engine import EngineConfig
-from fbt_pipelines.engine.sweep import SweepResult, overfitting_report, parameter_sets, run_sweep, walk_forward
-from fbt_pipelines.executors import fbt_executor
-from fbt_pipelines.portfolio.sizing import VolTargetConfig
-from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.versioning import code_version, frame_version
-from resources import TrackingResource, WarehouseResource
+from fbt_pipelines.config import code_version, executor_mode
+from fbt_pipelines.errors import DataError
+from fbt_pipelines.primitives.versioning import frame_version
+from fbt_pipelines.services import warehouse as wh
+from fbt_pipelines.usecases.backtest import MarketData, read_market_data
+from fbt_pipelines.usecases.fanout import COMPUTE_TO_OVERHEAD, STEP_OVERHEAD_S, chunk_size_for, seconds_per_backtest
+from fbt_pipelines.usecases.sweep import SweepResult, run_sweep, store_sweep
+from resources import FilesResource, TrackingResource, WarehouseResource
 
 IO_KEY = "sweep_io"
-DEFAULT_CHUNK_SIZE = 250
 
 
 class ChunkParquetIOManager(ConfigurableIOManager):
@@ -87,42 +86,84 @@ class ChunkParquetIOManager(ConfigurableIOManager):
 
 class SweepFanoutConfig(SweepConfig):
     markets: list[str] = Field(default=[], description="Market roots; empty = every market with continuous prices.")
-    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1,
-                            description="Parameter sets per step (one step = one process / one Celery task).")
+    chunk_size: int | None = Field(
+        default=None, ge=1,
+        description="Parameter sets per step (one step = one process / one Celery task). Unset: sized so a "
+                    "step computes >= 10x the executor's per-step overhead (fbt_pipelines/usecases/fanout.py).")
+    step_overhead_s: float | None = Field(
+        default=None, ge=0,
+        description="Per-step overhead (s) for the automatic chunk size; unset: the executor's measured "
+                    "figure (in_process 0.05, celery 3, multiprocess 30).")
     track_mlflow: bool = Field(default=True, description="MLflow parent run + one child per set, per market.")
     keep_chunks: bool = Field(default=False, description="Keep the run's Parquet chunk files after the write.")
 
 
 @op(out={"inputs": Out(pd.DataFrame, io_manager_key=IO_KEY), "settings": Out(pd.DataFrame, io_manager_key=IO_KEY),
          "chunks": DynamicOut(pd.DataFrame, io_manager_key=IO_KEY)})
-def plan_sweep_chunks(context: OpExecutionContext, config: SweepFanoutConfig, warehouse: WarehouseResource):
-    """Reads each market's continuous prices (+ roll yield) once and cuts the parameter sets into chunks."""
+def plan_sweep_chunks(context: OpExecutionContext, config: SweepFanoutConfig, warehouse: WarehouseResource,
+                      files: FilesResource):
+    """Reads each market's strategy inputs (prices, prob_up, roll yield, margin per bar) once and cuts the parameter sets into chunks."""
+    workspace = files.workspace()
+    workspace.strategies()
     with warehouse.connect() as conn:
         roots = list(config.markets) or sorted(
             r[0] for r in conn.execute("SELECT DISTINCT root FROM continuous_prices").fetchall()) \
             if config.markets or wh.table_exists(conn, "continuous_prices") else []
-        frames = []
+        frames, read_first = [], None
         for root in roots:
-            prices = wh.read_partition(conn, "continuous_prices", root, order_by=["ts"])
-            if prices.empty:
-                raise ValueError(f"sweep_fanout: no continuous prices for market {root!r}; run ingest_market first")
-            feats = wh.read_partition(conn, "features", root, order_by=["ts"])
-            frames.append(with_predictions(prices, None, feats).assign(root=root))
+            try:
+                data = read_market_data(conn, root, workspace)
+                read_first = read_first or data
+            except DataError:
+                raise ValueError(f"sweep_fanout: no continuous prices for market {root!r}; run ingest_market first") from None
+            frames.append(chunk_inputs(data))
     if not frames:
         raise ValueError("sweep_fanout: no market has continuous prices in the warehouse")
-    sets = parameter_sets(config.strategy, config.grid, config.mode, config.n_random, config.seed)
+    sets = config.sets()
     params = [json.dumps(p, sort_keys=True) for p in sets]
+    chunk_size = config.chunk_size or _auto_chunk_size(context, config, read_first, sets, workspace)
     yield Output(pd.concat(frames, ignore_index=True), "inputs")
     yield Output(pd.DataFrame([{"config": config.model_dump_json()}]), "settings")
     n_chunks = 0
     for root in roots:
-        for k, start in enumerate(range(0, len(sets), config.chunk_size)):
-            ids = list(range(start, min(start + config.chunk_size, len(sets))))
+        for k, start in enumerate(range(0, len(sets), chunk_size)):
+            ids = list(range(start, min(start + chunk_size, len(sets))))
             yield DynamicOutput(pd.DataFrame({"root": root, "set": ids, "params": [params[i] for i in ids]}),
                                 output_name="chunks", mapping_key=f"{root}_{k:04d}")
             n_chunks += 1
     context.log.info(f"{len(roots)} markets x {len(sets)} sets of {config.strategy} in {n_chunks} chunks "
-                     f"of <= {config.chunk_size}")
+                     f"of <= {chunk_size}")
+
+
+def _auto_chunk_size(context: OpExecutionContext, config: "SweepFanoutConfig", data: MarketData,
+                     sets: list[dict], workspace) -> int:
+    """Sets per step from the executor's per-step overhead and one market's measured backtest time."""
+    execution = (context.run.run_config or {}).get("execution", {}).get("config") or {}
+    mode = next(iter(execution), None) or executor_mode()
+    overhead = config.step_overhead_s if config.step_overhead_s is not None else STEP_OVERHEAD_S.get(mode, 3.0)
+    base = config.base_spec(workspace.strategies())
+    per_backtest = seconds_per_backtest(lambda some: run_sweep(base, data, some, workers=1), sets)
+    size = chunk_size_for(per_backtest, overhead, len(sets))
+    context.log.info(f"chunk size {size}: {per_backtest * 1e3:.2f} ms per backtest on {data.root}, "
+                     f"{overhead:g} s overhead per {mode} step, compute >= {COMPUTE_TO_OVERHEAD:g}x overhead")
+    return size
+
+
+def chunk_inputs(data: MarketData) -> pd.DataFrame:
+    """One market's strategy inputs as a flat frame for the chunk steps' Parquet
+    (margin per bar in USD, NaN = catalogue; its source and the data version repeated)."""
+    margin = data.margins if data.margins is not None else np.full(len(data.frame), np.nan)
+    return data.frame.assign(root=data.root, margin=margin, margin_source=data.margin_source,
+                             data_version=data.data_version)
+
+
+def market_data_from_inputs(inputs: pd.DataFrame, root: str, workspace) -> MarketData:
+    """The :class:`MarketData` that :func:`chunk_inputs` flattened (the same backtest inputs)."""
+    frame = inputs[inputs["root"] == root].reset_index(drop=True)
+    margin = frame["margin"].to_numpy(float)
+    prices = frame.drop(columns=["root", "margin", "margin_source", "data_version", "prob_up", "roll_yield"])
+    return MarketData(root, workspace.market(root), prices, frame[["ts", "prob_up"]], frame[["ts", "roll_yield"]],
+                      None if np.isnan(margin).all() else margin, str(frame["margin_source"].iat[0]))
 
 
 def _settings(frame: pd.DataFrame) -> SweepFanoutConfig:
@@ -130,21 +171,22 @@ def _settings(frame: pd.DataFrame) -> SweepFanoutConfig:
 
 
 @op(out={"table": Out(pd.DataFrame, io_manager_key=IO_KEY), "pnl": Out(pd.DataFrame, io_manager_key=IO_KEY)})
-def run_sweep_chunk(context: OpExecutionContext, inputs: pd.DataFrame, settings: pd.DataFrame, chunk: pd.DataFrame):
+def run_sweep_chunk(context: OpExecutionContext, inputs: pd.DataFrame, settings: pd.DataFrame, chunk: pd.DataFrame,
+                    files: FilesResource):
     """Backtests one chunk of parameter sets on one market (threads inside; no warehouse access).
 
     Outputs: ``table`` (one row per set: net P&L USD, Sharpe, drawdown,
     trades, rolls) and ``pnl`` (daily P&L in USD, one column per set id, ``ts`` UTC)."""
     cfg = _settings(settings)
     root = str(chunk["root"].iat[0])
-    frame = inputs[inputs["root"] == root].drop(columns="root").reset_index(drop=True)
+    workspace = files.workspace()
+    data = market_data_from_inputs(inputs, root, workspace)
     sets = [json.loads(p) for p in chunk["params"]]
     t0 = time.perf_counter()
-    result = run_sweep(frame, market_spec(root), cfg.strategy, sets, VolTargetConfig(capital=cfg.capital, idm=1.0),
-                       EngineConfig(initial_capital=cfg.capital), workers=cfg.workers)
+    result = run_sweep(cfg.base_spec(workspace.strategies()), data, sets, workers=cfg.workers)
     seconds = time.perf_counter() - t0
     ids = chunk["set"].to_numpy()
-    table = result.table.assign(set=ids, root=root)
+    table = result.table.assign(set=ids, root=root, data_version=data.data_version)
     pnl = result.pnl.set_axis([str(i) for i in ids], axis=1).rename_axis("ts").reset_index()
     yield Output(table, "table", metadata={
         "pid": os.getpid(), "host": socket.gethostname(), "root": root, "sets": len(sets),
@@ -168,6 +210,7 @@ def write_sweep_results(context: OpExecutionContext, tables: list[pd.DataFrame],
     for root in sorted(by_root):
         t_list, p_list = by_root[root]
         table = pd.concat(t_list, ignore_index=True).sort_values("set").drop(columns="root").reset_index(drop=True)
+        data_version = str(table.pop("data_version").iat[0])
         pnl = pd.concat(p_list, axis=1)
         pnl.columns = pnl.columns.astype(int)
         pnl = pnl[sorted(pnl.columns)]
@@ -175,36 +218,20 @@ def write_sweep_results(context: OpExecutionContext, tables: list[pd.DataFrame],
             raise ValueError(f"sweep_fanout {root}: chunks incomplete or duplicated "
                              f"({len(table)} rows, sets {table['set'].min()}..{table['set'].max()})")
         sweep = SweepResult(table, pnl)
-        wf = walk_forward(sweep, cfg.capital, cfg.train_years, cfg.test_years)
-        parent = ""
-        if cfg.track_mlflow:
-            parent = tracking.get().log_sweep(
-                f"sweep-{cfg.strategy}-{root}", {"strategy": cfg.strategy, "market": root, "grid": cfg.grid,
-                                                 "mode": cfg.mode, "train_years": cfg.train_years,
-                                                 "chunk_size": cfg.chunk_size},
-                table, tags={"strategy": cfg.strategy, "market": root, "code_version": code_version(),
-                             "dagster_run": context.run_id})
         with warehouse.connect() as conn:
-            wh.replace_partition(conn, "sweep_results", root,
-                                 table.assign(root=root, strategy=cfg.strategy, mlflow_parent_run=parent))
-            wh.replace_partition(conn, "walk_forward_equity", root, wf.assign(root=root, strategy=cfg.strategy))
+            stored = store_sweep(conn, tracking.get() if cfg.track_mlflow else None, root, sweep,
+                                 cfg.settings(chunk_size=max(len(t) for t in t_list)), data_version=data_version,
+                                 code_version=code_version(), extra_tags={"dagster_run": context.run_id})
+        wf = stored.walk_forward
         best = table.sort_values("sharpe", ascending=False).iloc[0]
         metadata = {"sets": len(table), "chunks": len(t_list), "best_params": best["params"],
                     "best_sharpe": float(best["sharpe"]), "sweep_version": frame_version(table),
                     "walk_forward_windows": int(wf["window"].nunique()), "written_by_run": context.run_id}
         if cfg.track_mlflow:
-            metadata["probability_of_backtest_overfitting"] = overfitting_report(sweep, cfg.capital)["pbo"]
+            metadata["probability_of_backtest_overfitting"] = stored.overfitting["pbo"]
         context.log.info(f"{root}: {len(table)} sets from {len(t_list)} chunks written")
         if root in known:  # the same rows the parameter_sweep asset owns: record it there too
             context.log_event(AssetMaterialization(AssetKey("parameter_sweep"), partition=root,
                                                    description="written by job sweep_fanout", metadata=metadata))
     if not cfg.keep_chunks:
         shutil.rmtree(sweep_io.run_dir(context.run_id), ignore_errors=True)
-
-
-@job(executor_def=fbt_executor, description="Parameter sweep over markets, one step per chunk of sets; "
-     "one writer step. Executor: in_process | multiprocess | celery (run config or FBT_EXECUTOR).")
-def sweep_fanout():
-    inputs, settings, chunks = plan_sweep_chunks()
-    tables, pnls = chunks.map(lambda chunk: run_sweep_chunk(inputs, settings, chunk))
-    write_sweep_results(tables.collect(), pnls.collect(), settings)

@@ -6,24 +6,53 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets._support import WRITER_POOL, md_table
+from assets._support import WRITER_POOL, md_table, number
 from assets.partitions import market_partitions
 from assets.rolls import continuous_prices
-from fbt_pipelines.catalog import market_spec
-from fbt_pipelines.engine.futures_engine import EngineConfig
+from fbt_pipelines.config import code_version
 from fbt_pipelines.engine.strategies import strategies_help
-from fbt_pipelines.engine.sweep import overfitting_report, parameter_sets, run_sweep, walk_forward
-from fbt_pipelines.portfolio.sizing import VolTargetConfig
-from fbt_pipelines.reports.tear_sheet import write_tear_sheet
-from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.versioning import code_version, frame_version
+from fbt_pipelines.reports.charts import heatmap_svg
+from fbt_pipelines.reports.sparkline import markdown_image
+from fbt_pipelines.usecases.backtest import read_market_data
+from fbt_pipelines.usecases.spec import BacktestSpec, MarginSource
+from fbt_pipelines.usecases.sweep import SweepSettings, parameter_sets, run_sweep, store_sweep
 from resources import FilesResource, TrackingResource, WarehouseResource
+
+
+def _count(value: str):
+    """A contracts value of the orders grid as a number (the spec then checks it is whole and >= 1)."""
+    try:
+        return float(value)
+    except ValueError:
+        return value  # refused by the spec, naming the value
+
+
+def _heatmap(root: str, strategy: str, grid: dict[str, list[float]], sets: list[dict],
+             table: pd.DataFrame) -> MetadataValue:
+    """Sharpe over the first two swept parameters (fast x slow for sma_crossover), or a note why not."""
+    axes = [k for k in (["fast", "slow"] if strategy == "sma_crossover" else []) + list(grid)
+            if len(set(grid.get(k, []))) > 1]
+    axes = list(dict.fromkeys(axes))[:2]
+    if len(axes) < 2:
+        return MetadataValue.md(f"No heat map: the grid of {strategy} sweeps fewer than two parameters "
+                                f"({', '.join(k for k in grid) or 'none'}).")
+    x, y = axes
+    frame = pd.DataFrame([{x: p.get(x), y: p.get(y)} for p in sets]).assign(
+        sharpe=table.set_index("set")["sharpe"].reindex(range(len(sets))).to_numpy())
+    title = f"{root} {strategy}: Sharpe by {x} x {y}"
+    return MetadataValue.md(markdown_image(heatmap_svg(frame, x, y, "sharpe", title=title), title))
 
 
 class SweepConfig(Config):
     strategy: str = Field(default="sma_crossover", description=f"Strategy to sweep. {strategies_help()}")
     grid: dict[str, list[float]] = Field(default={"fast": [10, 20, 40], "slow": [50, 100, 200]},
-                                         description="Parameter -> values; every combination is tried.")
+                                         description="Parameter -> values; every combination is tried. Order "
+                                                     "settings in points may be swept here too (stop_loss, "
+                                                     "take_profit, trailing_stop, limit_offset; contracts).")
+    orders_grid: dict[str, list[str]] = Field(
+        default={}, description="Order settings to sweep with any unit: stop_loss / take_profit / trailing_stop / "
+                                "limit_offset -> distances ('40', '2%', '3atr'), contracts -> counts ('1', '2'); "
+                                "combined with every set of the grid. Rules: docs/guide.md, 'Orders and margin'.")
     mode: str = Field(default="grid", description="grid or random (n seeded draws from the grid).")
     n_random: int = 20
     seed: int = 0
@@ -32,6 +61,20 @@ class SweepConfig(Config):
     capital: float = 1_000_000.0
     workers: int = Field(default=2, description="Threads (the Numba kernel releases the GIL).")
 
+    def base_spec(self, library) -> BacktestSpec:
+        """The spec every set shares (the strategy's defaults as its parameters)."""
+        return BacktestSpec.create(self.strategy, {}, library=library, capital=self.capital,
+                                   margin_source=MarginSource.HISTORY)
+
+    def settings(self, chunk_size: int | None = None) -> SweepSettings:
+        return SweepSettings(self.strategy, self.grid, self.mode, self.train_years, self.test_years, self.capital,
+                             chunk_size)
+
+    def sets(self) -> list[dict]:
+        grid = {**self.grid, **{k: [_count(v) if k == "contracts" else v for v in values]
+                                for k, values in self.orders_grid.items()}}
+        return parameter_sets(self.strategy, grid, self.mode, self.n_random, self.seed)
+
 
 @asset(partitions_def=market_partitions, group_name="backtest", kinds={"duckdb", "mlflow", "numba"},
        deps=[continuous_prices], pool=WRITER_POOL)
@@ -39,49 +82,31 @@ def parameter_sweep(context: AssetExecutionContext, config: SweepConfig, warehou
                     tracking: TrackingResource, files: FilesResource) -> MaterializeResult:
     """Every parameter set of a strategy on this market, plus a walk-forward that picks the best in-sample set per window and stitches the out-of-sample P&L; MLflow parent run with one child per set; a tear sheet of the walk-forward equity."""
     root = context.partition_key
-    spec = market_spec(root)
+    workspace = files.workspace()
+    base = config.base_spec(workspace.strategies())
     with warehouse.connect() as conn:
-        prices = wh.read_partition(conn, "continuous_prices", root, order_by=["ts"])
-        feats = wh.read_partition(conn, "features", root, order_by=["ts"])
-    sets = parameter_sets(config.strategy, config.grid, config.mode, config.n_random, config.seed)
+        data = read_market_data(conn, root, workspace)
+    sets = config.sets()
     context.log.info(f"{root}: {len(sets)} parameter sets of {config.strategy}")
-    sweep = run_sweep(prices, spec, config.strategy, sets, VolTargetConfig(capital=config.capital, idm=1.0),
-                      EngineConfig(initial_capital=config.capital), features=feats, workers=config.workers)
-    wf = walk_forward(sweep, config.capital, config.train_years, config.test_years)
-    data_version = frame_version(prices)
-    parent = tracking.get().log_sweep(
-        f"sweep-{config.strategy}-{root}", {"strategy": config.strategy, "market": root, "grid": config.grid,
-                                             "mode": config.mode, "train_years": config.train_years},
-        sweep.table, tags={"strategy": config.strategy, "market": root, "data_version": data_version,
-                           "code_version": code_version()})
+    sweep = run_sweep(base, data, sets, workers=config.workers)
     with warehouse.connect() as conn:
-        wh.replace_partition(conn, "sweep_results", root, sweep.table.assign(root=root, strategy=config.strategy,
-                                                                              mlflow_parent_run=parent))
-        wh.replace_partition(conn, "walk_forward_equity", root, wf.assign(root=root, strategy=config.strategy))
-    best = sweep.table.sort_values("sharpe", ascending=False).iloc[0]
-    overfit = overfitting_report(sweep, config.capital)
-    wf_sharpe = float(wf["pnl"].mean() / wf["pnl"].std(ddof=1) * 252 ** 0.5) if len(wf) > 2 else float("nan")
-    sheet = write_tear_sheet(
-        files.reports() / f"sweep_{root}_{config.strategy}.html",
-        f"fbt sweep: {config.strategy} on {root}, walk-forward out-of-sample equity", wf[["ts", "equity"]],
-        {"parameter sets": len(sets), "best in-sample set": best["params"], "its Sharpe": f"{best['sharpe']:.2f}",
-         "walk-forward OOS Sharpe": f"{wf_sharpe:.2f}", "walk-forward OOS P&L (USD)": f"{wf['pnl'].sum():,.2f}",
-         "probability of backtest overfitting": f"{overfit['pbo']:.2f}",
-         "deflated Sharpe of the best": f"{overfit.get('deflated_sharpe', float('nan')):.2f}"},
-        pd.Series({root: float(wf["pnl"].sum())}),
-        {"strategy": config.strategy, "market": root, "grid": json.dumps(config.grid), "mode": config.mode,
-         "train / test years": f"{config.train_years} / {config.test_years}", "data version": data_version,
-         "code version": code_version(), "MLflow parent run": parent},
-        strategy_pnl=sweep.table.set_index("params")[["net_pnl"]].T.rename(index={"net_pnl": root}),
-        strategy_pnl_title="Net P&L of every parameter set over the whole period (USD, after costs)")
+        stored = store_sweep(conn, tracking.get(), root, sweep, config.settings(), data_version=data.data_version,
+                             code_version=code_version(), reports_dir=files.reports())
+    wf, overfit, best = stored.walk_forward, stored.overfitting, stored.best
+    sheet = ({"tear_sheet": MetadataValue.path(str(stored.tear_sheet)),
+              "tear_sheet_url": MetadataValue.url(stored.tear_sheet.resolve().as_uri())}
+             if stored.tear_sheet is not None else {})
     return MaterializeResult(metadata={
-        "tear_sheet": MetadataValue.path(str(sheet)),
-        "sets": len(sets), "best_params": best["params"], "best_sharpe": float(best["sharpe"]),
-        "probability_of_backtest_overfitting": overfit["pbo"],
-        "deflated_sharpe_of_best": overfit.get("deflated_sharpe", float("nan")),
-        "walk_forward_oos_sharpe": wf_sharpe, "walk_forward_windows": int(wf["window"].nunique()),
+        **sheet,
+        "sets": len(sets), "best_params": best["params"], "best_sharpe": number(best["sharpe"], "ratio"),
+        "sharpe_heatmap": _heatmap(root, config.strategy, dict(config.grid), sets, sweep.table),
+        "probability_of_backtest_overfitting": number(overfit["pbo"], "percent"),
+        "deflated_sharpe_of_best": number(overfit.get("deflated_sharpe", float("nan")), "percent"),
+        "walk_forward_oos_sharpe": number(stored.walk_forward_sharpe, "ratio"),
+        "walk_forward_windows": int(wf["window"].nunique()),
         "walk_forward_choices": json.dumps(wf.groupby("window")["set"].first().tolist()),
-        "mlflow_parent_run": MetadataValue.text(parent),
+        "mlflow_parent_run": MetadataValue.text(stored.mlflow_parent_run),
         "table": md_table(sweep.table.sort_values("sharpe", ascending=False).head(10)
-                          [["params", "net_pnl", "sharpe", "max_drawdown", "trades"]], ",.2f"),
+                          [["params", "net_pnl", "sharpe", "max_drawdown", "trades"]], ",.2f",
+                          kinds={"net_pnl": "money", "sharpe": "ratio", "max_drawdown": "percent", "trades": "count"}),
     })

@@ -45,7 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fbt_pipelines.catalog.specs import ContractSpec  # noqa: E402
 from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest  # noqa: E402
-from fbt_pipelines.engine.kernel import FILL_NEXT_OPEN, backtest_nb, simulate_futures_nb  # noqa: E402
+from fbt_pipelines.engine.kernel import backtest_nb, simulate_futures_nb  # noqa: E402
+from fbt_pipelines.futures.margin import MarginSchedule  # noqa: E402
+
+NO_ORDERS = (0, 0.0, 0, 0.0, 0, 0.0, 0, 0.0, np.zeros(1))  # the kernel's order arguments: market orders only
+from fbt_pipelines.engine.rules import FillRule  # noqa: E402
 from fbt_pipelines.engine.strategies import sma_crossover  # noqa: E402
 
 SPEC = ContractSpec(
@@ -133,7 +137,8 @@ def cold_compile_seconds() -> float:
         "import time, numpy as np; t0 = time.perf_counter();"
         "from fbt_pipelines.engine.kernel import simulate_futures_nb as f;"
         "t1 = time.perf_counter();"
-        "f(np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool), 50., 2.1, .25, np.full(3, 1e4), 1e6, 0);"
+        "o = np.ones(3); f(np.zeros(3, np.int64), o, o, o, o, np.zeros(3, bool), 50., 2.1, .25,"
+        " np.zeros(1, np.int64), np.full(1, 1e4), np.full(1, np.nan), 1e6, 0, 0, 0., 0, 0., 0, 0., 0, 0., np.zeros(1));"
         "print(time.perf_counter() - t1)"
     )
     import tempfile
@@ -172,8 +177,10 @@ def main() -> None:
 
     # ---- Numba: first call (cache load or compile) apart from steady state
     t0 = time.perf_counter()
-    simulate_futures_nb(np.zeros(3, np.int64), np.ones(3), np.ones(3), np.zeros(3, bool),
-                        50.0, 2.1, 0.25, np.full(3, 1e4), 1e6, FILL_NEXT_OPEN)
+    one = MarginSchedule.constant(3, 1e4)
+    simulate_futures_nb(np.zeros(3, np.int64), np.ones(3), np.ones(3), np.ones(3), np.ones(3), np.zeros(3, bool),
+                        50.0, 2.1, 0.25, one.starts, one.initial, one.maintenance, 1e6, int(FillRule.NEXT_OPEN),
+                        *NO_ORDERS)
     first_call = time.perf_counter() - t0
     cold = cold_compile_seconds()
     print(f"numba kernel first call in this process (cache load or compile): {first_call:.3f} s")
@@ -198,12 +205,13 @@ def main() -> None:
         open_, close = prices["open"].to_numpy(), prices["close"].to_numpy()
         roll = prices["roll"].to_numpy()
         slip = CONFIG.slippage_ticks * SPEC.tick_size
-        margin = np.array([SPEC.initial_margin])  # one value for every bar, as run_backtest passes it
+        seg = MarginSchedule.constant(n, float(SPEC.initial_margin))  # one segment, as run_backtest passes it
 
         t_engine, result = timed(lambda: run_backtest(prices, target, SPEC, CONFIG), repeat)
         t_kernel, _ = timed(lambda: backtest_nb(
-            target, open_, close, roll, SPEC.multiplier, SPEC.commission, slip,
-            margin, CONFIG.initial_capital, FILL_NEXT_OPEN), repeat)
+            target, open_, close, close, close, roll, SPEC.multiplier, SPEC.commission, slip,
+            seg.starts, seg.initial, seg.maintenance, CONFIG.initial_capital, int(FillRule.NEXT_OPEN), *NO_ORDERS),
+            repeat)
         t_ref, ref_equity = timed(lambda: reference_backtest(target, open_, close, roll, SPEC, CONFIG), ref_repeat)
 
         # same thing computed: final equity to the cent, and the whole path

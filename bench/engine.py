@@ -50,6 +50,18 @@ Prints ONE table (stdout; progress goes to stderr) with three sections:
          contains one roll, extrapolated linearly to the full length
          (LABELLED "extrapolated"; PyBroker is a per-bar Python loop).
 
+   Orders and margin (issue 23), timed in the same interleaved rounds:
+   ``run_backtest`` with margin calls on (the catalogue's maintenance
+   margin, as ``backtest_market`` runs it), with a dated margin history
+   (ES's LEAN rows moved into the bench's dates, one a month: the
+   ``MarginSchedule`` segments ``backtest_market`` passes), and with the
+   same history as plain per-bar arrays (validated and cut into segments by
+   ``run_backtest``); targets <= 1.3x the bare loop. And with a stop-loss of
+   8 and a take-profit of 16 points against :func:`bare_stops_nb`, the bare
+   loop plus the same stop logic (target <= 2x). Each asserted equal to its
+   bare loop on every bar. Ratios are shown on wall and on CPU time (the
+   calling thread's; other processes share the 2 cores).
+
    Diagnostic: kernel and bare loop again in a subprocess whose glibc keeps
    freed memory mapped (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), so
    neither pays page faults for its fresh 28 MB equity array: their pure
@@ -82,6 +94,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import json
 import os
 import pstats
@@ -102,14 +115,19 @@ sys.path.insert(0, str(REPO))
 
 from fbt_pipelines.catalog import load_catalog, market_spec
 from fbt_pipelines.catalog.specs import ContractSpec
-from fbt_pipelines.engine.backtest import backtest_market
 from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest
-from fbt_pipelines.engine.kernel import FILL_NEXT_OPEN, ROLL, TRADE, backtest_nb, simulate_futures_nb
-from fbt_pipelines.engine.strategies import sma_crossover
-from fbt_pipelines.engine.sweep import parameter_sets, run_sweep
+from fbt_pipelines.engine.kernel import backtest_nb, simulate_futures_nb
+from fbt_pipelines.engine.rules import FillRule, TradeKind
+from fbt_pipelines.futures.margin import MarginSchedule, margin_schedule, read_margin_history
+from fbt_pipelines.engine.strategies import STRATEGIES, sma_crossover
 from fbt_pipelines.portfolio.sizing import VolTargetConfig, contracts_for_risk
+from fbt_pipelines.primitives.performance import sharpe_ratio
+from fbt_pipelines.usecases.backtest import MarketData, backtest_market
+from fbt_pipelines.usecases.spec import BacktestSpec
+from fbt_pipelines.usecases.sweep import parameter_sets, run_sweep
 
 CENT = 0.005
+NO_ORDERS = (0, 0.0, 0, 0.0, 0, 0.0, 0, 0.0, np.zeros(1))  # the kernel's order arguments: market orders only
 SESSIONS = 2_520          # 10 years of sessions
 ROLL_EVERY = 63           # sessions between rolls (~3 months)
 MONTHS = "HMUZ"
@@ -197,6 +215,79 @@ def bare_equity_nb(target, open_, close, roll, multiplier, commission, slippage,
             o = open_[i]
             eq += pos * (o - prev_close) * multiplier + want * (c - o) * multiplier - abs(want - pos) * side_cost
             pos = want
+        if roll[i]:
+            eq -= 2 * abs(pos) * side_cost
+        equity[i] = eq
+        prev_close = c
+    return equity
+
+
+@njit(nogil=True)
+def bare_stops_nb(target, open_, high, low, close, roll, multiplier, commission, slippage, capital, sl, tp):
+    """The practical limit with a stop and a target (points from the entry fill): the bare loop
+    above plus the same stop logic as fbt (gap -> open, touch -> level, stop first, levels live
+    on the entry bar, flat until the wanted position changes). No margin, records or checks."""
+    n = len(close)
+    equity = np.empty(n)
+    side_cost = commission + slippage * multiplier
+    pos = 0
+    eq = capital
+    prev_close = 0.0
+    stop = np.nan
+    take = np.nan
+    blocked = False
+    blocked_val = 0
+    for i in range(n):
+        c = close[i]
+        ref = prev_close
+        entered = False
+        if i > 0:
+            raw = target[i - 1]
+            want = raw
+            if blocked:
+                if raw == blocked_val:
+                    want = 0
+                else:
+                    blocked = False
+            o = open_[i]
+            eq += pos * (o - ref) * multiplier
+            ref = o
+            if want != pos:
+                eq -= abs(want - pos) * side_cost
+                if want != 0 and (pos == 0 or (want > 0) != (pos > 0)):
+                    s = 1.0 if want > 0 else -1.0
+                    fp = o + slippage * s
+                    stop = fp - s * sl
+                    take = fp + s * tp
+                    entered = True
+                pos = want
+            if pos != 0:
+                px = np.nan
+                if pos > 0:
+                    if not entered and o <= stop:
+                        px = o
+                    elif not entered and o >= take:
+                        px = o
+                    elif low[i] <= stop:
+                        px = stop
+                    elif high[i] >= take:
+                        px = take
+                else:
+                    if not entered and o >= stop:
+                        px = o
+                    elif not entered and o <= take:
+                        px = o
+                    elif high[i] >= stop:
+                        px = stop
+                    elif low[i] <= take:
+                        px = take
+                if px == px:
+                    eq += pos * (px - ref) * multiplier - abs(pos) * side_cost
+                    ref = px
+                    pos = 0
+                    blocked = True
+                    blocked_val = raw
+            eq += pos * (c - ref) * multiplier
         if roll[i]:
             eq -= 2 * abs(pos) * side_cost
         equity[i] = eq
@@ -308,9 +399,11 @@ from bench.engine import bare_equity_nb
 from fbt_pipelines.engine.kernel import backtest_nb
 d = sys.argv[1]
 target, open_, close, roll = (np.load(f"{d}/{k}.npy") for k in ("target", "open", "close", "roll"))
-margin = np.array([13200.0])
+seg = (np.zeros(1, np.int64), np.array([13200.0]), np.array([12000.0]))
+no_orders = (0, 0.0, 0, 0.0, 0, 0.0, 0, 0.0, np.zeros(1))
 calls = {
-    "kernel": lambda: backtest_nb(target, open_, close, roll, 50.0, 2.1, 0.25, margin, 1e6, 0),
+    "kernel": lambda: backtest_nb(target, open_, close, close, close, roll, 50.0, 2.1, 0.25, *seg, 1e6, 0,
+                                  *no_orders),
     "bare": lambda: bare_equity_nb(target, open_, close, roll, 50.0, 2.1, 0.25, 1e6),
 }
 out = {}
@@ -350,7 +443,7 @@ def direct_sweep_market(prices: pd.DataFrame, spec: ContractSpec, sets, sizing: 
     unit = contracts_for_risk(prices, np.ones(n, dtype=np.int64), spec, 1.0, sizing)  # = round(budget / cash vol)
     open_ = prices["open"].to_numpy(float)
     roll = prices["roll"].to_numpy(bool)
-    margin = np.full(n, float(spec.initial_margin))
+    margins = MarginSchedule.constant(n, float(spec.initial_margin), float(spec.maintenance_margin))
     commission = float(spec.commission if engine.commission is None else engine.commission)
     slip = float(engine.slippage_ticks * spec.tick_size)
     cap = float(engine.initial_capital)
@@ -362,12 +455,12 @@ def direct_sweep_market(prices: pd.DataFrame, spec: ContractSpec, sets, sizing: 
             p = sets[k]
             diff = ma[p["fast"]] - ma[p["slow"]]
             target = np.where(np.isnan(diff), 0, np.sign(diff)).astype(np.int64) * unit
-            r = simulate_futures_nb(target, open_, close, roll, mult, commission, slip, margin, cap, FILL_NEXT_OPEN)
-            equity, t_kind, t_qty = r[1], r[5], r[6]
+            r = simulate_futures_nb(target, open_, close, close, close, roll, mult, commission, slip, margins.starts,
+                                    margins.initial, margins.maintenance, cap, int(FillRule.NEXT_OPEN), *NO_ORDERS)
+            equity, t_kind, t_qty = r.equity, r.t_kind, r.t_qty
             ret = np.diff(equity, prepend=cap) / np.r_[cap, equity[:-1]]
-            sd = ret[1:].std(ddof=1)
-            out[j] = (equity[-1] - cap, np.count_nonzero((t_kind == TRADE) & (t_qty != 0)),
-                      np.count_nonzero(t_kind == ROLL), ret[1:].mean() / sd * np.sqrt(252.0) if sd > 0 else np.nan)
+            out[j] = (equity[-1] - cap, np.count_nonzero((t_kind == TradeKind.TRADE) & (t_qty != 0)),
+                      np.count_nonzero(t_kind == TradeKind.ROLL), sharpe_ratio(ret[1:]))
         return out
 
     parts = [list(range(w, len(sets), workers)) for w in range(workers)]
@@ -428,18 +521,38 @@ def main() -> None:
     t0 = time.perf_counter()
     target = sma_crossover(close, fast=50, slow=200)
     t_signal = time.perf_counter() - t0
-    margin1 = np.array([float(spec.initial_margin)])  # what run_backtest passes with margins=None
+    # what run_backtest passes with margins=None: one margin segment, no maintenance (no margin calls)
+    seg1 = MarginSchedule.constant(n, float(spec.initial_margin))
     repeat = 7  # >= 5; the table shows the median and (min)
 
     def engine_and_frames():
         r = run_backtest(prices, target, spec, cfg)
         return r, r.bars, r.trades
 
+    # a LEAN-format margin history inside the bench's dates: ES's rows, one a month (39 segments), as
+    # backtest_market gets it (segments; margin calls on); and the same as plain per-bar arrays
+    history = read_margin_history(REPO / "tests" / "fixtures" / "lean" / "margins" / "ES.csv")
+    history = history.assign(date=pd.date_range(prices["ts"].iloc[0], periods=len(history), freq="30D"))
+    schedule = margin_schedule(prices["ts"], spec, history)
+    per_bar_initial, per_bar_maint = schedule.per_bar("initial"), schedule.per_bar("maintenance")
+    high, low = prices["high"].to_numpy(float), prices["low"].to_numpy(float)
+    cfg_stops = dataclasses.replace(cfg, stop_loss="8", take_profit="16")
+    high_, low_ = high, low
+
     log("timing run_backtest / kernel / bare loop (interleaved)")
     calls = {
         "engine": lambda: run_backtest(prices, target, spec, cfg),
-        "kernel": lambda: backtest_nb(target, open_, close, roll, mult, comm, slip, margin1, cfg.initial_capital,
-                                      FILL_NEXT_OPEN),
+        "engine_calls": lambda: run_backtest(prices, target, spec, cfg,
+                                             maintenance_margins=float(spec.maintenance_margin)),
+        "engine_history": lambda: run_backtest(prices, target, spec, cfg, margins=schedule),
+        "engine_arrays": lambda: run_backtest(prices, target, spec, cfg, margins=per_bar_initial,
+                                              maintenance_margins=per_bar_maint),
+        "engine_stops": lambda: run_backtest(prices, target, spec, cfg_stops),
+        "bare_stops": lambda: bare_stops_nb(target, open_, high_, low_, close, roll, mult, comm, slip,
+                                            cfg.initial_capital, 8.0, 16.0),
+        "kernel": lambda: backtest_nb(target, open_, close, close, close, roll, mult, comm, slip, seg1.starts,
+                                      seg1.initial, seg1.maintenance, cfg.initial_capital, int(FillRule.NEXT_OPEN),
+                                      *NO_ORDERS),
         "bare": lambda: bare_equity_nb(target, open_, close, roll, mult, comm, slip, cfg.initial_capital),
     }
     wall = {k: [] for k in calls}
@@ -447,7 +560,7 @@ def main() -> None:
     outs = {}
     for k, f in calls.items():
         outs[k] = f()  # warm-up
-    for _ in range(repeat):  # interleaved: a load spike hits all three alike
+    for _ in range(repeat):  # interleaved: a load spike hits them all alike
         for k, f in calls.items():
             w, c, outs[k] = timed_cpu(f, 1, warmup=0)
             wall[k] += w
@@ -470,6 +583,15 @@ def main() -> None:
     assert abs(kout[0][-1] - res.final_equity) < CENT, (kout[0][-1], res.final_equity)
     bare_worst = float(np.max(np.abs(bare - res.equity)))
     assert bare_worst < CENT, bare_worst
+    # margin calls on (catalogue maintenance, or the history's): none happens on this account, so the
+    # equity is the bare loop's; the per-bar arrays give the schedule's result; stops equal the bare stop loop
+    for key in ("engine_calls", "engine_history", "engine_arrays"):
+        worst = float(np.max(np.abs(outs[key].equity - bare)))
+        assert worst < CENT and outs[key].margin_calls.empty, (key, worst)
+    stops_worst = float(np.max(np.abs(outs["engine_stops"].equity - outs["bare_stops"])))
+    assert stops_worst < CENT, stops_worst
+    n_stop_exits = int(outs["engine_stops"].trades["reason"].isin(["stop", "target"]).sum())
+    assert n_stop_exits > 1000
 
     log("vectorbt")
     entries, exits, short_entries, short_exits = signal_masks(target)
@@ -517,19 +639,21 @@ def main() -> None:
         else parameter_sets("sma_crossover", grid)
     assert len(sets) == (50 if quick else 1000)
     markets = [(r, catalog[r], make_daily_market(catalog[r], SESSIONS, seed=100 + i)) for i, r in enumerate(roots)]
-    sizing = VolTargetConfig()
-    engine_cfg = EngineConfig(initial_capital=10_000_000.0)  # 1 tick slippage, catalogue commission
+    # one capital (10M USD) for the engine and the sizing; IDM 1.5; 1 tick slippage, catalogue commission
+    base = BacktestSpec.create("sma_crossover", {}, library=STRATEGIES, capital=10_000_000.0, idm=1.5)
+    sizing, engine_cfg = base.sizing_config(), base.engine_config()
+    data = {r: MarketData(r, ms, mp) for r, ms, mp in markets}
     workers = 2
 
     log("sweep warm-up")
-    run_sweep(markets[0][2], markets[0][1], "sma_crossover", sets[:4], sizing, engine_cfg, workers=workers)
+    run_sweep(base, data[markets[0][0]], sets[:4], workers=workers)
     direct_sweep_market(markets[0][2], markets[0][1], sets[:4], sizing, engine_cfg, workers)
 
     log(f"run_sweep: {len(markets)} markets x {len(sets)} sets, workers={workers}")
     t0 = time.perf_counter()
     tables = []
     for root, mspec, mprices in markets:
-        tables.append(run_sweep(mprices, mspec, "sma_crossover", sets, sizing, engine_cfg, workers=workers).table)
+        tables.append(run_sweep(base, data[root], sets, workers=workers).table)
     t_sweep = time.perf_counter() - t0
     n_bt = len(markets) * len(sets)
 
@@ -552,24 +676,24 @@ def main() -> None:
     t_w = {}
     for w in (1, workers):
         t0 = time.perf_counter()
-        run_sweep(mp0, ms0, "sma_crossover", sub, sizing, engine_cfg, workers=w)
+        run_sweep(base, data[markets[0][0]], sub, workers=w)
         t_w[w] = time.perf_counter() - t0
     prof = cProfile.Profile()
     prof.enable()
     for p in sub[:100]:
-        bt = backtest_market(mp0, ms0, "sma_crossover", p, sizing, engine_cfg)
+        bt = backtest_market(base.with_params(p), MarketData(markets[0][0], ms0, mp0))
         refused += bt.summary["refused_contracts"]
     prof.disable()
     st = pstats.Stats(prof)
     total_prof = max(v[3] for k, v in st.stats.items() if k[2] == "backtest_market")
-    wanted = [("backtest.py", "summarise", "summarise (risk_metrics + trade stats; reads the frames)"),
+    wanted = [("summary.py", "summarise", "summarise (headline + trade stats; reads the frames)"),
               ("metrics.py", "risk_metrics", "  of which risk_metrics"),
               ("futures_engine.py", "run_backtest", "run_backtest (checks + kernel pass)"),
               ("futures_engine.py", "bars", "  BacktestResult.bars (built on first read)"),
               ("futures_engine.py", "trades", "  BacktestResult.trades (built on first read)"),
-              ("sizing.py", "contracts_for_risk", "contracts_for_risk (EWMA vol sizing)"),
-              ("strategies.py", "strategy_signal", "strategy_signal (pandas SMAs)"),
-              ("backtest.py", "with_predictions", "with_predictions (assign prob_up/roll_yield)")]
+              ("sizing.py", "cash_vol_per_contract", "cash_vol_per_contract (EWMA vol sizing)"),
+              ("strategies.py", "template_signal", "template_signal (pandas SMAs)"),
+              ("inputs.py", "strategy_inputs", "strategy_inputs (assign prob_up/roll_yield)")]
     shares = []
     for fname, func, label in wanted:
         ct = sum(v[3] for k, v in st.stats.items() if k[0].endswith(fname) and k[2] == func)
@@ -577,8 +701,10 @@ def main() -> None:
     # the kernel itself on one daily market, per call
     n0 = len(mp0)
     k_args = (np.ones(n0, np.int64), mp0["open"].to_numpy(float), mp0["close"].to_numpy(float),
-              mp0["roll"].to_numpy(bool), float(ms0.multiplier), float(ms0.commission), float(ms0.tick_size),
-              np.array([float(ms0.initial_margin)]), 1e7, FILL_NEXT_OPEN)
+              mp0["close"].to_numpy(float), mp0["close"].to_numpy(float), mp0["roll"].to_numpy(bool),
+              float(ms0.multiplier), float(ms0.commission), float(ms0.tick_size),
+              np.zeros(1, np.int64), np.array([float(ms0.initial_margin)]), np.array([float(ms0.maintenance_margin)]),
+              1e7, int(FillRule.NEXT_OPEN), *NO_ORDERS)
     t_k_daily, _, _ = timed(lambda: backtest_nb(*k_args), 50)
 
     total = time.perf_counter() - t_start
@@ -614,6 +740,17 @@ def main() -> None:
     row(S1, "ratio engine / bare loop   (target <= 2x), wall / CPU",
         f"{r_eb:.2f}x / {c_eb:.2f}x  {'MET' if r_eb <= 2 else 'NOT MET'}")
     row(S1, "ratio kernel / bare loop, wall / CPU", f"{r_kb:.2f}x / {c_kb:.2f}x")
+    for key, label in (("engine_calls", "engine, margin calls on (catalogue maintenance)"),
+                       ("engine_history", f"engine, margin history ({len(schedule.starts)} segments, calls on)"),
+                       ("engine_arrays", "engine, the same history as per-bar arrays")):
+        r_w, r_c = med[key] / t_bare, cpu_med[key] / cpu_med["bare"]
+        row(S1, f"ratio {label} / bare (target <= 1.3x), wall / CPU",
+            f"{r_w:.2f}x / {r_c:.2f}x  {'MET' if r_c <= 1.3 else 'NOT MET'} (CPU)")
+    r_sw, r_sc = med["engine_stops"] / med["bare_stops"], cpu_med["engine_stops"] / cpu_med["bare_stops"]
+    row(S1, f"ratio engine with stop 8 + target 16 / bare stop loop (target <= 2x), wall / CPU",
+        f"{r_sw:.2f}x / {r_sc:.2f}x  {'MET' if r_sc <= 2 else 'NOT MET'} (CPU); {n_stop_exits:,} stop/target exits")
+    row(S1, "assert fbt = bare loops (calls on, history, arrays; stops)",
+        f"ok, max |diff| {bare_worst:.2e} / stops {stops_worst:.2e} USD")
     row(S1, "ratio engine + frames / bare loop", f"{t_frames / t_bare:.1f}x")
     row(S1, "ratio vectorbt / engine    (target > 1), final_value / value()",
         f"{r_vbt:.1f}x / {r_vbt_curve:.1f}x  {'MET' if r_vbt > 1 else 'NOT MET'}")
@@ -678,7 +815,11 @@ def main() -> None:
             "sweep_direct": t_direct[workers], "compile_cold": cold["first_call"],
             "cached_first_call": cached["first_call"], "compile_cold_cpu": cold["first_call_cpu"],
             "cached_first_call_cpu": cached["first_call_cpu"], "engine_over_bare": r_eb, "kernel_over_bare": r_kb,
-            "cpu_engine_over_bare": c_eb, "vectorbt_over_engine": r_vbt, "load_start": load_start,
+            "cpu_engine_over_bare": c_eb,
+            "cpu_calls_over_bare": cpu_med["engine_calls"] / cpu_med["bare"],
+            "cpu_history_over_bare": cpu_med["engine_history"] / cpu_med["bare"],
+            "cpu_arrays_over_bare": cpu_med["engine_arrays"] / cpu_med["bare"],
+            "cpu_stops_over_bare_stops": cpu_med["engine_stops"] / cpu_med["bare_stops"], "vectorbt_over_engine": r_vbt, "load_start": load_start,
             "load_end": os.getloadavg()[0], "total": total,
         }, indent=1))
 

@@ -13,7 +13,7 @@ In one run it times:
 
 (a) fbt: ``ingest_path(conn, csv, interval="1m")`` into a fresh DuckDB file:
     full validation, one transaction, content hash. The file is large and
-    clean, so it takes the bulk path (fbt_pipelines/stores/bulk_csv.py:
+    clean, so it takes the bulk path (fbt_pipelines/ingest/bulk_csv.py:
     DuckDB's typed CSV reader straight into ``bars`` with the row rules in
     the INSERT, then the checks on the stored rows); ``--general`` also
     times the general path on it (stage, validate with the SQL form of the
@@ -69,8 +69,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fbt_pipelines.catalog.specs import load_catalog  # noqa: E402
 from fbt_pipelines.config import DEFAULT_REDIS_URL  # noqa: E402
 from fbt_pipelines.marketdata import sessions as sessions_mod  # noqa: E402
-from fbt_pipelines.stores import bulk_csv, ingest  # noqa: E402
-from fbt_pipelines.stores import warehouse as wh  # noqa: E402
+from fbt_pipelines.ingest import bulk_csv  # noqa: E402
+from fbt_pipelines.ingest import files as ingest  # noqa: E402  (the module whose phases are timed)
+from fbt_pipelines.services import warehouse as wh  # noqa: E402
 
 CONTRACTS = [f"ES{m}{y}" for y in range(2015, 2020) for m in "HMUZ"]  # 20 contracts
 MINUTES = 1000  # bars per session from its open: inside [open, close) even on early-close days
@@ -286,9 +287,9 @@ def continuous_frame(n: int, seed: int = 3) -> pd.DataFrame:
 
 
 def bench_cache(db: Path, n: int, repeats: int) -> dict | None:
-    from fbt_pipelines.local_services import redis_reachable
-    from fbt_pipelines.stores.bus import Bus
-    from fbt_pipelines.stores.cached_reads import read_partition_cached
+    from fbt_pipelines.services.local import redis_reachable
+    from fbt_pipelines.services.bus import Bus
+    from fbt_pipelines.services.cached_reads import read_partition_cached
 
     url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     if not redis_reachable(url):

@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/scaleout.py              # 1000 sets x 20 markets (the engines issue's workload)
     .venv/bin/python bench/scaleout.py --quick      # 200 sets x 4 markets
-    .venv/bin/python bench/scaleout.py --chunk 100  # parameter sets per step
+    .venv/bin/python bench/scaleout.py --chunk 100  # parameter sets per step (default: the rule
+                                                    # compute >= 10x overhead, usecases/fanout.py)
+    .venv/bin/python bench/scaleout.py --json       # per mode backtests_per_s + engine_backtests_per_s
 
 Workload: the same synthetic daily markets and SMA grid as bench/engine.py
 (20 catalogue roots, 2,520 sessions each; fast 2..41 x slow 50..290 step 10 =
@@ -55,7 +57,7 @@ def seed_warehouse(home: Path, n_markets: int) -> list[str]:
 
     from engine import SESSIONS, make_daily_market
     from fbt_pipelines.catalog import load_catalog
-    from fbt_pipelines.stores import warehouse as wh
+    from fbt_pipelines.services import warehouse as wh
 
     catalog = load_catalog()
     roots = list(catalog)[:n_markets]
@@ -71,6 +73,29 @@ def grid(quick: bool) -> dict:
             else {"fast": list(range(2, 42)), "slow": list(range(50, 300, 10))})
 
 
+def engine_backtests_per_s(home: Path, roots: list[str], g: dict) -> float:
+    """The same sweep by the engine in this process (2 threads, no Dagster, no storage): the
+    reference rate a fan-out is compared with. One warm-up set per market first (Numba)."""
+    import duckdb
+
+    from fbt_pipelines.usecases.backtest import read_market_data
+    from fbt_pipelines.usecases.spec import BacktestSpec, MarginSource
+    from fbt_pipelines.usecases.sweep import parameter_sets, run_sweep
+    from fbt_pipelines.usecases.workspace import Workspace
+
+    workspace = Workspace(home)
+    sets = parameter_sets("sma_crossover", g)
+    base = BacktestSpec.create("sma_crossover", {}, library=workspace.strategies(), capital=1_000_000.0,
+                               margin_source=MarginSource.HISTORY)
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+        data = [read_market_data(conn, r, workspace) for r in roots]
+    run_sweep(base, data[0], sets[:1], workers=2)
+    t0 = time.perf_counter()
+    for d in data:
+        run_sweep(base, d, sets, workers=2)
+    return len(sets) * len(data) / (time.perf_counter() - t0)
+
+
 def run_job(env: dict, mode: str, cfg: dict, tmp: Path, label: str) -> str:
     from dagster import DagsterInstance
 
@@ -81,7 +106,7 @@ def run_job(env: dict, mode: str, cfg: dict, tmp: Path, label: str) -> str:
     with DagsterInstance.get() as instance:
         before = {r.run_id for r in instance.get_runs()}
     out = tmp / f"{label}.log"
-    rc = subprocess.call([str(BIN / "dagster"), "job", "execute", "-m", "fbt_pipelines.definitions", "-j",
+    rc = subprocess.call([str(BIN / "dagster"), "job", "execute", "-m", "fbt_pipelines.location.definitions", "-j",
                           "sweep_fanout", "-c", str(path)], env=env, cwd=str(REPO), stdout=out.open("wb"),
                          stderr=subprocess.STDOUT)
     if rc:
@@ -118,7 +143,9 @@ def run_stats(run_id: str, processes: int, n_backtests: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--chunk", type=int, default=250, help="parameter sets per step (default 250)")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="parameter sets per step (default: sized by the plan step, compute >= 10x overhead)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object (per mode backtests_per_s, ...)")
     ap.add_argument("--modes", default="in_process,multiprocess,celery1,celery2")
     args = ap.parse_args()
 
@@ -130,8 +157,8 @@ def main() -> None:
                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     os.environ.update(env)
     from fbt_pipelines.cli import workers as w
-    from fbt_pipelines.engine.sweep import parameter_sets
-    from fbt_pipelines.instance import ensure_dagster_home
+    from fbt_pipelines.usecases.sweep import parameter_sets
+    from fbt_pipelines.location.instance import ensure_dagster_home
 
     ensure_dagster_home()
     n_markets = 4 if args.quick else 20
@@ -139,8 +166,10 @@ def main() -> None:
     g = grid(args.quick)
     n_sets = len(parameter_sets("sma_crossover", g))
     n_bt = n_sets * len(roots)
-    log(f"{len(roots)} markets x {n_sets} sets = {n_bt} backtests, chunk {args.chunk}; state in {tmp}")
-    base = {"grid": g, "chunk_size": args.chunk, "track_mlflow": False}
+    log(f"{len(roots)} markets x {n_sets} sets = {n_bt} backtests, chunk {args.chunk or 'auto'}; state in {tmp}")
+    base = {"grid": g, "track_mlflow": False, **({"chunk_size": args.chunk} if args.chunk else {})}
+    engine_rate = engine_backtests_per_s(home, roots, g)
+    log(f"in-process engine (run_sweep, 2 threads, no Dagster): {engine_rate:,.0f} backtests/s")
     plan = {"in_process": ("in_process", 1, 2, 0), "multiprocess": ("multiprocess", 2, 1, 0),
             "celery1": ("celery", 1, 2, 1), "celery2": ("celery", 2, 1, 2)}
     rows = {}
@@ -159,7 +188,15 @@ def main() -> None:
     finally:
         w.stop_workers(timeout=10)
     load = os.getloadavg()
-    print(f"\nsweep_fanout: {len(roots)} markets x {n_sets} sets = {n_bt:,} backtests, chunk {args.chunk} sets "
+    if args.json:
+        print(json.dumps({"markets": len(roots), "sets": n_sets, "backtests": n_bt, "load_avg_1m": round(load[0], 2),
+                          "engine_backtests_per_s": round(engine_rate, 1),
+                          "modes": {label: {"backtests_per_s": round(r["throughput"], 1), "wall_s": round(r["wall"], 2),
+                                            "chunks": r["chunks"], "overhead_per_step_s": round(r["overhead_per_step"], 3),
+                                            "compute_s": round(r["compute"], 2), "plan_s": round(r["plan"], 2),
+                                            "writer_s": round(r["writer"], 2)} for label, r in rows.items()}}))
+        return
+    print(f"\nsweep_fanout: {len(roots)} markets x {n_sets} sets = {n_bt:,} backtests, chunk {args.chunk or 'auto'} sets "
           f"-> {rows[next(iter(rows))]['chunks']} chunk steps; 2 cores; load avg at end {load[0]:.1f}")
     head = f"{'executor':<22}{'wall s':>8}{'bt/s':>8}{'compute s':>11}{'plan s':>8}{'writer s':>9}" \
            f"{'step s':>8}{'ovh/step s':>11}{'pays from':>11}"
@@ -179,7 +216,8 @@ def main() -> None:
         wall = n_bt * c / n_proc + ref["chunks"] * o / n_proc + serial
         print(f"{label}: ~{wall:.0f} s for this workload ({n_bt / wall:,.0f} bt/s), of which plan + writer "
               f"(serial) {serial:.0f} s; per backtest {c * 1e3:.2f} ms, overhead {o:.2f} s/step (from Celery, "
-              f"{'2 workers' if 'celery2' in rows else next(iter(rows))}), chunk {args.chunk}")
+              f"{'2 workers' if 'celery2' in rows else next(iter(rows))}), chunk {args.chunk or 'auto'}")
+    print(f"in-process engine (run_sweep, 2 threads, no Dagster): {engine_rate:,.0f} backtests/s")
     print("columns: wall = RUN_START..RUN_SUCCESS; compute = sum of run_sweep time in chunk steps; step s = mean "
           "chunk-step duration seen by Dagster; ovh/step = (wall x processes - compute) / chunk steps; pays from = "
           "chunk size above which a chunk's compute exceeds ovh/step / (processes - 1)")

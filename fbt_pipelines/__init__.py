@@ -1,7 +1,8 @@
 """fbt: futures backtesting on Dagster.
 
-Importing the package first pins process-wide settings (Numba's cache folder
-under ``FBT_HOME``) before any submodule imports Numba.
+Packages, top to bottom (each imports only the ones below it; ``docs/guide.md`` section 5):
+``cli`` and ``location`` (Dagster wiring) -> ``assets`` / ``resources`` -> ``config`` ->
+``usecases`` -> ``ingest`` -> ``services`` -> ``reports`` -> ``risk`` -> ``portfolio`` ->
+``engine`` | ``ml`` -> ``futures`` -> ``marketdata`` -> ``catalog`` -> ``primitives`` -> ``errors``.
+Importing the package does nothing else.
 """
-
-from fbt_pipelines import config as _config  # noqa: F401  (sets NUMBA_CACHE_DIR)

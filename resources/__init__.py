@@ -1,4 +1,7 @@
-"""Dagster resources: thin wrappers over fbt_pipelines.stores adapters."""
+"""Dagster resources: thin wrappers over the services adapters and the workspace.
+
+The adapters of ``fbt_pipelines.services`` and the trader's workspace.
+"""
 
 from resources.bus import BusResource
 from resources.files import FilesResource

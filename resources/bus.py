@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from fbt_pipelines.stores.bus import Bus
+from fbt_pipelines.services.bus import Bus
 
 
 class BusResource(ConfigurableResource):

@@ -13,7 +13,7 @@ from typing import Iterator
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from fbt_pipelines.stores.warehouse import ensure_schema
+from fbt_pipelines.services.warehouse import ensure_schema
 
 
 class WarehouseResource(DuckDBResource):

@@ -26,8 +26,10 @@ class Contract:
 
     @property
     def roll_reference(self) -> dt.date:
-        """The date a calendar roll counts back from: first notice if the
-        contract is physically delivered, else last trade."""
+        """The date a calendar roll counts back from.
+
+        First notice if the contract is physically delivered, else last trade.
+        """
         return self.first_notice if self.first_notice is not None else self.last_trade
 
 
@@ -61,8 +63,10 @@ def make_contract(spec: ContractSpec, year: int, month: int) -> Contract:
 
 
 def listed_contracts(spec: ContractSpec, first_year: int, last_year: int) -> list[Contract]:
-    """All contracts in ``spec.cycle`` with delivery years in
-    ``[first_year, last_year]``, ordered by last trade date."""
+    """All contracts in ``spec.cycle`` with delivery years in ``[first_year, last_year]``.
+
+    Ordered by last trade date.
+    """
     months = [MONTH_CODES.index(c) + 1 for c in spec.cycle]
     return sorted(make_contract(spec, y, m) for y in range(first_year, last_year + 1) for m in months)
 

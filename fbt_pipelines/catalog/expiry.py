@@ -80,15 +80,20 @@ def _prior_month(year: int, month: int) -> tuple[int, int]:
 # --- last trade rules -------------------------------------------------------
 
 def third_friday(year: int, month: int) -> dt.date:
-    """Equity index (ES, NQ): third Friday of the contract month, the business
-    day before if that Friday is a holiday."""
+    """Equity index (ES, NQ): third Friday of the contract month.
+
+    The business day before if that Friday is a holiday.
+    """
     day = nth_weekday(year, month, 4, 3)
     return day if is_business_day(day) else business_day_offset(day, -1)
 
 
 def cl_25th_minus_3(year: int, month: int) -> dt.date:
-    """WTI crude (CL): three business days before the 25th calendar day of the
-    month before the contract month; four if the 25th is not a business day."""
+    """WTI crude (CL): three business days before the 25th of the prior month.
+
+    Three business days before the 25th calendar day of the month before the
+    contract month; four if the 25th is not a business day.
+    """
     py, pm = _prior_month(year, month)
     day25 = dt.date(py, pm, 25)
     return business_day_offset(day25, -3 if is_business_day(day25) else -4)
@@ -100,8 +105,10 @@ def third_last_business_day(year: int, month: int) -> dt.date:
 
 
 def seventh_business_day_before_last(year: int, month: int) -> dt.date:
-    """Treasury notes (ZN): seventh business day before the last business day
-    of the contract month."""
+    """Treasury notes (ZN): seventh business day before the contract month's last one.
+
+    Counted back from the last business day of the contract month.
+    """
     return business_day_offset(last_business_day(year, month), -7)
 
 
@@ -116,20 +123,26 @@ def business_day_before_15th(year: int, month: int) -> dt.date:
 
 
 def last_business_day_of_month(year: int, month: int) -> dt.date:
-    """2- and 5-year notes (ZT, ZF), live cattle (LE): last business day of the
-    contract month."""
+    """2- and 5-year notes (ZT, ZF), live cattle (LE): last business day of the month.
+
+    The last business day of the contract month.
+    """
     return last_business_day(year, month)
 
 
 def last_business_day_prior_month(year: int, month: int) -> dt.date:
-    """Heating oil and RBOB (HO, RB): last business day of the month before the
-    contract month."""
+    """Heating oil and RBOB (HO, RB): last business day of the prior month.
+
+    The month before the contract month.
+    """
     return last_business_day(*_prior_month(year, month))
 
 
 def three_business_days_before_month(year: int, month: int) -> dt.date:
-    """Henry Hub natural gas (NG): three business days before the first
-    calendar day of the contract month."""
+    """Henry Hub natural gas (NG): three business days before the contract month.
+
+    Counted back from the first calendar day of the contract month.
+    """
     return business_day_offset(dt.date(year, month, 1), -3)
 
 
@@ -156,8 +169,11 @@ _PARAMETRISED = re.compile(r"^(?P<kind>day_of_month|days_before_month):(?P<n>\d{
 
 
 def day_of_month(n: int) -> Callable[[int, int], dt.date]:
-    """Approximate rule for imported markets: the business day on or before
-    calendar day ``n`` of the contract month (``n`` past month end: last day)."""
+    """Approximate rule for imported markets: business day on or before day ``n``.
+
+    Day ``n`` is the calendar day of the contract month (``n`` past month end:
+    last day).
+    """
 
     def rule(year: int, month: int) -> dt.date:
         last = _month_end(year, month).day
@@ -168,8 +184,11 @@ def day_of_month(n: int) -> Callable[[int, int], dt.date]:
 
 
 def days_before_month(n: int) -> Callable[[int, int], dt.date]:
-    """Approximate rule for imported markets: the business day on or before
-    ``n`` calendar days before the first day of the contract month."""
+    """Approximate rule for imported markets: ``n`` calendar days before the month.
+
+    The business day on or before ``n`` calendar days before the first day of
+    the contract month.
+    """
 
     def rule(year: int, month: int) -> dt.date:
         day = dt.date(year, month, 1) - dt.timedelta(days=n)
@@ -179,8 +198,11 @@ def days_before_month(n: int) -> Callable[[int, int], dt.date]:
 
 
 def resolve_expiry_rule(name: str) -> Callable[[int, int], dt.date]:
-    """A named rule (:data:`EXPIRY_RULES`) or a parametrised approximation
-    ``day_of_month:N`` / ``days_before_month:N``; KeyError if unknown."""
+    """A named rule (:data:`EXPIRY_RULES`) or a parametrised approximation.
+
+    Approximations: ``day_of_month:N`` / ``days_before_month:N``; KeyError if
+    unknown.
+    """
     if name in EXPIRY_RULES:
         return EXPIRY_RULES[name]
     m = _PARAMETRISED.match(name)

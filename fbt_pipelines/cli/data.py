@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,18 +13,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fbt_pipelines.cli.app import console, main
+from fbt_pipelines.cli.app import MARKET, console, main, workspace_here
 from fbt_pipelines.config import paths
 from fbt_pipelines.errors import FbtError
-
-
-def _expand(paths_in: tuple[str, ...]) -> list[Path]:
-    from fbt_pipelines.stores.ingest import bar_sources
-
-    out: list[Path] = []
-    for p in map(Path, paths_in):
-        out.extend(bar_sources(p, recursive=True) if p.is_dir() else [p])
-    return out
+from fbt_pipelines.ingest.presets import PRESET_NAMES
 
 
 def _mapping(items: tuple[str, ...]) -> dict[str, str]:
@@ -40,7 +33,7 @@ def connect_warehouse(read_only: bool = False, attempts: int = 8):
     """Open the warehouse, waiting (with backoff) while another process writes it."""
     import duckdb
 
-    from fbt_pipelines.stores.warehouse import ensure_schema
+    from fbt_pipelines.services.warehouse import ensure_schema
 
     path = paths().warehouse
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,63 +53,74 @@ def connect_warehouse(read_only: bool = False, attempts: int = 8):
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "lean"]), help="Default: from the file name.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "lean", "dbn"]),
+              help="Default: from the file name (.dbn, .dbn.zst: Databento DBN).")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="Vendor CSV layout: csi, norgate (per-contract daily files), pysystemtrade (multiple prices).")
 @click.option("--strict", is_flag=True, help="Any bad row fails its whole file (nothing of it stored).")
 @click.option("--map", "maps", multiple=True, help="Vendor column -> canonical, e.g. --map Vol=volume.")
-@click.option("--interval", default="1d", show_default=True, help="Bar interval of CSV/Parquet files (1d, 1m).")
+@click.option("--interval", default="1d", show_default=True,
+              help="Bar interval of CSV/Parquet files (1d, 1m); DBN files and presets carry their own.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
-def ingest(sources: tuple[str, ...], fmt: str | None, strict: bool, maps: tuple[str, ...], interval: str,
-           as_json: bool) -> None:
+def ingest(sources: tuple[str, ...], fmt: str | None, preset: str | None, strict: bool, maps: tuple[str, ...],
+           interval: str, as_json: bool) -> None:
     """Ingest bar files (files or folders) into the warehouse.
 
     \b
     Examples:
-      fbt ingest vendor/ES/                     # every csv/parquet/zip below
+      fbt ingest vendor/ES/                     # every csv/parquet/zip/dbn below
       fbt ingest es_trade.zip                   # LEAN daily zip (+ es_openinterest.zip beside it)
       fbt ingest bars.csv --map Symbol=contract --map Date=ts --strict
+      fbt ingest glbx-mdp3.ohlcv-1m.dbn.zst     # Databento (+ *definition*.dbn beside it)
+      fbt ingest ES-2024Z.csv --preset norgate  # vendor layouts: csi, norgate, pysystemtrade
 
-    Exit code: 0 all files stored, 1 a file failed (others still stored).
+    The other files of a LEAN data folder are listed as skipped with a note
+    (open interest: read with its trade zip; quotes, margins, map and factor
+    files: not used), and so are Databento definition files (read with the
+    DBN bar files beside them). See docs/vendor-files.md.
+
+    Exit code: 0 all files stored (or skipped), 1 a file failed (others still stored).
     """
-    import duckdb
+    from fbt_pipelines.usecases.market_data import bar_files, ingest_bar_files
 
-    from fbt_pipelines.stores.ingest import ingest_path
-
-    files = _expand(sources)
-    mapping = _mapping(maps)
-    results, failures = [], []
+    files = bar_files([Path(s) for s in sources])
     conn = connect_warehouse()
     try:
         with Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), console=console, disable=as_json) as progress:
             task = progress.add_task("ingesting", total=len(files))
-            for path in files:
-                progress.update(task, description=path.name)
-                try:
-                    results.extend(ingest_path(conn, path, fmt=fmt, strict=strict, mapping=mapping, interval=interval))
-                except FbtError as exc:
-                    failures.append((str(path), str(exc)))
-                except duckdb.Error as exc:  # the warehouse refused the write (disk full, I/O): nothing of it stored
-                    failures.append((str(path), f"{path}: warehouse write failed, file not stored "
-                                                f"({str(exc).splitlines()[0]})"))
-                progress.advance(task)
+            outcome = ingest_bar_files(
+                conn, files, workspace_here(), fmt=fmt, strict=strict, mapping=_mapping(maps), interval=interval,
+                preset=preset, on_file=lambda i, path, _o: progress.update(task, completed=i, description=path.name))
     finally:
         conn.close()
+    results, failures, skipped = outcome.results, outcome.failures, outcome.skipped
     if as_json:
         for r in results:
             click.echo(json.dumps({"source": r.source, "status": r.status, "rows": r.rows_read, "accepted": r.accepted,
-                                   "quarantined": r.quarantined, "replaced": r.replaced, "warnings": r.warnings}))
+                                   "quarantined": r.quarantined, "replaced": r.replaced, "warnings": r.warnings,
+                                   **({"notes": list(r.notes)} if r.notes else {})}))
+        for path, note in skipped:  # companions of a LEAN folder: nothing read from them as bars
+            click.echo(json.dumps({"source": path, "status": "skipped", "rows": 0, "accepted": 0, "quarantined": 0,
+                                   "replaced": 0, "warnings": {}, "note": note}))
         for path, err in failures:
             click.echo(json.dumps({"source": path, "status": "failed", "error": err}))
-    elif results:
+    elif results or skipped:
         table = Table(title=f"Ingest into {paths().warehouse}")
-        for col in ["source", "status", "rows", "accepted", "quarantined", "replaced", "warnings"]:
-            table.add_column(col, justify="left" if col in ("source", "status") else "right")
+        columns = ["source", "status", "rows", "accepted", "quarantined", "replaced", "warnings"]
+        for col in columns + (["note"] if skipped else []):
+            table.add_column(col, justify="left" if col in ("source", "status", "note") else "right")
         for r in results:
             warn = ", ".join(f"{k}={v}" for k, v in r.warnings.items() if v) or ""
             table.add_row(escape(r.source.split("/")[-1]), r.status, f"{r.rows_read:,}", f"{r.accepted:,}",
                           f"[yellow]{r.quarantined:,}[/yellow]" if r.quarantined else "0", f"{r.replaced:,}", warn)
+        for path, note in skipped:
+            table.add_row(escape(Path(path).name), "skipped", "", "", "", "", "", escape(note))
         console.print(table)
     if not as_json:
+        for r in results:  # e.g. a DBN file's skipped spreads and options, unused vendor columns
+            for note in r.notes:
+                console.print(f"[dim]{escape(r.source.split('/')[-1])}: {escape(note)}[/dim]")
         for path, err in failures:
             console.print(f"[red]failed[/red] {escape(err)}")
         if any(r.quarantined for r in results):
@@ -126,23 +130,31 @@ def ingest(sources: tuple[str, ...], fmt: str | None, strict: bool, maps: tuple[
 
 
 @main.command()
-@click.argument("root")
-@click.option("--from", "first", type=int, required=True, help="First delivery year.")
-@click.option("--to", "last", type=int, required=True, help="Last delivery year.")
+@click.argument("root", type=MARKET)
+@click.option("--from", "first", type=int, default=None,
+              help="First delivery year (default: the current year, UTC).")
+@click.option("--to", "last", type=int, default=None, help="Last delivery year (default: --from + 1).")
 @click.option("--json", "as_json", is_flag=True)
-def contracts(root: str, first: int, last: int, as_json: bool) -> None:
+def contracts(root: str, first: int | None, last: int | None, as_json: bool) -> None:
     """List a market's contracts with last trade and first notice dates.
 
+    Without --from/--to: this year's and next year's deliveries (UTC).
+
     \b
-    Example:
+    Examples:
+      fbt contracts ES
       fbt contracts CL --from 2024 --to 2024 --json
     """
-    from fbt_pipelines.catalog import listed_contracts, market_spec
+    import datetime as dt
 
+    from fbt_pipelines.usecases.market_data import market_contracts_listing
+
+    first = dt.datetime.now(dt.UTC).year if first is None else first
+    last = first + 1 if last is None else last
     if last < first:
-        raise click.BadParameter(f"--to {last} is before --from {first}")
+        raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
     try:
-        items = listed_contracts(market_spec(root.upper()), first, last)
+        items = market_contracts_listing(workspace_here(), root, first, last)
     except FbtError as exc:
         raise click.ClickException(str(exc)) from None
     rows = [{"contract": c.contract_id, "last_trade": c.last_trade.isoformat(),
@@ -166,12 +178,16 @@ def catalog() -> None:
 @catalog.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def catalog_list(as_json: bool) -> None:
-    """Every market with its contract specification."""
+    """Every market with its contract specification (also `fbt markets`).
+
+    \b
+    Examples:
+      fbt catalog list
+      fbt catalog list --json | jq '.[].root'
+    """
     from dataclasses import fields
 
-    from fbt_pipelines.catalog import load_catalog
-
-    specs = load_catalog()
+    specs = workspace_here().catalog()
     if as_json:
         names = [f.name for f in fields(next(iter(specs.values()))) if f.name != "sample"]
         click.echo(json.dumps([{k: getattr(s, k) for k in names} for s in specs.values()], indent=2))
@@ -183,6 +199,20 @@ def catalog_list(as_json: bool) -> None:
         table.add_row(s.root, s.name, s.exchange, f"{s.multiplier:g}", f"{s.tick_size:g}", s.cycle, s.expiry_rule,
                       f"{s.commission:.2f}", f"{s.initial_margin:,.0f}")
     console.print(table)
+
+
+@main.command("markets")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def markets_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Every market with its contract specification (as `fbt catalog list`).
+
+    \b
+    Examples:
+      fbt markets
+      fbt markets --json | jq '.[] | {root, multiplier}'
+    """
+    ctx.invoke(catalog_list, as_json=as_json)
 
 
 @catalog.command("import-pysystemtrade")
@@ -198,8 +228,7 @@ def catalog_import(instruments: str, rolls: str, spreads: str | None, symbols: t
     Example:
       fbt catalog import-pysystemtrade instrumentconfig.csv rollconfig.csv --spreads spreadcosts.csv
     """
-    from fbt_pipelines.catalog.pysystemtrade import import_pysystemtrade
-    from fbt_pipelines.catalog.specs import USER_TABLE_DIR, parse_catalog
+    from fbt_pipelines.usecases.market_data import import_pysystemtrade_markets
 
     chosen = {}
     for item in symbols:
@@ -208,23 +237,18 @@ def catalog_import(instruments: str, rolls: str, spreads: str | None, symbols: t
             raise click.BadParameter(f"{item!r} is not SYMBOL=ROOT", param_hint="--symbol")
         chosen[sym] = root.upper()
     try:
-        result = import_pysystemtrade(Path(instruments).read_text(), Path(rolls).read_text(),
-                                      Path(spreads).read_text() if spreads else None, chosen or None)
-        parse_catalog(result.toml, "imported markets")  # validate before writing
+        result, target = import_pysystemtrade_markets(
+            workspace_here(), Path(instruments).read_text(), Path(rolls).read_text(),
+            Path(spreads).read_text() if spreads else None, chosen or None, Path(out) if out else None)
     except FbtError as exc:
         raise click.ClickException(str(exc)) from None
-    target = Path(out) if out else paths().home / USER_TABLE_DIR / "pysystemtrade.toml"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(result.toml, encoding="utf-8")
-    tmp.replace(target)
     console.print(f"imported {len(result.imported)} markets into {target}")
     for sym, why in result.skipped.items():
         console.print(f"[yellow]skipped[/yellow] {escape(sym)}: {escape(why)}")
 
 
 @main.command()
-@click.argument("root")
+@click.argument("root", type=MARKET)
 @click.option("--rule", default="", help="volume | open_interest | calendar:N | first_of_month | day_of_month:D "
               "(options: ,hold=Z ,backstop=N). Default: the market's catalogue rule.")
 @click.option("--method", type=click.Choice(["panama", "ratio", "none", "forward_panama"]), default="panama",
@@ -240,64 +264,58 @@ def continuous(root: str, rule: str, method: str, depth: int | None, interval: s
     """Build the roll schedule and continuous series of ROOT from the bars in the warehouse.
 
     \b
-    The market's default (catalogue rule, Panama) is stored in tables
-    roll_schedule / continuous_prices, which the pipeline uses; any other
-    rule or method goes to roll_schedule_variants / continuous_variants under
-    the key ROOT|rule|method.
+    The market's default (catalogue rule, Panama, all daily bars) is what the
+    pipeline uses: this materializes the roll_schedule and continuous_prices
+    assets for ROOT through Dagster (job continuous_market, recorded in the
+    instance like any run). Any other rule, method, depth, interval or window
+    goes to roll_schedule_variants / continuous_variants under the key
+    ROOT|rule|method.
     \b
     Examples:
       fbt ingest es_trade.zip && fbt continuous ES --rule volume --json
       fbt continuous CL --rule calendar:5,hold=Z --method ratio --csv cl_dec.csv
     """
-    from fbt_pipelines.catalog import market_spec
-    from fbt_pipelines.catalog.contracts import listed_contracts
-    from fbt_pipelines.futures.continuous import build_continuous
-    from fbt_pipelines.futures.roll_rules import RollRule
-    from fbt_pipelines.stores import warehouse as wh
+    from fbt_pipelines.services import warehouse as wh
+    from fbt_pipelines.usecases.continuous import (continuous_variant, is_default_series, market_contracts,
+                                                   roll_rule_for, store_variant, variant_key)
 
-    root = root.upper()
+    workspace = workspace_here()
+    spec = workspace.market(root)
     try:
-        spec = market_spec(root)
-        parsed = RollRule.parse(rule or spec.roll_rule, spec)
-        if depth is not None:
-            parsed = RollRule(parsed.kind, parsed.days_before, parsed.day, parsed.hold, depth)
+        parsed = roll_rule_for(spec, rule, depth)
     except FbtError as exc:
         raise click.ClickException(str(exc)) from None
-    conn = connect_warehouse()
-    try:
-        bars = wh.read_bars(conn, root, interval)
-        if start is not None:
-            bars = bars[bars["ts"] >= pd.Timestamp(start, tz="UTC")]
-        if end is not None:
-            bars = bars[bars["ts"] < pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)]
-        if bars.empty:
-            raise click.ClickException(f"no {interval} bars for {root} in {paths().warehouse}: run `fbt ingest` first")
-        years = bars["ts"].dt.year
-        contracts = listed_contracts(spec, int(years.min()) - 1, int(years.max()) + 3)
+    if is_default_series(spec, rule, method, depth, start is not None or end is not None, interval):
+        prices, schedule = _materialize_continuous(root, rule)
+        where = "roll_schedule / continuous_prices (Dagster job continuous_market)"
+        non_positive = bool((prices["low"] <= 0).any())
+    else:
+        conn = connect_warehouse()
         try:
-            series = build_continuous(root, contracts, bars, parsed, method)
-        except FbtError as exc:
-            raise click.ClickException(str(exc)) from None
-        is_default = ((not rule or rule == spec.roll_rule) and method == "panama" and depth in (None, 1)
-                      and start is None and end is None)
-        if is_default:
-            wh.replace_partition(conn, "roll_schedule", root, series.schedule)
-            wh.replace_partition(conn, "continuous_prices", root, series.prices)
-            where = "roll_schedule / continuous_prices"
-        else:
-            key = f"{root}|{parsed.label}|{method}"
-            wh.replace_partition(conn, "roll_schedule_variants", key, series.schedule.assign(series=key))
-            wh.replace_partition(conn, "continuous_variants", key, series.prices.assign(series=key))
-            where = f"roll_schedule_variants / continuous_variants (series {key!r})"
-    finally:
-        conn.close()
+            bars = wh.read_bars(conn, root, interval)
+            if start is not None:
+                bars = bars[bars["ts"] >= pd.Timestamp(start, tz="UTC")]
+            if end is not None:
+                bars = bars[bars["ts"] < pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)]
+            if bars.empty:
+                raise click.ClickException(f"no {interval} bars for {root} in {paths().warehouse}: run `fbt ingest` first")
+            try:
+                series = continuous_variant(spec, bars, market_contracts(conn, spec, bars), parsed, method)
+            except FbtError as exc:
+                raise click.ClickException(str(exc)) from None
+            key = variant_key(spec, parsed, method)
+            store_variant(conn, key, series)
+        finally:
+            conn.close()
+        prices, schedule, non_positive = series.prices, series.schedule, series.non_positive
+        where = f"roll_schedule_variants / continuous_variants (series {key!r})"
     if csv_path:
-        series.prices.to_csv(csv_path, index=False)
+        prices.to_csv(csv_path, index=False)
     rolls = [{"date": r.roll_date.strftime("%Y-%m-%d"), "from": r.from_contract, "to": r.to_contract,
-              "gap": float(r.gap), "ratio": float(r.ratio)} for r in series.schedule.itertuples()]
+              "gap": float(r.gap), "ratio": float(r.ratio)} for r in schedule.itertuples()]
     if as_json:
-        click.echo(json.dumps({"rolls": rolls, "rows": len(series.prices), "rule": parsed.label, "method": method,
-                               "non_positive_prices": series.non_positive}, indent=2))
+        click.echo(json.dumps({"rolls": rolls, "rows": len(prices), "rule": parsed.label, "method": method,
+                               "non_positive_prices": non_positive}, indent=2))
         return
     table = Table(title=f"{root} rolls ({parsed.label}, {method}) -> {escape(where)}")
     for col in ["date", "from", "to", "gap (points)", "ratio"]:
@@ -305,8 +323,37 @@ def continuous(root: str, rule: str, method: str, depth: int | None, interval: s
     for r in rolls:
         table.add_row(r["date"], r["from"], r["to"], f"{r['gap']:.4f}", f"{r['ratio']:.6f}")
     console.print(table)
-    console.print(f"{len(series.prices):,} rows" + (" [yellow](non-positive adjusted prices)[/yellow]"
-                                                     if series.non_positive else ""))
+    console.print(f"{len(prices):,} rows" + (" [yellow](non-positive adjusted prices)[/yellow]" if non_positive else ""))
+
+
+def _materialize_continuous(root: str, rule: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Materialize ``root``'s roll_schedule and continuous_prices in the local
+    Dagster instance (in process) and read back what they stored."""
+    from dagster import DagsterInstance
+
+    from fbt_pipelines.location.instance import ensure_dagster_home
+    from fbt_pipelines.location.pipeline_runner import PipelineFailed, run_job
+    from fbt_pipelines.services import warehouse as wh
+
+    previous = os.environ.get("DAGSTER_HOME")
+    ensure_dagster_home()
+    config = {"ops": {"roll_schedule": {"config": {"rule": rule}}}} if rule else None
+    try:
+        with DagsterInstance.get() as instance:
+            run_job(instance, "continuous_market", root, run_config=config)
+    except PipelineFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:  # the instance is this command's; leave the caller's environment as it was
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+    conn = connect_warehouse(read_only=True)
+    try:
+        return (wh.read_partition(conn, "continuous_prices", root, order_by=["ts"]),
+                wh.read_partition(conn, "roll_schedule", root, order_by=["roll_date"]))
+    finally:
+        conn.close()
 
 
 @main.command("backup")
@@ -318,7 +365,7 @@ def backup_cmd(dest: str) -> None:
     Example:
       fbt backup /backups/fbt-$(date +%F)
     """
-    from fbt_pipelines.stores.backup import backup
+    from fbt_pipelines.services.backup import backup
 
     try:
         manifest = backup(paths(), Path(dest))
@@ -333,7 +380,7 @@ def backup_cmd(dest: str) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing warehouse.")
 def restore_cmd(src: str, force: bool) -> None:
     """Restore a backup into FBT_HOME and verify every table's rows and checksum."""
-    from fbt_pipelines.stores.backup import restore
+    from fbt_pipelines.services.backup import restore
 
     try:
         restored = restore(Path(src), paths(), force)

@@ -1,4 +1,7 @@
-"""``fbt portfolio``: the portfolio's book on a date (positions, exposure, margin, cash; USD)."""
+"""``fbt portfolio``: the portfolio's book on a date.
+
+Positions, exposure, margin, cash; USD.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +15,28 @@ from fbt_pipelines.config import paths
 
 
 def load_snapshot(date: str | None) -> dict:
-    """The book at the close of the last session on or before ``date`` (UTC;
-    ``None`` = the last session) from the warehouse's portfolio tables."""
+    """The book at the close of the last session on or before ``date``.
+
+    ``date``: UTC; ``None`` = the last session. Read from the warehouse's
+    portfolio tables.
+    """
     import pandas as pd
 
     from fbt_pipelines.cli.data import connect_warehouse
-    from fbt_pipelines.portfolio.book import snapshot
-    from fbt_pipelines.stores import warehouse as wh
+    from fbt_pipelines.errors import FbtError
+    from fbt_pipelines.usecases.portfolio import PORTFOLIO, book_snapshot
 
     if not paths().warehouse.exists():
         raise click.ClickException(f"no warehouse at {paths().warehouse}: run `fbt demo` first")
-    with connect_warehouse(read_only=True) as conn:
-        equity = wh.read_partition(conn, "portfolio_equity", "main", order_by=["ts"])
-        positions = wh.read_partition(conn, "portfolio_positions", "main", order_by=["ts", "root"])
-    if equity.empty or "gross_exposure" not in equity.columns:
-        raise click.ClickException("no portfolio book yet: materialize the portfolio asset (fbt demo)")
     if date is not None:
         try:
             pd.Timestamp(date)
         except ValueError:
             raise click.BadParameter(f"{date!r} is not a date (YYYY-MM-DD)", param_hint="--date") from None
     try:
-        return snapshot(positions, equity, date if date is not None else equity["ts"].iloc[-1])
-    except ValueError as exc:
+        with connect_warehouse(read_only=True) as conn:
+            return book_snapshot(conn, date, PORTFOLIO)
+    except FbtError as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -13,13 +13,18 @@ from fbt_pipelines.config import paths, redis_url
 
 
 def collect_status() -> dict:
-    """Last materialization per asset, failed asset checks, request queue
-    depth, Redis and warehouse health (plain data, for --json)."""
+    """Last materialization per asset and partition, failed checks, queue depth, health.
+
+    Every partition of a partitioned asset (one row each, "never" if not yet
+    materialized); the latest execution of each check per partition;
+    request queue depth, Redis and warehouse health;
+    plain data, for --json.
+    """
     import duckdb
     from dagster import AssetKey, DagsterInstance
 
-    from fbt_pipelines.instance import ensure_dagster_home
-    from fbt_pipelines.stores.bus import Bus, BusUnavailable, redact_url
+    from fbt_pipelines.location.instance import ensure_dagster_home
+    from fbt_pipelines.services.bus import Bus, BusUnavailable, redact_url
 
     out: dict = {"fbt_home": str(paths().home)}
     bus = Bus(redis_url())
@@ -40,33 +45,80 @@ def collect_status() -> dict:
     else:
         out["warehouse"] = {"ok": False, "path": str(wh), "error": "missing (run `fbt demo` or `fbt ingest`)"}
     ensure_dagster_home()
-    from fbt_pipelines.definitions import defs
+    from fbt_pipelines.location.definitions import defs
 
     assets, failed = [], []
     with DagsterInstance.get() as instance:
-        for key in sorted(defs.resolve_all_asset_keys(), key=lambda k: k.to_user_string()):
-            event = instance.get_latest_materialization_event(AssetKey(key.path))
-            assets.append({"asset": key.to_user_string(),
-                           "last_materialized_utc": None if event is None else
-                           dt.datetime.fromtimestamp(event.timestamp, dt.UTC).isoformat(timespec="seconds"),
-                           "partition": None if event is None else event.dagster_event.partition})
         graph = defs.resolve_asset_graph()
+        for key in sorted(defs.resolve_all_asset_keys(), key=lambda k: k.to_user_string()):
+            for partition, event in _latest_materializations(instance, graph, AssetKey(key.path)):
+                assets.append({"asset": key.to_user_string(),
+                               "last_materialized_utc": None if event is None else
+                               dt.datetime.fromtimestamp(event.timestamp, dt.UTC).isoformat(timespec="seconds"),
+                               "partition": partition if event is None else event.dagster_event.partition})
         for check_key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
-            record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key]).get(check_key)
-            evaluation = record.evaluation if record is not None else None
-            if evaluation is not None and not evaluation.passed:
-                failed.append({"asset": check_key.asset_key.to_user_string(), "check": check_key.name,
-                               "severity": evaluation.severity.value, "run_id": record.run_id})
+            for partition, record in _latest_check_executions(instance, check_key):
+                evaluation = record.evaluation
+                if evaluation is not None and getattr(evaluation, "passed", True) is False:
+                    failed.append({"asset": check_key.asset_key.to_user_string(), "check": check_key.name,
+                                   "partition": partition, "severity": evaluation.severity.value,
+                                   "run_id": record.run_id})
     out["assets"], out["failed_checks"] = assets, failed
     return out
+
+
+def _latest_materializations(instance, graph, key) -> list[tuple[str | None, object]]:
+    """(partition, latest materialization event or None) for every partition of ``key``.
+
+    One pair ``(None, event)`` for an unpartitioned asset, ``(None, None)`` for a
+    partitioned one without partitions yet.
+    """
+    partitions_def = graph.get(key).partitions_def
+    if partitions_def is None:
+        return [(None, instance.get_latest_materialization_event(key))]
+    from dagster._core.event_api import AssetRecordsFilter
+
+    out = []
+    keys = partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+    if not keys:  # no market added yet: one "never" row
+        return [(None, None)]
+    for partition in keys:
+        records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]),
+                                                  limit=1).records
+        out.append((partition, records[0].event_log_entry if records else None))
+    return out
+
+
+def _latest_check_executions(instance, check_key, history: int = 1000) -> list:
+    """The latest execution of ``check_key`` per partition, as (partition, record).
+
+    A check run inside a partitioned asset's step records no partition of its
+    own (dagster 1.13, measured): it is read from the materialization the
+    evaluation targets. One pair with partition None for an unpartitioned asset.
+    """
+    from dagster._core.event_api import AssetRecordsFilter
+
+    latest: dict[str | None, object] = {}
+    for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=history):
+        evaluation = record.evaluation
+        # a check still planned (its step never finished) has an AssetCheckEvaluationPlanned: no partition, no verdict
+        partition = getattr(evaluation, "partition", None) or record.partition
+        target = getattr(evaluation, "target_materialization_data", None)
+        if partition is None and target is not None:
+            found = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=check_key.asset_key, storage_ids=[target.storage_id]), limit=1).records
+            partition = found[0].partition_key if found else None
+        latest.setdefault(partition, record)  # newest first
+    return [(p, latest[p]) for p in sorted(latest, key=lambda p: p or "")]
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
-    """Last materialization per asset, failed checks, queue depth, Redis and warehouse health.
+    """Last materialization per asset, failed checks, queue depth, service health.
 
-    Exit code 1 if Redis or the warehouse is unhealthy or an error-severity check failed.
+    Service health: Redis and the warehouse. Exit code 1 if Redis or the
+    warehouse is unhealthy or an error-severity check failed.
     """
     info = collect_status()
     errors = [f for f in info["failed_checks"] if f["severity"] == "ERROR"]
@@ -91,16 +143,20 @@ def status(as_json: bool) -> None:
         console.print(table)
         for f in info["failed_checks"]:
             color = "red" if f["severity"] == "ERROR" else "yellow"
-            console.print(f"[{color}]failed check ({f['severity'].lower()})[/{color}] {f['asset']}.{f['check']} "
+            where = f" [{f['partition']}]" if f.get("partition") else ""
+            console.print(f"[{color}]failed check ({f['severity'].lower()})[/{color}] {f['asset']}.{f['check']}{where} "
                           f"(run {f['run_id']})")
     if not healthy:
         raise SystemExit(1)
 
 
 def collect_risk() -> dict:
-    """The risk report row plus its scenario, correlation and exposure tables (plain data, for --json)."""
+    """The risk report row plus its scenario, correlation and exposure tables.
+
+    Plain data, for --json.
+    """
     from fbt_pipelines.cli.data import connect_warehouse
-    from fbt_pipelines.stores import warehouse as wh
+    from fbt_pipelines.services import warehouse as wh
 
     if not paths().warehouse.exists():
         raise click.ClickException(f"no warehouse at {paths().warehouse}: run `fbt demo` first")
@@ -132,7 +188,9 @@ def collect_risk() -> dict:
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 def risk(as_json: bool) -> None:
-    """The current portfolio's risk report: metrics, limits' inputs, scenarios, correlations, Monte Carlo.
+    """The current portfolio's risk report.
+
+    Metrics, limits' inputs, scenarios, correlations, Monte Carlo.
 
     Fractions of equity unless the name says USD; VaR/CVaR are one-day
     losses (positive). ``scenarios``: P&L per market and total (USD) of

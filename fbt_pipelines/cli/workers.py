@@ -1,10 +1,10 @@
-"""``fbt workers start|stop|status``: Celery workers of this code location on this machine.
+"""``fbt workers start|stop|status``: Celery workers of this code location.
 
-The workers are dagster-celery's own (``celery -A dagster_celery.app worker``,
-the command ``dagster-celery worker start`` runs), with their settings written
-as the module ``dagster_celery_config`` that the app reads, exactly as
-``dagster-celery worker start -y`` does; the settings come from
-:func:`fbt_pipelines.executors.celery_executor_config`, the same the executor
+The workers run on this machine. They are dagster-celery's own (``celery -A
+dagster_celery.app worker``, the command ``dagster-celery worker start`` runs),
+with their settings written as the module ``dagster_celery_config`` that the
+app reads, exactly as ``dagster-celery worker start -y`` does; the settings come from
+:func:`fbt_pipelines.location.executors.celery_executor_config`, the same the executor
 sends with, so both sides agree on broker, acks and serialisation.
 
 State under ``$FBT_HOME/workers``: ``config/dagster_celery_config.py``,
@@ -31,7 +31,7 @@ import click
 from fbt_pipelines.cli.app import console, main
 from fbt_pipelines.config import REPO_ROOT, paths
 
-PRELOAD_MODULE = "fbt_pipelines.definitions"
+PRELOAD_MODULE = "fbt_pipelines.location.definitions"
 
 
 def workers_dir() -> Path:
@@ -87,10 +87,13 @@ def list_workers() -> list[WorkerProcess]:
 
 
 def write_worker_config() -> Path:
-    """``dagster_celery_config.py`` (+ ``celery.yaml``) for this FBT_HOME; returns the config folder."""
+    """Write ``dagster_celery_config.py`` (+ ``celery.yaml``) for this FBT_HOME.
+
+    Returns the config folder.
+    """
     import yaml
 
-    from fbt_pipelines.executors import celery_executor_config
+    from fbt_pipelines.location.executors import celery_executor_config
 
     cfg = celery_executor_config()
     folder = workers_dir() / "config"
@@ -98,14 +101,14 @@ def write_worker_config() -> Path:
     lines = [f"broker_url = {cfg['broker']!r}", f"result_backend = {cfg['backend']!r}"]
     lines += [f"{key} = {value!r}" for key, value in cfg["config_source"].items()]
     (folder / "dagster_celery_config.py").write_text(
-        "# written by `fbt workers start` from fbt_pipelines.executors.celery_executor_config()\n"
+        "# written by `fbt workers start` from fbt_pipelines.location.executors.celery_executor_config()\n"
         + "\n".join(lines) + "\n")
     (workers_dir() / "celery.yaml").write_text(yaml.safe_dump({"execution": {"config": cfg}}, sort_keys=False))
     return folder
 
 
 def _worker_env() -> dict[str, str]:
-    from fbt_pipelines.instance import ensure_dagster_home
+    from fbt_pipelines.location.instance import ensure_dagster_home
 
     ensure_dagster_home()
     folder = write_worker_config()
@@ -135,7 +138,10 @@ def run_foreground(concurrency: int, loglevel: str, preload: bool) -> None:
 
 def start_workers(n: int, concurrency: int = 1, loglevel: str = "INFO", preload: bool = True,
                   wait: float = 120.0) -> list[WorkerProcess]:
-    """Start ``n`` more workers (indices after the live ones); wait until each answers a broker ping."""
+    """Start ``n`` more workers (indices after the live ones).
+
+    Waits until each answers a broker ping.
+    """
     env = _worker_env()
     live = {w.index for w in list_workers() if w.alive}
     started = []
@@ -161,7 +167,7 @@ def _celery_app():
     from dagster_celery.config import dict_wrapper
     from dagster_celery.make_app import make_app
 
-    from fbt_pipelines.executors import celery_executor_config
+    from fbt_pipelines.location.executors import celery_executor_config
 
     cfg = celery_executor_config()
     return make_app({"broker": cfg["broker"], "backend": cfg["backend"], "include": [],
@@ -192,8 +198,12 @@ def wait_until_ready(names: list[str], timeout: float, started: list[WorkerProce
 
 
 def stop_workers(timeout: float = 30.0) -> list[WorkerProcess]:
-    """Warm shutdown (SIGTERM: finish the current step) of every worker with a PID
-    file, then SIGKILL of its process group after ``timeout`` s; PID files removed."""
+    """Stop every worker with a PID file: SIGTERM, then SIGKILL after ``timeout`` s.
+
+    Warm shutdown (SIGTERM: finish the current step) of every worker with a
+    PID file, then SIGKILL of its process group after ``timeout`` s; PID files
+    removed.
+    """
     workers = list_workers()
     for w in workers:
         if w.alive and w.pid:
@@ -217,10 +227,13 @@ def stop_workers(timeout: float = 30.0) -> list[WorkerProcess]:
 
 
 def queue_depth() -> int | None:
-    """Tasks waiting in the broker's ``dagster`` queue (all priority lists), None if Redis is down."""
+    """Tasks waiting in the broker's ``dagster`` queue (all priority lists).
+
+    None if Redis is down.
+    """
     import redis
 
-    from fbt_pipelines.executors import celery_broker_url
+    from fbt_pipelines.location.executors import celery_broker_url
 
     try:
         client = redis.Redis.from_url(celery_broker_url(), socket_timeout=2)
@@ -242,7 +255,7 @@ def workers() -> None:
       fbt workers start -n 2        # two workers on this machine, logs in $FBT_HOME/workers
       fbt workers status [--json]
       fbt workers stop
-      FBT_EXECUTOR=celery dagster job execute -m fbt_pipelines.definitions -j sweep_fanout
+      FBT_EXECUTOR=celery dagster job execute -m fbt_pipelines.location.definitions -j sweep_fanout
 
     A second machine joins with the same repo checkout, the same REDIS_URL, FBT_HOME on the
     shared storage and DAGSTER_HOME pointing at the same instance: `fbt workers start -n 4`.
@@ -261,7 +274,7 @@ def workers() -> None:
 def start_command(count: int, concurrency: int, loglevel: str, no_preload: bool, timeout: float,
                   foreground: bool) -> None:
     """Start COUNT workers and wait until each answers on the broker."""
-    from fbt_pipelines.executors import ExecutorConfigError, celery_broker_url
+    from fbt_pipelines.location.executors import ExecutorConfigError, celery_broker_url
 
     try:
         broker = celery_broker_url()

@@ -15,8 +15,21 @@ Correctness rules (see DESIGN.md section 5):
   Margin per contract may change over time (``margins``, one value per bar,
   e.g. from :func:`fbt_pipelines.futures.margin.margin_per_bar`): a fill on
   bar t is checked against bar t's margin, and margin in use is
-  |contracts| x bar t's margin. A rise never forces a reduction of contracts
-  already held (no maintenance-margin liquidation).
+  |contracts| x bar t's margin;
+- with a maintenance margin (``maintenance_margins``), at each close an
+  equity below maintenance x contracts held is a margin call: at the next
+  fill the smallest number of contracts is liquidated that brings the
+  equity back to the initial margin of what is left (trade reason
+  ``margin_call``); an equity at or below zero at a close stops the account
+  (what is held is liquidated at the next fill, nothing trades after it).
+  Without one (``None``) the engine has no margin calls: a caller that keeps
+  its own account (the PyBroker comparison, the engine's oracles) gets the
+  plain accounting;
+- stop-loss, take-profit, trailing-stop and limit-entry orders
+  (:class:`EngineConfig` ``stop_loss`` ... ``limit_offset``) fill inside a
+  bar from its open, high and low by the rules of
+  :func:`fbt_pipelines.engine.kernel._orders_nb` (docs/guide.md, "Orders
+  and margin").
 """
 
 from __future__ import annotations
@@ -32,15 +45,24 @@ import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
-from fbt_pipelines.engine.kernel import FILL_NEXT_CLOSE, FILL_NEXT_OPEN, ROLL, TRADE, backtest_nb, bar_state_nb
+from fbt_pipelines.engine.kernel import backtest_nb, bar_state_nb
+from fbt_pipelines.engine.rules import Distance, DistanceUnit, FillRule, TradeKind, TradeReason
+from fbt_pipelines.futures.margin import MarginSchedule
+from fbt_pipelines.primitives.indicators import wilder_atr
 
 TRADE_COLUMNS = [
-    "ts", "contract", "kind", "contracts", "price", "raw_price", "to_raw_price", "commission", "slippage", "refused",
+    "ts", "contract", "kind", "reason", "contracts", "price", "raw_price", "to_raw_price", "commission", "slippage",
+    "refused",
 ]
+ATR_WINDOW = 14  # bars of Wilder's ATR behind an "atr" distance
 
-# trade kinds by kernel code (TRADE = 0, ROLL = 1), with the dtype pandas gives a column of Python strings
-_KIND_LABELS = pd.Series(np.array(["trade", "roll"])).array
-assert TRADE == 0 and ROLL == 1, "_KIND_LABELS is indexed by the kernel's kind code"
+# trade-kind and reason labels indexed by code, with the dtype pandas gives a column of Python strings
+_KIND_LABELS = pd.Series(np.array([kind.label for kind in sorted(TradeKind)])).array
+_REASON_LABELS = pd.Series(np.array([reason.label for reason in sorted(TradeReason)])).array
+assert [int(kind) for kind in sorted(TradeKind)] == list(range(len(TradeKind))), "_KIND_LABELS is indexed by code"
+assert [int(r) for r in sorted(TradeReason)] == list(range(len(TradeReason))), "_REASON_LABELS is indexed by code"
+
+ORDER_FIELDS = ("stop_loss", "take_profit", "trailing_stop", "limit_offset")  # EngineConfig's order distances
 
 
 @dataclass(frozen=True)
@@ -54,15 +76,29 @@ class EngineConfig:
     slippage_ticks : float
         Ticks lost per contract per side on every fill (and each roll leg).
     fill : "next_open" | "next_close"
-        When a target decided on bar t's close is filled.
+        When a target decided on bar t's close is filled (the label of a
+        :class:`~fbt_pipelines.engine.rules.FillRule`; :attr:`fill_rule` is
+        the rule itself).
     commission : float | None
         Per contract per side; ``None`` takes the market's catalogue value.
+    stop_loss, take_profit, trailing_stop : str | None
+        Distances of the exit orders from the entry fill (the trailing stop:
+        from the best close since entry), spelled ``"40"`` (points),
+        ``"2%"`` or ``"3atr"`` (:class:`~fbt_pipelines.engine.rules.Distance`);
+        ``None``: no such order. Kept in their canonical spelling.
+    limit_offset : str | None
+        Entries become limit orders this far beyond the deciding bar's close
+        (below it for a buy, above for a sell); ``None``: market entries.
     """
 
     initial_capital: float = 1_000_000.0
     slippage_ticks: float = 1.0
     fill: Literal["next_open", "next_close"] = "next_open"
     commission: float | None = None
+    stop_loss: str | None = None
+    take_profit: str | None = None
+    trailing_stop: str | None = None
+    limit_offset: str | None = None
 
     def __post_init__(self) -> None:
         # NaN fails every comparison: test for the valid range (and finiteness) so NaN/inf are refused
@@ -70,13 +106,34 @@ class EngineConfig:
             raise ValueError(f"initial_capital must be finite and > 0, got {self.initial_capital}")
         if not (math.isfinite(self.slippage_ticks) and self.slippage_ticks >= 0):
             raise ValueError(f"slippage_ticks must be finite and >= 0, got {self.slippage_ticks}")
-        if self.fill not in ("next_open", "next_close"):
-            raise ValueError(f"fill must be 'next_open' or 'next_close', got {self.fill!r}")
+        FillRule.from_label(self.fill)  # ValueError naming the bad value
         if self.commission is not None and not (math.isfinite(self.commission) and self.commission >= 0):
             raise ValueError(f"commission must be finite and >= 0, got {self.commission}")
+        for name in ORDER_FIELDS:
+            value = getattr(self, name)
+            if value is not None:  # canonical spelling, so equal settings hash alike
+                object.__setattr__(self, name, Distance.parse(value, name).label)
+
+    def distance(self, name: str) -> Distance | None:
+        """The :class:`Distance` of order field ``name`` (None when unset)."""
+        value = getattr(self, name)
+        return None if value is None else Distance.parse(value, name)
+
+    @property
+    def has_orders(self) -> bool:
+        """True when a stop, target, trailing stop or limit offset is set (the bar's high and low are read)."""
+        return any(getattr(self, name) is not None for name in ORDER_FIELDS)
+
+    @property
+    def fill_rule(self) -> FillRule:
+        """The :class:`FillRule` of :attr:`fill`."""
+        return FillRule.from_label(self.fill)
 
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """16 hex of the settings (order fields only when set: a config without
+        orders keeps the hash it had before they existed)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ORDER_FIELDS or v is not None}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -90,7 +147,7 @@ class _KernelRun:
     close_column: pd.Series  # held so that ``close`` (a view of it) stays as it was
     close: np.ndarray
     raw_close: pd.Series
-    margin: np.ndarray  # float64[n] per bar, or float64[1] for every bar
+    margins: MarginSchedule
     equity: np.ndarray
     t_bar: np.ndarray
     t_kind: np.ndarray
@@ -99,6 +156,8 @@ class _KernelRun:
     t_comm: np.ndarray
     t_slip: np.ndarray
     t_refused: np.ndarray
+    t_reason: np.ndarray
+    stopped_bar: int
 
 
 class BacktestResult:
@@ -113,7 +172,10 @@ class BacktestResult:
     (contracts at the close), equity (currency at the close), pnl (currency,
     change in equity), margin (currency in use: |position| x the bar's margin
     per contract), costs (commission + slippage,
-    currency). ``trades`` columns: :data:`TRADE_COLUMNS`.
+    currency). ``trades`` columns: :data:`TRADE_COLUMNS` (``kind``: trade or
+    roll; ``reason``: a :class:`~fbt_pipelines.engine.rules.TradeReason`
+    label). :attr:`margin_calls` and :attr:`account_stopped` say when the
+    account was called or stopped.
 
     ``BacktestResult(bars=..., trades=..., initial_capital=...)`` wraps frames
     built elsewhere (``bars`` must then have an ``equity`` column).
@@ -151,18 +213,45 @@ class BacktestResult:
         return self.final_equity - self.initial_capital
 
     @cached_property
+    def margin_calls(self) -> pd.DataFrame:
+        """One row per margin call: ``called`` (ts of the close that found the
+        equity below maintenance, UTC), ``ts`` (the fill that liquidated),
+        ``contracts`` (signed, 0 when nothing had to go), ``price`` (adjusted
+        points, slippage included)."""
+        trades = self.trades
+        calls = trades[trades["reason"] == TradeReason.MARGIN_CALL.label]
+        if self._run is not None:
+            bars = self._run.t_bar[self._run.t_reason == TradeReason.MARGIN_CALL]
+            called = self._run.ts.array[np.maximum(bars - 1, 0)]
+        else:
+            ts = pd.DatetimeIndex(self.bars["ts"])
+            called = ts[np.maximum(ts.searchsorted(pd.DatetimeIndex(calls["ts"])) - 1, 0)]
+        return pd.DataFrame({"called": called, "ts": calls["ts"].array, "contracts": calls["contracts"].to_numpy(),
+                             "price": calls["price"].to_numpy()})
+
+    @property
+    def account_stopped(self) -> pd.Timestamp | None:
+        """The ts of the close at which the equity was at or below zero (the
+        account stopped trading), or None."""
+        if self._run is not None:
+            return None if self._run.stopped_bar < 0 else self._run.ts.iloc[self._run.stopped_bar]
+        eq = self.equity
+        hit = np.flatnonzero(eq <= 0)
+        return None if len(hit) == 0 else self.bars["ts"].iloc[int(hit[0])]
+
+    @cached_property
     def bars(self) -> pd.DataFrame:
         r = self._run
         n = len(r.equity)
-        position, margin, costs = bar_state_nb(n, r.t_bar, r.t_kind, r.t_qty, r.t_comm, r.t_slip, r.margin)
+        state = bar_state_nb(n, r.t_bar, r.t_kind, r.t_qty, r.t_comm, r.t_slip, r.margins.starts, r.margins.initial)
         # copy=False: the frame owns these fresh arrays as they are (no 2-D block
         # stacking, ~6x faster); close and equity are copied so the frame never
         # shares memory with the caller's prices or with ``self.equity``
         return pd.DataFrame({
             "ts": r.ts.array, "contract": r.contract.array, "close": r.close.copy(),
-            "position": position, "equity": r.equity.copy(),
+            "position": state.position, "equity": r.equity.copy(),
             "pnl": np.diff(r.equity, prepend=self.initial_capital),
-            "margin": margin, "costs": costs,
+            "margin": state.margin_used, "costs": state.costs,
         }, copy=False)
 
     @cached_property
@@ -177,11 +266,13 @@ class BacktestResult:
         offset = r.close[t_bar] - raw_close[t_bar]
         last = len(r.close) - 1
         nxt = np.minimum(t_bar + 1, last)
-        next_offset = r.close[nxt] - raw_close[nxt]
-        is_roll = r.t_kind == ROLL
+        # a roll at the last bar's close goes into the series' last segment, which a
+        # back-adjusted series (Panama, ratio) leaves unadjusted: offset 0
+        next_offset = np.where(t_bar < last, r.close[nxt] - raw_close[nxt], 0.0)
+        is_roll = r.t_kind == TradeKind.ROLL
         return pd.DataFrame({
             "ts": ts[t_bar], "contract": contract[t_bar],
-            "kind": _KIND_LABELS.take(r.t_kind),
+            "kind": _KIND_LABELS.take(r.t_kind), "reason": _REASON_LABELS.take(r.t_reason),
             "contracts": r.t_qty, "price": r.t_price, "raw_price": r.t_price - offset,
             # a roll's new leg is bought at the next contract's close on the roll date
             "to_raw_price": np.where(is_roll, r.t_price - next_offset, np.nan),
@@ -203,19 +294,85 @@ def _whole_contracts(target, n: int) -> np.ndarray:
     return target.astype(np.int64)
 
 
-def _margin_per_bar(margins, spec: ContractSpec, n: int) -> np.ndarray:
-    """float64[1] (the catalogue margin on every bar) or the validated float64[n]."""
+def _margin_per_bar(margins, spec: ContractSpec, n: int, name: str = "margins") -> np.ndarray:
+    """float64[1] (the catalogue initial margin on every bar, or one number
+    given) or the validated float64[n]."""
     if margins is None:
         return np.array([float(spec.initial_margin)])
     per_contract = np.asarray(margins)
-    if per_contract.shape != (n,):
-        raise ValueError(f"margins has shape {per_contract.shape}, prices have {n} rows")
+    if per_contract.ndim == 0:
+        per_contract = per_contract.reshape(1)
+    elif per_contract.shape != (n,):
+        raise ValueError(f"{name} has shape {per_contract.shape}, prices have {n} rows")
     if per_contract.dtype.kind not in "iuf":
-        raise ValueError(f"margins must be numbers (currency per contract), got dtype {per_contract.dtype}")
+        raise ValueError(f"{name} must be numbers (currency per contract), got dtype {per_contract.dtype}")
     per_contract = np.ascontiguousarray(per_contract, dtype=np.float64)
-    if not np.all(np.isfinite(per_contract)) or np.any(per_contract < 0):
-        raise ValueError("margins must be finite and >= 0 (currency per contract)")
+    # one reduction for both tests (min is NaN if any value is NaN; inf fails the sum)
+    low, total = float(per_contract.min()) if len(per_contract) else 0.0, float(per_contract.sum())
+    if not (low >= 0 and math.isfinite(total)):
+        raise ValueError(f"{name} must be finite and >= 0 (currency per contract)")
     return per_contract
+
+
+def margin_schedule_of(margins, maintenance_margins, spec: ContractSpec, n: int) -> MarginSchedule:
+    """The engine's :class:`MarginSchedule` from :func:`run_backtest`'s
+    ``margins`` and ``maintenance_margins`` (validated; see there)."""
+    if isinstance(margins, MarginSchedule):
+        if maintenance_margins is not None:
+            raise ValueError("maintenance_margins must be None when margins is a MarginSchedule (it holds both)")
+        if margins.n != n:
+            raise ValueError(f"the margin schedule covers {margins.n} bars, prices have {n} rows")
+        return margins
+    initial = _margin_per_bar(margins, spec, n)
+    maint = None if maintenance_margins is None else _margin_per_bar(maintenance_margins, spec, n,
+                                                                     "maintenance_margins")
+    if len(initial) == 1 and (maint is None or len(maint) == 1):
+        return MarginSchedule.constant(n, float(initial[0]), np.nan if maint is None else float(maint[0]))
+    full = initial if len(initial) == n else np.full(n, initial[0])
+    if maint is not None and len(maint) != n:
+        maint = np.full(n, maint[0])
+    return MarginSchedule.from_per_bar(full, maint)
+
+
+def order_arguments(config: EngineConfig, prices: pd.DataFrame) -> tuple:
+    """The kernel's order arguments for ``config``.
+
+    ``(sl_unit, sl, tp_unit, tp, tr_unit, tr, lim_unit, lim, atr, raw_off)``
+    (units as ``int``; ``atr``: ATR(14) in points at each close when a
+    distance is in ATR, else float64[1]; ``raw_off``: ``close - raw_close``
+    per bar in points when a distance is in % and ``prices`` has
+    ``raw_close``, else float64[1]: a % distance is of the held contract's
+    raw price, which later rolls do not move).
+    """
+    args: list = []
+    need_atr = need_raw = False
+    for name in ORDER_FIELDS:
+        d = config.distance(name)
+        args += [int(DistanceUnit.NONE), 0.0] if d is None else [int(d.unit), float(d.value)]
+        need_atr |= d is not None and d.unit is DistanceUnit.ATR
+        need_raw |= d is not None and d.unit is DistanceUnit.PERCENT
+    atr = np.zeros(1)
+    if need_atr:
+        atr = np.ascontiguousarray(wilder_atr(prices["high"], prices["low"], prices["close"], ATR_WINDOW)
+                                   .to_numpy(float))
+    raw_off = np.zeros(1)
+    if need_raw and "raw_close" in prices:
+        raw_off = np.ascontiguousarray(prices["close"].to_numpy(float) - prices["raw_close"].to_numpy(float))
+    return (*args, atr, raw_off)
+
+
+def price_columns(prices: pd.DataFrame, config: EngineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(high, low) as float64 arrays when ``config`` has orders (they are
+    read), else the close twice (not read). Clear error naming the missing
+    column or a high below the low."""
+    close = prices["close"].to_numpy(float)
+    if not config.has_orders:
+        return close, close
+    missing = [c for c in ("high", "low") if c not in prices]
+    if missing:
+        raise ValueError(f"stop, target, trailing-stop and limit orders need the bars' high and low; prices lack "
+                         f"{', '.join(missing)}")
+    return prices["high"].to_numpy(float), prices["low"].to_numpy(float)
 
 
 def run_backtest(
@@ -223,7 +380,8 @@ def run_backtest(
     target: np.ndarray,
     spec: ContractSpec,
     config: EngineConfig,
-    margins: np.ndarray | None = None,
+    margins: np.ndarray | MarginSchedule | None = None,
+    maintenance_margins: np.ndarray | float | None = None,
 ) -> BacktestResult:
     """Run the engine on one market's continuous (Panama) prices.
 
@@ -231,7 +389,9 @@ def run_backtest(
     ----------
     prices
         Continuous prices with columns ts, contract, open, close (adjusted
-        points), raw_close (points) and roll (bool), one row per session.
+        points), raw_close (points) and roll (bool), one row per session;
+        also high and low (adjusted points) when ``config`` has stop, target,
+        trailing-stop or limit orders.
     target
         Whole contracts wanted after each bar's close (signed; length = rows).
     spec
@@ -240,34 +400,47 @@ def run_backtest(
         Initial margin per contract in force at each bar (contract currency,
         float, finite, >= 0; length = rows); ``None`` uses
         ``spec.initial_margin`` on every bar. 0 on a bar means no margin
-        check for fills on that bar.
+        check for fills on that bar. Or a
+        :class:`~fbt_pipelines.futures.margin.MarginSchedule` (segments, e.g.
+        :func:`~fbt_pipelines.futures.margin.margin_schedule` of a dated
+        history), which holds the maintenance margins too: the fast form (no
+        per-bar array is read or validated).
+    maintenance_margins
+        Maintenance margin per contract (contract currency, finite, >= 0): one
+        number for every bar or one per bar. Given, it switches on margin
+        calls and the account stop (module docstring); ``None``: neither.
+        :func:`fbt_pipelines.usecases.backtest.backtest_market` always gives
+        it (the market's history, else its catalogue value).
 
     One Numba pass computes the equity curve and the trades (and checks that
-    every open and close is finite); the ``bars`` and ``trades`` frames are
+    every price it reads is finite); the ``bars`` and ``trades`` frames are
     built when first read (see :class:`BacktestResult`).
     """
     n = len(prices)
     target = _whole_contracts(target, n)
-    per_contract = _margin_per_bar(margins, spec, n)
+    schedule = margin_schedule_of(margins, maintenance_margins, spec, n)
     open_ = prices["open"].to_numpy(float)
     close_column = prices["close"]
     close = close_column.to_numpy(float)
+    high, low = price_columns(prices, config)
     roll = prices["roll"].to_numpy(bool)
     commission = spec.commission if config.commission is None else config.commission
-    (equity, t_bar, t_kind, t_qty, t_price, t_comm, t_slip, t_refused, bad_row) = backtest_nb(
-        target, open_, close, roll,
+    out = backtest_nb(
+        target, open_, high, low, close, roll,
         float(spec.multiplier), float(commission), float(config.slippage_ticks * spec.tick_size),
-        per_contract, float(config.initial_capital),
-        FILL_NEXT_OPEN if config.fill == "next_open" else FILL_NEXT_CLOSE,
+        schedule.starts, schedule.initial, schedule.maintenance, float(config.initial_capital), int(config.fill_rule),
+        *order_arguments(config, prices),
     )
-    if bad_row >= 0:
-        for col, values in (("open", open_), ("close", close)):
+    if out.bad_row >= 0:
+        checked = (("open", open_), ("close", close)) + ((("high", high), ("low", low)) if config.has_orders else ())
+        for col, values in checked:
             if not np.isfinite(values).all():
                 raise ValueError(f"prices.{col} has non-finite values")
     run = _KernelRun(
         ts=prices["ts"], contract=prices["contract"], close_column=close_column, close=close,
         raw_close=prices["raw_close"],
-        margin=per_contract, equity=equity, t_bar=t_bar, t_kind=t_kind, t_qty=t_qty, t_price=t_price,
-        t_comm=t_comm, t_slip=t_slip, t_refused=t_refused,
+        margins=schedule, equity=out.equity, t_bar=out.t_bar, t_kind=out.t_kind, t_qty=out.t_qty,
+        t_price=out.t_price, t_comm=out.t_comm, t_slip=out.t_slip, t_refused=out.t_refused,
+        t_reason=out.t_reason, stopped_bar=int(out.stopped_bar),
     )
     return BacktestResult(initial_capital=config.initial_capital, _run=run)

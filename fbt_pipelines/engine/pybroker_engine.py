@@ -67,6 +67,37 @@ What PyBroker cannot express
   change is unchanged by the shift and fill prices are reported back in fbt's
   points.
 
+Stops and targets (``config.stop_loss``, ``take_profit``, ``trailing_stop``)
+------------------------------------------------------------------------
+PyBroker's own stops are used: ``ctx.stop_loss`` / ``stop_profit`` /
+``stop_trailing`` in points (an ATR distance converted to points with
+ATR(14) of the deciding bar) or ``*_pct`` for a percentage, set on the order
+that opens or flips the position; slippage is a PyBroker slippage model of
+``slippage_ticks x tick_size`` points against the trader on every fill (stop
+exits included). After a stop exit the adapter keeps the position flat until
+the wanted position changes, as fbt does. Where PyBroker's rules differ
+from fbt's (docs/guide.md, "Orders and margin"; numbers in
+``tests/unit/test_pybroker_engine.py``):
+
+- a gap: PyBroker exits a long at ``min(stop, high)`` when the low reaches the
+  stop, so a bar that opens below the stop exits at its high, not at the
+  open (fbt: at the open). Each such exit differs by ``(high - open) x
+  contracts x multiplier`` (PyBroker better; a short and targets: the
+  mirror images);
+- the entry bar: PyBroker checks stops before the bar's fills, so a level is
+  live from the bar after the entry (fbt: for the rest of the entry bar);
+- the trailing stop follows the highest high (long) since the bar after
+  entry; fbt's follows the best close (equal when each bar's high is
+  max(open, close) and it opens at the previous close);
+- a size change on the same side opens a new PyBroker entry with its own
+  stops (fbt keeps the position's levels): compare fixed-size runs;
+- limit entries (``limit_offset``) are not mapped (ValueError): PyBroker's
+  limit price is tested against its fill price, not the bar's low;
+- margin calls: PyBroker has no margin (compare runs without them).
+
+With ``--engine pybroker`` the summary shows PyBroker's P&L; on bars where
+none of the differences occurs the two agree to the cent (tested).
+
 Side effects and determinism: PyBroker's disk caches (data source, indicator,
 model) are switched off with :func:`pybroker.disable_caches` (process-wide;
 none is used by a DataFrame source without indicators or models, so nothing
@@ -88,6 +119,7 @@ import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
 from fbt_pipelines.engine.futures_engine import EngineConfig
+from fbt_pipelines.engine.rules import FillRule
 
 FILL_COLUMNS = ["bar", "ts", "contracts", "price", "shares", "fill_price", "commission"]
 
@@ -167,6 +199,54 @@ def roll_costs(position: np.ndarray, roll: np.ndarray, spec: ContractSpec, confi
     return float(2.0 * held.sum() * per_side)
 
 
+def _stop_distances(prices: pd.DataFrame, config: EngineConfig) -> dict[str, tuple[str, np.ndarray | float]]:
+    """PyBroker stop attribute -> ("points", per-bar points or a number) or ("pct", percent) for each set distance."""
+    from fbt_pipelines.engine.futures_engine import ATR_WINDOW
+    from fbt_pipelines.engine.rules import DistanceUnit
+    from fbt_pipelines.primitives.indicators import wilder_atr
+
+    out: dict[str, tuple[str, np.ndarray | float]] = {}
+    atr = None
+    for name, attr in (("stop_loss", "stop_loss"), ("take_profit", "stop_profit"), ("trailing_stop", "stop_trailing")):
+        d = config.distance(name)
+        if d is None:
+            continue
+        if d.unit is DistanceUnit.PERCENT:
+            out[attr] = ("pct", d.value)
+        elif d.unit is DistanceUnit.ATR:
+            if atr is None:
+                atr = wilder_atr(prices["high"], prices["low"], prices["close"], ATR_WINDOW).to_numpy(float)
+            out[attr] = ("points", d.value * atr)
+        else:
+            out[attr] = ("points", d.value)
+    return out
+
+
+def _stops_at(distances: dict, i: int) -> dict[str, float]:
+    """The ``ctx`` stop attributes of an entry decided at bar ``i``'s close (none while its ATR is undefined)."""
+    out = {}
+    for attr, (kind, value) in distances.items():
+        v = float(value[i]) if isinstance(value, np.ndarray) else float(value)
+        if math.isfinite(v):
+            out[attr if kind == "points" else f"{attr}_pct"] = v
+    return out
+
+
+def _points_slippage(points: float):
+    """A PyBroker slippage model: ``points`` against the trader on every fill (buys up, sells down)."""
+    from decimal import Decimal
+
+    from pybroker.slippage import SlippageModel
+
+    step = Decimal(repr(points))
+
+    class PointsSlippage(SlippageModel):
+        def apply_slippage(self, ctx):
+            return ctx.shares, ctx.fill_price + step if ctx.side == "buy" else ctx.fill_price - step
+
+    return PointsSlippage()
+
+
 def run_pybroker_backtest(
     prices: pd.DataFrame, target: np.ndarray, spec: ContractSpec, config: EngineConfig
 ) -> PyBrokerResult:
@@ -180,6 +260,9 @@ def run_pybroker_backtest(
     import pybroker
     from pybroker import FeeMode, Strategy, StrategyConfig
 
+    if config.limit_offset is not None:
+        raise ValueError("the PyBroker comparison does not map limit entries (limit_offset): PyBroker tests a limit "
+                         "against its fill price, not the bar's low; compare runs with market entries")
     n = len(prices)
     target = np.asarray(target)
     if target.shape != (n,):
@@ -224,25 +307,46 @@ def run_pybroker_backtest(
     pad = 2.0 * float(np.abs(wanted).max()) * max_price
     cash = float(config.initial_capital) + pad
 
-    price_col = "open" if config.fill == "next_open" else "close"
+    price_col = "open" if config.fill_rule is FillRule.NEXT_OPEN else "close"
+    stops = config.has_orders
+    # with stops, slippage is a PyBroker model (it slips the stop exits too); else inside the fill price
+    slip_in_price = 0.0 if stops else slip
+    distances = _stop_distances(prices, config) if stops else {}
 
     def buy_price(_sym: str, bar) -> float:
-        return float(getattr(bar, price_col)[-1]) + slip
+        return float(getattr(bar, price_col)[-1]) + slip_in_price
 
     def sell_price(_sym: str, bar) -> float:
-        return float(getattr(bar, price_col)[-1]) - slip
+        return float(getattr(bar, price_col)[-1]) - slip_in_price
+
+    state = {"ordered": 0.0, "blocked": None}  # shares our orders leave held; wanted shares when a stop exited
 
     def execute(ctx) -> None:
         i = ctx.bars - 1  # row of the bar whose close this is
         long_pos, short_pos = ctx.long_pos(), ctx.short_pos()
         held = (float(long_pos.shares) if long_pos else 0.0) - (float(short_pos.shares) if short_pos else 0.0)
-        diff = wanted[i] - held
+        want = wanted[i]
+        if stops:
+            if held == 0 and state["ordered"] != 0:  # a stop exited since our last order: flat until the wish changes
+                state["blocked"] = wanted[i - 1] if i > 0 else 0.0
+                state["ordered"] = 0.0
+            if state["blocked"] is not None:
+                if want == state["blocked"]:
+                    want = 0.0
+                else:
+                    state["blocked"] = None
+        diff = want - held
         if diff > 0:
             ctx.buy_shares = diff
             ctx.buy_fill_price = buy_price
         elif diff < 0:
             ctx.sell_shares = -diff
             ctx.sell_fill_price = sell_price
+        if stops and diff != 0:
+            state["ordered"] = want
+            if want != 0 and (held == 0 or (want > 0) != (held > 0)):  # opening or flipping: the new entry's stops
+                for attr, value in _stops_at(distances, i).items():
+                    setattr(ctx, attr, value)
 
     pb_config = StrategyConfig(
         initial_cash=cash,
@@ -258,6 +362,8 @@ def run_pybroker_backtest(
     )
     pybroker.disable_caches()
     strategy = Strategy(frame, dates[0].to_pydatetime(), dates[-1].to_pydatetime(), pb_config)
+    if stops:
+        strategy.set_slippage_model(_points_slippage(slip))
     strategy.add_execution(execute, [symbol])
     with _quiet():
         result = strategy.backtest(calc_bootstrap=False, warmup=None)
@@ -279,11 +385,12 @@ def run_pybroker_backtest(
 
     # every target must have been reached in full on the next bar: PyBroker has
     # no margin model, so a clamped or dropped order would compare nonsense
+    # (with stops, exits leave positions the targets do not show: not checked)
     held = np.zeros(n)
     np.add.at(held, fills["bar"].to_numpy(), fills["shares"].to_numpy())
     held = np.cumsum(held)
     expected = np.r_[0.0, wanted[:-1]]
-    bad = np.flatnonzero(np.abs(held - expected) > 1e-9 * max(1.0, multiplier))
+    bad = [] if stops else np.flatnonzero(np.abs(held - expected) > 1e-9 * max(1.0, multiplier))
     if len(bad):
         i = int(bad[0])
         raise RuntimeError(
@@ -291,7 +398,7 @@ def run_pybroker_backtest(
             "an order was clamped or dropped"
         )
 
-    position = expected / multiplier  # contracts at each close
+    position = (held if stops else expected) / multiplier  # contracts at each close
     final_value = float(result.portfolio["market_value"].iloc[-1])
     return PyBrokerResult(
         pybroker_pnl=final_value - cash,

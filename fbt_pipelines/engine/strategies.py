@@ -6,7 +6,9 @@ decided with data up to that bar's close; sizing turns it into whole contracts
 and the engine trades it on the next bar. Register a new strategy with
 :func:`register_strategy` (see :mod:`fbt_pipelines.engine.strategy_library`);
 traders add their own in ``$FBT_HOME/strategies/*.py`` with the same decorator
-(see :mod:`fbt_pipelines.engine.user_strategies`).
+(see :mod:`fbt_pipelines.engine.user_strategies`). The registry holds fbt's
+library plus the user folder last synced with :func:`available_strategies`
+(the use cases' workspace does that; nothing reads ``FBT_HOME`` here).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import inspect
 import numbers
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -63,18 +66,20 @@ def register_strategy(name: str, description: str, inputs: tuple[str, ...] = ("c
     return wrap
 
 
-def available_strategies() -> dict[str, StrategyTemplate]:
-    """Every strategy: fbt's library plus the user files in ``$FBT_HOME/strategies`` (re-read when changed)."""
+def available_strategies(folder: Path | None = None) -> dict[str, StrategyTemplate]:
+    """Every strategy: fbt's library plus the user files in ``folder`` (a
+    trader's ``$FBT_HOME/strategies``; re-read when changed). None: the
+    folder of the last sync (none at first)."""
     from fbt_pipelines.engine.user_strategies import sync_user_strategies
 
-    sync_user_strategies()
+    sync_user_strategies(folder)
     return dict(STRATEGIES)
 
 
-def strategies_help() -> str:
+def strategies_help(folder: Path | None = None) -> str:
     """One line for config descriptions: every strategy with its defaults, user strategies marked."""
     parts = []
-    for t in sorted(available_strategies().values(), key=lambda t: t.name):
+    for t in sorted(available_strategies(folder).values(), key=lambda t: t.name):
         params = ", ".join(f"{k}={v}" for k, v in t.defaults.items())
         parts.append(f"{t.name}({params})" + (" [yours]" if t.source else ""))
     return "Available: " + "; ".join(parts) + ". See `fbt strategies`."
@@ -117,7 +122,7 @@ def ml_signal(prob_up: np.ndarray, threshold: float = 0.55) -> np.ndarray:
 
 def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults merged with ``params``; clear error for an unknown strategy or parameter."""
-    available = available_strategies()
+    available = STRATEGIES  # as last synced: no folder listing per call (sweeps validate thousands of sets)
     if name not in available:
         raise StrategyError(f"unknown strategy {name!r}; known: {', '.join(sorted(available))}{_problems_hint()}")
     defaults = STRATEGIES[name].defaults
@@ -141,17 +146,24 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def strategy_signal(name: str, frame: pd.DataFrame, params: Mapping[str, Any]) -> np.ndarray:
-    """Run a registered strategy on a frame holding its input columns."""
+    """Run a registered strategy on a frame holding its input columns (parameters validated first)."""
     merged = validate_params(name, params)
-    template = STRATEGIES[name]
+    return template_signal(STRATEGIES[name], frame, merged)
+
+
+def template_signal(template: StrategyTemplate, frame: pd.DataFrame, params: Mapping[str, Any]) -> np.ndarray:
+    """The signal of ``template`` with already validated ``params`` (see
+    :func:`validate_params`): one value per row of ``frame``. A user's
+    function is checked (shape, finite values) and its failures name its file."""
+    name = template.name
     missing = [c for c in template.inputs if c not in frame.columns]
     if missing:
         raise StrategyError(f"{name}: input frame lacks column(s) {missing}")
     args = [frame[c].to_numpy(float) for c in template.inputs]
     if template.source is None:
-        return template.fn(*args, **merged)
+        return template.fn(*args, **params)
     try:  # a user's function: any failure is reported with its file, not as a traceback
-        signal = np.asarray(template.fn(*args, **merged), dtype=float)
+        signal = np.asarray(template.fn(*args, **params), dtype=float)
     except StrategyError:
         raise
     except Exception as exc:
@@ -166,9 +178,5 @@ def strategy_signal(name: str, frame: pd.DataFrame, params: Mapping[str, Any]) -
     return signal
 
 
-# the rest of the template library registers itself on import
+# the rest of fbt's template library registers itself (a user's files: available_strategies(folder))
 from fbt_pipelines.engine import strategy_library as _library  # noqa: E402,F401
-# then the user's files in $FBT_HOME/strategies (problems are kept, reported by `fbt strategies`)
-from fbt_pipelines.engine.user_strategies import sync_user_strategies as _sync  # noqa: E402
-
-_sync()

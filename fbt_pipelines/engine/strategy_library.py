@@ -14,6 +14,8 @@ import pandas as pd
 
 from fbt_pipelines.engine.strategies import register_strategy
 from fbt_pipelines.errors import StrategyError
+from fbt_pipelines.primitives.indicators import rsi
+from fbt_pipelines.primitives.performance import annualisation
 
 FORECAST_CAP = 20.0
 # pysystemtrade's forecast scalars for EWMAC(fast, 4 x fast) on vol-normalised prices
@@ -77,7 +79,7 @@ def ewmac_multi(close: np.ndarray, fdm: float = 1.1) -> np.ndarray:
 def carry(roll_yield: np.ndarray, close: np.ndarray, raw_close: np.ndarray, scalar: float = 30.0) -> np.ndarray:
     """Forecast = roll_yield / annualised return vol x ``scalar``, capped, / 10."""
     _check(isinstance(scalar, (int, float)) and scalar > 0, f"carry: scalar must be > 0, got {scalar!r}")
-    vol = (_price_vol(np.asarray(close, dtype=float)) / pd.Series(raw_close)).to_numpy() * np.sqrt(252)
+    vol = (_price_vol(np.asarray(close, dtype=float)) / pd.Series(raw_close)).to_numpy() * annualisation()
     forecast = np.clip(np.asarray(roll_yield, dtype=float) / vol * scalar, -FORECAST_CAP, FORECAST_CAP)
     return np.nan_to_num(forecast / 10.0)
 
@@ -95,32 +97,6 @@ def rsi_reversion(close: np.ndarray, window: int = 14, low: float = 30.0, high: 
     cross = ((prev < 50) & (pd.Series(r) >= 50)) | ((prev > 50) & (pd.Series(r) <= 50))
     state[cross & state.isna()] = 0.0
     return state.ffill().fillna(0.0).to_numpy().astype(np.int64)
-
-
-def _wilder_mean(x: pd.Series, window: int) -> pd.Series:
-    """Wilder's smoothing of ``x`` (x[0] is the NaN of a diff): the simple mean of
-    the first ``window`` values x[1..window], then avg = avg + (x - avg) / window."""
-    seeded = x.copy()
-    seeded.iloc[: window + 1] = np.nan
-    if len(x) > window:
-        seeded.iloc[window] = x.iloc[1 : window + 1].mean()
-    return seeded.ewm(alpha=1 / window, adjust=False).mean()
-
-
-def rsi(close: np.ndarray, window: int) -> np.ndarray:
-    """Wilder's RSI (0-100) of closes; NaN until ``window`` changes exist.
-
-    Textbook Wilder (as TA-Lib): average gain/loss seeded with the simple mean
-    of the first ``window`` changes, then smoothed with alpha = 1/window; 50
-    where the price has not moved at all (no gain, no loss).
-    """
-    d = pd.Series(np.asarray(close, dtype=float)).diff()
-    up = _wilder_mean(d.clip(lower=0), window)
-    down = _wilder_mean(-d.clip(upper=0), window)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = 100 - 100 / (1 + up / down)
-    out = out.where(down != 0, 100.0).where((up != 0) | (down != 0), 50.0)
-    return out.where(up.notna()).to_numpy()
 
 
 @register_strategy("bollinger_reversion", "Mean reversion: long when the close is `k` st. devs below its `window` "

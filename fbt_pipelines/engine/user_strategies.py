@@ -38,8 +38,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from fbt_pipelines.config import paths
-
 __all__ = ["StrategyProblem", "load_user_strategies", "strategies_folder", "sync_user_strategies", "user_problems"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -57,9 +55,9 @@ class StrategyProblem:
         return f"{self.file}: {self.message}"
 
 
-def strategies_folder() -> Path:
-    """``$FBT_HOME/strategies`` (may not exist)."""
-    return paths().home / "strategies"
+def strategies_folder(home: Path) -> Path:
+    """``<home>/strategies``: a trader's strategy files under ``FBT_HOME`` (may not exist)."""
+    return home / "strategies"
 
 
 # state of the last load: folder + (name, mtime, size) of its files -> loaded names, problems
@@ -163,13 +161,17 @@ def load_user_strategies(folder: Path, taken: set[str]) -> tuple[list, list[Stra
     return templates, problems
 
 
-def sync_user_strategies() -> list[StrategyProblem]:
-    """Bring the registry in line with ``$FBT_HOME/strategies`` and return the load problems.
+def sync_user_strategies(folder: Path | None = None) -> list[StrategyProblem]:
+    """Bring the registry in line with the strategy files in ``folder`` and
+    return the load problems (``folder`` None: the folder of the last sync).
 
     Cheap when nothing changed (one directory listing); reloads every user
-    file when a file was added, removed or modified, or ``FBT_HOME`` moved.
+    file when a file was added, removed or modified, or the folder moved.
     """
-    folder = strategies_folder()
+    if folder is None:
+        if _state["key"] is None:
+            return []
+        folder = Path(_state["key"][0])  # type: ignore[index]
     key = _folder_key(folder)
     if key == _state["key"]:
         return list(_state["problems"])  # type: ignore[arg-type]
@@ -193,6 +195,6 @@ def _reload(folder: Path, key: tuple) -> None:
     _state.update(key=key, names=[t.name for t in templates], problems=problems)
 
 
-def user_problems() -> list[StrategyProblem]:
-    """Problems of the current load (after syncing)."""
-    return sync_user_strategies()
+def user_problems(folder: Path | None = None) -> list[StrategyProblem]:
+    """Problems of the current load (after syncing ``folder``)."""
+    return sync_user_strategies(folder)

@@ -76,6 +76,20 @@ def stitch_segments(
     return merged
 
 
+def _rolls_at_close(schedule: pd.DataFrame, ts: pd.DatetimeIndex, seg: np.ndarray) -> np.ndarray:
+    """True where the schedule's next roll (index ``seg``) is dated ``ts``.
+
+    The last row of data that END on a roll date still rolls at that close.
+    """
+    roll_ts = pd.DatetimeIndex(pd.to_datetime(schedule["roll_date"]))
+    if roll_ts.tz is None and ts.tz is not None:
+        roll_ts = roll_ts.tz_localize(ts.tz)
+    pending = seg < len(roll_ts)
+    out = np.zeros(len(ts), dtype=bool)
+    out[pending] = roll_ts[seg[pending]] == ts[pending]
+    return out
+
+
 def back_adjust(
     bars: pd.DataFrame,
     schedule: pd.DataFrame,
@@ -128,13 +142,15 @@ def back_adjust(
         "volume": stitched["volume"],
         "open_interest": stitched["open_interest"],
         "days_to_expiry": (expiry - ts).days.astype("int64"),
-        "roll": np.r_[seg[1:] != seg[:-1], False],
+        "roll": np.r_[seg[1:] != seg[:-1], _rolls_at_close(schedule, ts[-1:], seg[-1:])],
     })
     return out[CONTINUOUS_COLUMNS]
 
 
 def roll_continuity_errors(continuous: pd.DataFrame, bars: pd.DataFrame, tolerance: float = 1e-9) -> int:
-    """Bars where the continuous series' point change differs from the held
+    """Number of bars where the continuous series does not move like the held contract.
+
+    Bars where the continuous series' point change differs from the held
     contract's own change (Panama) -- including the bar after each roll, which
     must move like the new contract, not jump by the roll gap.
 

@@ -21,8 +21,11 @@ class ContinuousSeries:
 
     @property
     def non_positive(self) -> bool:
-        """A Panama series far back can go to or below zero: allowed, flagged;
-        anything computing returns from *adjusted* levels must refuse it."""
+        """True when some bar's low is at or below zero: allowed, flagged.
+
+        A Panama series far back can go to or below zero; anything computing
+        returns from *adjusted* levels must refuse it.
+        """
         return bool((self.prices["low"] <= 0).any())
 
 

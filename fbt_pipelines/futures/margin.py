@@ -16,8 +16,9 @@ File format (QuantConnect LEAN, ``Data/future/<exchange>/margins/<ROOT>.csv``)::
 :class:`~fbt_pipelines.errors.DataError` naming the file and the 1-based line,
 the header being line 1); :func:`margin_per_bar` turns a history plus the
 catalogue's :class:`~fbt_pipelines.catalog.specs.ContractSpec` into the
-initial margin per contract in force at each bar, the array the engine's
-``run_backtest(..., margins=...)`` takes.
+initial (or maintenance) margin per contract in force at each bar, the
+arrays the engine's ``run_backtest(..., margins=..., maintenance_margins=...)``
+takes.
 
 Pure: pandas and numpy only, no I/O beyond reading the one file asked for.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass
 import os
 import re
 from pathlib import Path
@@ -144,8 +146,9 @@ def read_margin_history(path_or_text: str | os.PathLike[str], *, name: str | Non
     }, columns=MARGIN_COLUMNS)
 
 
-def margin_per_bar(ts: pd.Series, spec: ContractSpec, history: pd.DataFrame | None) -> np.ndarray:
-    """Initial margin per contract in force at each bar.
+def margin_per_bar(ts: pd.Series, spec: ContractSpec, history: pd.DataFrame | None,
+                   column: str = "initial") -> np.ndarray:
+    """Initial (or, with ``column="maintenance"``, maintenance) margin per contract in force at each bar.
 
     Parameters
     ----------
@@ -156,38 +159,160 @@ def margin_per_bar(ts: pd.Series, spec: ContractSpec, history: pd.DataFrame | No
         The market; ``spec.initial_margin`` (contract currency per contract)
         applies where the history says nothing.
     history
-        From :func:`read_margin_history` (columns ``date``, ``initial``), or
+        From :func:`read_margin_history` (columns ``date`` and ``column``), or
         ``None`` for the catalogue value on every bar.
+    column
+        ``"initial"`` or ``"maintenance"``: which margin.
 
     Returns
     -------
     numpy.ndarray
         float64, one value per bar: initial margin per contract in the
         contract currency (USD for US futures). As of each bar: the
-        ``initial`` of the latest history row whose date is <= the bar's date
-        (a row dated on the bar's own date applies to it); the catalogue's
-        ``spec.initial_margin`` before the first history row or when
-        ``history`` is ``None``.
+        ``column`` value of the latest history row whose date is <= the bar's
+        date (a row dated on the bar's own date applies to it); the
+        catalogue's ``spec.initial_margin`` (``spec.maintenance_margin``)
+        before the first history row or when ``history`` is ``None``.
     """
+    if column not in ("initial", "maintenance"):
+        raise ValueError(f"column must be 'initial' or 'maintenance', got {column!r}")
+    default = spec.initial_margin if column == "initial" else spec.maintenance_margin
     stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(ts)))
     if stamps.hasnans:
         raise ValueError("ts has missing time stamps (NaT)")
     stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
-    out = np.full(len(stamps), float(spec.initial_margin), dtype=np.float64)
+    out = np.full(len(stamps), float(default), dtype=np.float64)
     if history is None or len(history) == 0 or len(stamps) == 0:
         return out
-    missing = [c for c in ("date", "initial") if c not in history.columns]
+    missing = [c for c in ("date", column) if c not in history.columns]
     if missing:
         raise ValueError(f"margin history lacks column(s) {missing}")
     dates = pd.DatetimeIndex(pd.to_datetime(history["date"]))
     dates = dates.tz_localize("UTC") if dates.tz is None else dates.tz_convert("UTC")
     if dates.hasnans or not dates.is_monotonic_increasing or dates.has_duplicates:
         raise ValueError("margin history dates must strictly increase")
-    initial = history["initial"].to_numpy(np.float64)
+    initial = history[column].to_numpy(np.float64)
     if not (np.isfinite(initial).all() and (initial >= 0).all()):
-        raise ValueError("margin history initial margins must be finite and >= 0")
+        raise ValueError(f"margin history {column} margins must be finite and >= 0")
     # row dates are UTC midnights, so "row date <= bar's UTC date" is "row date <= bar time"
     row = np.searchsorted(dates.as_unit("ns").asi8, stamps.as_unit("ns").asi8, side="right") - 1
     known = row >= 0
     out[known] = initial[row[known]]
     return out
+
+
+@dataclass(frozen=True)
+class MarginSchedule:
+    """Initial and maintenance margin per contract over a series of bars, as
+    segments: ``initial[j]`` and ``maintenance[j]`` (contract currency per
+    contract) hold from bar ``starts[j]`` up to the next start (the last up
+    to bar ``n - 1``).
+
+    The form the engine's kernel reads (one comparison per bar to move to the
+    next segment, no per-bar array to stream or validate): a dated history
+    has a few dozen rows against millions of bars. ``maintenance`` NaN (all
+    of it) means no maintenance margin: no margin calls. Validated when made
+    (``ValueError`` naming the fault); the arrays are read-only.
+    """
+
+    starts: np.ndarray       # int64[k]: first bar of each segment; starts[0] == 0, strictly increasing, < n
+    initial: np.ndarray      # float64[k]: initial margin per contract, finite, >= 0
+    maintenance: np.ndarray  # float64[k]: maintenance margin per contract, finite, >= 0; or all NaN (none)
+    n: int                   # bars
+
+    def __post_init__(self) -> None:
+        starts = np.ascontiguousarray(self.starts, dtype=np.int64)
+        initial = np.ascontiguousarray(self.initial, dtype=np.float64)
+        maintenance = np.ascontiguousarray(self.maintenance, dtype=np.float64)
+        k = len(starts)
+        if self.n < 0 or k == 0 or initial.shape != (k,) or maintenance.shape != (k,):
+            raise ValueError(f"margin schedule needs one start, initial and maintenance per segment (got {k}, "
+                             f"{initial.shape}, {maintenance.shape}) and n >= 0 (got {self.n})")
+        if starts[0] != 0 or (k > 1 and not (np.diff(starts) > 0).all()) or (self.n > 0 and starts[-1] >= self.n):
+            raise ValueError(f"margin schedule starts must begin at 0, strictly increase and stay below n={self.n}")
+        if not (np.isfinite(initial).all() and (initial >= 0).all()):
+            raise ValueError("margins must be finite and >= 0 (currency per contract)")
+        none = np.isnan(maintenance)
+        if none.any() and not none.all():
+            raise ValueError("maintenance margins must be given for every bar or for none")
+        if not none.any() and not (np.isfinite(maintenance).all() and (maintenance >= 0).all()):
+            raise ValueError("maintenance_margins must be finite and >= 0 (currency per contract)")
+        for name, a in (("starts", starts), ("initial", initial), ("maintenance", maintenance)):
+            a.flags.writeable = False
+            object.__setattr__(self, name, a)
+
+    @classmethod
+    def constant(cls, n: int, initial: float, maintenance: float = math.nan) -> "MarginSchedule":
+        """One segment: the same margins on every bar (maintenance NaN: no margin calls)."""
+        return cls(np.zeros(1, np.int64), np.array([float(initial)]), np.array([float(maintenance)]), n)
+
+    @classmethod
+    def from_per_bar(cls, initial: np.ndarray, maintenance: np.ndarray | None) -> "MarginSchedule":
+        """Segments of per-bar arrays (float64[n], validated by the caller;
+        ``maintenance`` None: no margin calls): a new segment wherever either
+        value changes."""
+        n = len(initial)
+        if n == 0:
+            return cls.constant(0, 0.0)
+        mnt = np.full(n, np.nan) if maintenance is None else maintenance
+        change = np.flatnonzero((initial[1:] != initial[:-1]) | (mnt[1:] != mnt[:-1])) + 1
+        starts = np.r_[0, change].astype(np.int64)
+        return cls(starts, initial[starts], mnt[starts], n)
+
+    @property
+    def has_maintenance(self) -> bool:
+        """True when margin calls apply (maintenance margins are given)."""
+        return not bool(np.isnan(self.maintenance[0]))
+
+    def per_bar(self, which: str = "initial") -> np.ndarray:
+        """float64[n]: the ``"initial"`` or ``"maintenance"`` margin of every bar."""
+        values = self.initial if which == "initial" else self.maintenance
+        return np.repeat(values, np.diff(np.r_[self.starts, self.n]))
+
+    def window(self, keep: np.ndarray) -> "MarginSchedule":
+        """The schedule of the bars where ``keep`` (bool[n]) is True."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (self.n,):
+            raise ValueError(f"keep has shape {keep.shape}, the schedule has {self.n} bars")
+        segment = np.searchsorted(self.starts, np.flatnonzero(keep), side="right") - 1
+        if len(segment) == 0:
+            return MarginSchedule.constant(0, float(self.initial[0]), float(self.maintenance[0]))
+        first = np.r_[True, segment[1:] != segment[:-1]]
+        seg = segment[first]
+        starts = np.flatnonzero(first).astype(np.int64)
+        return MarginSchedule(starts, self.initial[seg], self.maintenance[seg], int(keep.sum()))
+
+
+def margin_schedule(ts: pd.Series, spec: ContractSpec, history: pd.DataFrame | None,
+                    calls: bool = True) -> MarginSchedule:
+    """:func:`margin_per_bar`'s initial and maintenance margins as a
+    :class:`MarginSchedule` (equal bar for bar; no per-bar array is built):
+    the catalogue's values up to the first history row, then each row from
+    the first bar on or after its date (UTC). ``calls=False``: no maintenance
+    margin (the engine then makes no margin calls)."""
+    stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(ts)))
+    if stamps.hasnans:
+        raise ValueError("ts has missing time stamps (NaT)")
+    stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
+    n = len(stamps)
+    maint = float(spec.maintenance_margin) if calls else math.nan
+    if history is None or len(history) == 0 or n == 0:
+        return MarginSchedule.constant(n, float(spec.initial_margin), maint)
+    dates = pd.DatetimeIndex(pd.to_datetime(history["date"]))
+    dates = dates.tz_localize("UTC") if dates.tz is None else dates.tz_convert("UTC")
+    if dates.hasnans or not dates.is_monotonic_increasing or dates.has_duplicates:
+        raise ValueError("margin history dates must strictly increase")
+    first_bar = np.searchsorted(stamps.as_unit("ns").asi8, dates.as_unit("ns").asi8, side="left")
+    starts = np.r_[0, first_bar]
+    initial = np.r_[float(spec.initial_margin), history["initial"].to_numpy(np.float64)]
+    if not calls:
+        rows = np.full(len(history), np.nan)
+    elif "maintenance" in history.columns:
+        rows = history["maintenance"].to_numpy(np.float64)
+    else:  # initial margins only: the catalogue's maintenance / initial ratio
+        ratio = spec.maintenance_margin / spec.initial_margin if spec.initial_margin > 0 else 0.0
+        rows = history["initial"].to_numpy(np.float64) * ratio
+    maintenance = np.r_[maint, rows]
+    # rows starting on the same bar (or past the end): the last one in force wins
+    last = np.r_[starts[1:] != starts[:-1], True] & (starts < n)
+    return MarginSchedule(starts[last].astype(np.int64), initial[last], maintenance[last], n)

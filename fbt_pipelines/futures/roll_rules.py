@@ -35,7 +35,7 @@ from fbt_pipelines.catalog.contracts import Contract
 from fbt_pipelines.catalog.expiry import business_day_offset
 from fbt_pipelines.catalog.specs import MONTH_CODES, ContractSpec
 from fbt_pipelines.errors import RollError
-from fbt_pipelines.futures.roll_schedule import ROLL_COLUMNS, validate_roll_schedule
+from fbt_pipelines.futures.roll_schedule import ROLL_COLUMNS, ROLL_TRIGGER_COLUMNS, validate_roll_schedule
 
 KINDS = ("calendar", "volume", "open_interest", "first_of_month", "day_of_month")
 # a roll target may move back over a few missing sessions (holidays, a
@@ -68,8 +68,11 @@ class RollRule:
 
     @classmethod
     def parse(cls, text: str, spec: ContractSpec | None = None) -> "RollRule":
-        """``"volume,hold=Z,depth=2"``, ``"calendar:8"``... The market's defaults
-        (``roll_days_before``, ``hold_cycle``) fill what the text leaves out."""
+        """Parse ``"volume,hold=Z,depth=2"``, ``"calendar:8"``... into a rule.
+
+        The market's defaults (``roll_days_before``, ``hold_cycle``) fill what
+        the text leaves out.
+        """
         head, *opts = [p.strip() for p in text.split(",") if p.strip()] or ["calendar"]
         name, _, arg = head.partition(":")
         if name not in KINDS:  # before the argument checks: "calendr:5" is an unknown rule
@@ -107,21 +110,45 @@ class RollRule:
         return ",".join([head, *extra])
 
 
-def _target(rule: RollRule, front: Contract) -> dt.date:
-    """The latest date the rule allows the roll out of ``front`` (calendar backstop included)."""
+def _days_text(rule: RollRule, front: Contract) -> str:
+    """``"5 business days before last trade (2024-03-15)"``: the calendar rule in words."""
+    ref = "first notice" if front.first_notice is not None else "last trade"
+    n = rule.days_before
+    when = f"on {ref}" if n == 0 else f"{n} business day{'s' if n != 1 else ''} before {ref}"
+    return f"{when} ({front.roll_reference:%Y-%m-%d})"
+
+
+def _target(rule: RollRule, front: Contract) -> tuple[dt.date, str]:
+    """The latest date the rule allows the roll out of ``front``, and why.
+
+    The calendar backstop included; the text is the roll's ``trigger`` when
+    no volume / open-interest crossing comes first.
+    """
     backstop = business_day_offset(front.roll_reference, -rule.days_before) if rule.days_before else front.roll_reference
+    if rule.kind == "calendar":
+        return backstop, f"calendar: {_days_text(rule, front)}"
     if rule.kind in ("first_of_month", "day_of_month"):
         day = dt.date(front.year, front.month, rule.day if rule.kind == "day_of_month" else 1)
-        return min(backstop, day - dt.timedelta(days=1))
-    return backstop
+        if day - dt.timedelta(days=1) < backstop:
+            name = "first of month" if rule.kind == "first_of_month" else f"day {rule.day} of month"
+            return day - dt.timedelta(days=1), f"{name}: last session before {day:%Y-%m-%d}"
+    none = {"volume": ", no volume crossover", "open_interest": ", no open interest crossover"}.get(rule.kind, "")
+    return backstop, f"backstop: {_days_text(rule, front)}{none}"
 
 
 def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataFrame, rule: RollRule) -> pd.DataFrame:
     """Roll schedule of one market under ``rule``.
 
     ``bars``: long per-contract daily bars (contract, ts, close, volume,
-    open_interest). Returns :data:`ROLL_COLUMNS`, one row per roll inside the
-    data, validated.
+    open_interest). Returns :data:`ROLL_COLUMNS` then
+    :data:`ROLL_TRIGGER_COLUMNS`, one row per roll inside the data, validated.
+
+    ``trigger`` says why each roll happened (``"volume crossover"``,
+    ``"calendar: 5 business days before last trade (2024-03-15)"``,
+    ``"backstop: ..."``...); ``from_volume`` / ``to_volume`` (volume rule) or
+    ``from_open_interest`` / ``to_open_interest`` (open-interest rule) are the
+    two contracts' values (contracts) on the roll session itself, the session
+    that decided it: no later bar is read. NaN where the rule reads neither.
     """
     closes = bars.pivot(index="ts", columns="contract", values="close").sort_index()
     activity = None
@@ -137,7 +164,7 @@ def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataF
     for k in range(len(chain) - rule.depth):
         front = chain[k]                      # the contract whose expiry drives the roll
         held, nxt = chain[k + rule.depth - 1], chain[k + rule.depth]
-        target = _target(rule, front)
+        target, why = _target(rule, front)
         if pd.Timestamp(target) > days[-1]:
             break  # beyond the data: ``held`` is the current contract
         last = int(np.searchsorted(days, pd.Timestamp(target), side="right")) - 1
@@ -149,7 +176,8 @@ def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataF
         h = closes[held.contract_id].to_numpy(float)
         n = closes[nxt.contract_id].to_numpy(float)
         both = np.isfinite(h) & np.isfinite(n)
-        i = last
+        i, crossing = last, False
+        a_front = a_next = None
         if activity is not None:
             a_front = activity[held.contract_id].to_numpy(float)
             a_next = activity[nxt.contract_id].to_numpy(float)
@@ -157,9 +185,12 @@ def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataF
             crossed = np.flatnonzero(both[prev + 1:last + 1]
                                      & (a_next[prev + 1:last + 1] > a_front[prev + 1:last + 1]))
             if len(crossed):
-                i = prev + 1 + int(crossed[0])
+                i, crossing = prev + 1 + int(crossed[0]), True
+                why = "volume crossover" if rule.kind == "volume" else "open interest crossover"
         while i > prev and not both[i]:
             i -= 1
+        if i != last and i > prev and not crossing:
+            why += f"; moved back from {days[last]:%Y-%m-%d} (a contract without a close there)"
         if i <= prev:
             if i < 0 or prev < 0:
                 next_front = k + 1
@@ -167,11 +198,15 @@ def build_roll_schedule(root: str, contracts: Sequence[Contract], bars: pd.DataF
             raise RollError(f"{root}: no session where both {held.contract_id} and {nxt.contract_id} trade "
                             f"between the previous roll and {target}")
         fc, nc = float(h[i]), float(n[i])
+        vol = (float(a_front[i]), float(a_next[i])) if a_front is not None else (np.nan, np.nan)
         rows.append((root, rule.label, sessions[i], held.contract_id, nxt.contract_id, fc, nc, nc - fc,
-                     nc / fc if fc != 0 else np.nan))
+                     nc / fc if fc != 0 else np.nan, why,
+                     *(vol if rule.kind == "volume" else (np.nan, np.nan)),
+                     *(vol if rule.kind == "open_interest" else (np.nan, np.nan))))
         prev = i
         next_front = k + 1
-    schedule = validate_roll_schedule(pd.DataFrame(rows, columns=ROLL_COLUMNS))
+    frame = pd.DataFrame(rows, columns=[*ROLL_COLUMNS, *ROLL_TRIGGER_COLUMNS])
+    schedule = validate_roll_schedule(frame.astype({c: float for c in ROLL_TRIGGER_COLUMNS[1:]}))
     if chain:
         # Without rows the table cannot say which contract the series holds: the one at ``depth``
         # from the first front not rolled out of (rolls before the data are skipped), in the hold

@@ -12,6 +12,12 @@ position is switched (sell ``from_contract`` at ``from_close``, buy
 session, so every bar of the series is the contract actually held during that
 bar. The gap is measured on the roll date's closes: ``gap = to_close -
 from_close`` (points), ``ratio = to_close / from_close``.
+
+After those columns (:data:`ROLL_COLUMNS`) each roll says why it happened
+(:data:`ROLL_TRIGGER_COLUMNS`: the ``trigger`` text and, for the volume /
+open-interest rules, both contracts' volume or open interest on the deciding
+session, NULL otherwise) and what it costs (:data:`ROLL_COST_COLUMNS`, see
+:func:`with_roll_costs`).
 """
 
 from __future__ import annotations
@@ -23,9 +29,16 @@ import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.contracts import Contract
+from fbt_pipelines.catalog.specs import ContractSpec
 from fbt_pipelines.errors import RollError
 
 ROLL_COLUMNS = ["root", "rule", "roll_date", "from_contract", "to_contract", "from_close", "to_close", "gap", "ratio"]
+# why the roll happened: the rule's reason, and the contracts' volume / open interest on the roll session
+ROLL_TRIGGER_COLUMNS = ["trigger", "from_volume", "to_volume", "from_open_interest", "to_open_interest"]
+# what it costs: the gap in USD (gap x multiplier) and one contract's roll (close + reopen), USD
+ROLL_COST_COLUMNS = ["gap_usd", "cost_usd"]
+ROLL_TABLE_COLUMNS = [*ROLL_COLUMNS, *ROLL_TRIGGER_COLUMNS, *ROLL_COST_COLUMNS]
+DEFAULT_SLIPPAGE_TICKS = 1.0  # the engine's default (EngineConfig.slippage_ticks)
 
 
 def validate_roll_schedule(schedule: pd.DataFrame) -> pd.DataFrame:
@@ -51,14 +64,41 @@ def validate_roll_schedule(schedule: pd.DataFrame) -> pd.DataFrame:
     return schedule
 
 
+def roll_cost_per_contract(spec: ContractSpec, slippage_ticks: float = DEFAULT_SLIPPAGE_TICKS) -> float:
+    """USD (contract currency) to roll one contract, as the engine charges it.
+
+    Close the old contract and open the new: 2 sides x (commission +
+    ``slippage_ticks`` x tick size x multiplier), the catalogue's commission.
+    ES: 2 x (2.10 + 1 x 0.25 x 50) = 29.20 USD.
+    """
+    return 2.0 * (float(spec.commission) + float(slippage_ticks) * float(spec.tick_size) * float(spec.multiplier))
+
+
+def with_roll_costs(schedule: pd.DataFrame, spec: ContractSpec,
+                    slippage_ticks: float = DEFAULT_SLIPPAGE_TICKS) -> pd.DataFrame:
+    """``schedule`` with :data:`ROLL_COST_COLUMNS` set from ``spec``.
+
+    ``gap_usd`` = gap (points) x multiplier; ``cost_usd`` =
+    :func:`roll_cost_per_contract` (USD per contract rolled, contract
+    currency: USD for every built-in market). Other columns and ``attrs``
+    are kept.
+    """
+    out = schedule.assign(gap_usd=schedule["gap"].astype(float) * float(spec.multiplier),
+                          cost_usd=roll_cost_per_contract(spec, slippage_ticks) if len(schedule) else [])
+    out["cost_usd"] = out["cost_usd"].astype(float)
+    out.attrs = dict(schedule.attrs)
+    return out
+
+
 def calendar_roll_schedule(
     root: str,
     contracts: Sequence[Contract],
     closes: pd.DataFrame,
     days_before: int,
 ) -> pd.DataFrame:
-    """Roll ``days_before`` business days before each contract's roll reference
-    (first notice if physically delivered, else last trade).
+    """Roll ``days_before`` business days before each contract's roll reference.
+
+    The roll reference: first notice if physically delivered, else last trade.
 
     ``closes``: wide frame of daily closes (points), index = session (UTC),
     one column per contract id, NaN where it did not trade. A shortcut for

@@ -40,6 +40,14 @@ contract: daily bars by exact time stamp; minute bars as-of (the latest
 snapshot at or before the bar's time on that day). Bars with no matching
 snapshot get NaN. Open-interest rows that do not parse are not joined.
 
+Companion files
+---------------
+A LEAN data folder holds more than trade bars. :func:`lean_companion`
+recognises the rest by LEAN's names and folders, so an ingest of the folder
+can list each with a note instead of failing it: open-interest zips (read
+with their trade zip), quote zips, hour/second/tick bars, ``margins/*.csv``,
+``map_files/*`` and ``factor_files/*``. None of these is opened here.
+
 Errors
 ------
 A bad *row* never raises. A *file*-level problem raises
@@ -90,6 +98,10 @@ _MINUTE_ZIP = re.compile(
 )
 # Folders that would make a daily-style name mean another resolution.
 _NOT_DAILY_DIRS = {"hour", "minute", "second", "tick"}
+# Resolutions whose per-day zips look like minute ones (<yyyymmdd>_trade.zip under <res>/<root>/).
+_NOT_MINUTE_DIRS = {"second", "tick"}
+# Any LEAN zip of a symbol (daily/hour: <root>_<type>.zip) or a day (<yyyymmdd>_<type>.zip).
+_ANY_ZIP = re.compile(r"^(?P<stem>[a-z0-9]+)_(?P<kind>trade|quote|openinterest)\.zip$", re.IGNORECASE)
 _MONTH = r"(?P<year>\d{4})(?P<month>0[1-9]|1[0-2])"
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 
@@ -121,6 +133,8 @@ def _zip_kind(path: Path, kind: str) -> _ZipKind | None:
     if m and m["kind"].lower() == kind:
         if pd.to_datetime(m["date"], format="%Y%m%d", errors="coerce") is pd.NaT:
             return None
+        if path.parent.parent.name.lower() in _NOT_MINUTE_DIRS:  # second/es/..., tick/es/...
+            return None
         return _ZipKind("1m", None, m["date"])
     m = _DAILY_ZIP.match(name)
     if (
@@ -146,6 +160,62 @@ def lean_open_interest_path(path: Path) -> Path:
     """The companion open-interest zip of a trade zip (it may not exist)."""
     path = Path(path)
     return path.with_name(path.name[: -len("_trade.zip")] + "_openinterest.zip")
+
+
+def _resolution(path: Path) -> str | None:
+    """LEAN's resolution folder of a zip: ``daily``/``hour`` hold it directly,
+    ``minute``/``second``/``tick`` one folder (the root) above; None if the
+    folders do not say."""
+    for folder in (path.parent.name.lower(), path.parent.parent.name.lower()):
+        if folder in ("daily", "hour", "minute", "second", "tick"):
+            return folder
+    return None
+
+
+def lean_companion(path: Path) -> str | None:
+    """The note for a file of a LEAN data folder that is not a trade zip fbt
+    reads (what it is, and whether it is used), or None for any other file.
+
+    By LEAN's names and folders only; nothing is opened:
+
+    - ``*_openinterest.zip``: read with the trade zip beside it (its bars
+      carry the open interest), or unused without one;
+    - ``*_quote.zip``: bid/ask bars, not used (fbt stores trade bars);
+    - hour, second and tick trade zips: not read (fbt reads daily and minute);
+    - ``margins/*.csv``: a margin history (fbt reads those from
+      ``$FBT_HOME/margins/<ROOT>.csv``);
+    - ``map_files/*`` and ``factor_files/*``: LEAN's continuous-contract
+      mapping and price scaling, not used (fbt rolls and back-adjusts from
+      the contract bars).
+    """
+    path = Path(path)
+    name, folder = path.name, path.parent.name.lower()
+    suffix = name.lower().rsplit(".", 1)[-1] if "." in name else ""
+    if folder == "margins" and suffix == "csv":
+        return (f"margin history: not bars; fbt reads it from $FBT_HOME/margins/{path.stem.upper()}.csv "
+                "(date,initial,maintenance)")
+    if folder == "map_files" and suffix in ("csv", "zip"):
+        return "LEAN map file (continuous-contract mapping): not used; fbt builds its own roll schedule"
+    if folder == "factor_files" and suffix in ("csv", "zip"):
+        return "LEAN factor file (continuous-price scaling): not used; fbt back-adjusts from the contract bars"
+    m = _ANY_ZIP.match(name)
+    if m is None:
+        return None
+    kind, resolution = m["kind"].lower(), _resolution(path)
+    if kind == "quote":
+        return "quote bars (bid/ask): not used; fbt stores trade bars"
+    if kind == "trade":
+        if is_lean_zip(path):
+            return None  # bars fbt reads
+        if resolution in ("hour", "second", "tick"):
+            return f"{resolution} trade bars: not read (fbt reads LEAN daily and minute bars)"
+        return None
+    trade = path.with_name(name[: -len("_openinterest.zip")] + "_trade.zip")
+    if is_lean_zip(trade) and trade.is_file():
+        return f"open interest: used with {trade.name}"
+    if resolution in ("hour", "second", "tick"):
+        return f"open interest of {resolution} bars: not used (fbt reads LEAN daily and minute bars)"
+    return f"open interest: not used (no {trade.name} beside it)"
 
 
 def _contract(root: str, year: str, month: str) -> str:

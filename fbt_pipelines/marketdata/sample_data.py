@@ -35,6 +35,7 @@ import pandas as pd
 from fbt_pipelines.catalog.contracts import listed_contracts
 from fbt_pipelines.catalog.specs import ContractSpec
 from fbt_pipelines.marketdata.sessions import trading_sessions
+from fbt_pipelines.primitives.performance import annualisation
 
 SAMPLE_COLUMNS = ["contract", "ts", "open", "high", "low", "close", "volume", "open_interest"]
 DEFAULT_MARKETS = ("ES", "NQ", "CL", "GC", "ZN", "6E")
@@ -86,7 +87,7 @@ def _spot_path(n: int, annual_vol: float, drift: float, rng: np.random.Generator
     mu = (drift + regime_drift[state]) / 252.0
     # fat-ish tails: Student-t with 5 degrees of freedom scaled to unit variance
     z = rng.standard_t(5, n) / np.sqrt(5.0 / 3.0)
-    return mu + annual_vol / np.sqrt(252.0) * z
+    return mu + annual_vol / annualisation() * z
 
 
 def simulate_market(
@@ -103,7 +104,7 @@ def simulate_market(
     p = dict(spec.sample) or {"start_price": 100.0, "annual_vol": 0.2, "carry_rate": 0.0, "drift": 0.0}
     rng = np.random.default_rng(_market_seed(spec.root, seed))
     n = len(sessions)
-    daily_vol = p["annual_vol"] / np.sqrt(252.0)
+    daily_vol = p["annual_vol"] / annualisation()
     log_close = np.log(p["start_price"]) + np.cumsum(_spot_path(n, p["annual_vol"], p["drift"], rng))
     log_open = np.concatenate([[np.log(p["start_price"])], log_close[:-1]]) + 0.25 * daily_vol * rng.standard_normal(n)
     hi_ext = np.abs(rng.standard_normal(n)) * 0.5 * daily_vol

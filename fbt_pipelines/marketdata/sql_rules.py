@@ -14,7 +14,13 @@ It reads a *staged relation* with the columns of a staged frame: ``line``,
 unparseable), ``open``, ``high``, ``low``, ``close`` (points), ``volume``,
 ``open_interest`` (contracts; DOUBLE, NULL = not given, NaN = given but not a
 number), joined to a contract map ``m`` (``contract``, ``root``,
-``contract_error``).
+``contract_error``, and the market's price bounds ``min_price``, ``max_price``
+with ``bound_reason``, the text of :func:`validation.bound_reason`).
+
+The band rule (a close too far from the previous accepted close) needs the
+rows in order and is sequential: :func:`fbt_pipelines.marketdata.validation.band_outliers`
+in NumPy; SQL only finds the contracts that may break it
+(``fbt_pipelines/ingest/sql_validation.py``).
 """
 
 from __future__ import annotations
@@ -69,26 +75,31 @@ def row_reason_sql(s: str = "s", m: str = "m") -> str:
         (f"{s}.high < {s}.low", "'high < low'"),
         (f"NOT ({s}.open BETWEEN {s}.low AND {s}.high)", "'open outside [low, high]'"),
         (f"NOT ({s}.close BETWEEN {s}.low AND {s}.high)", "'close outside [low, high]'"),
+        # the catalogue bound: after the OHLC rules, low and high say it (validation.BAR_RULES)
+        (f"{s}.low < {m}.min_price OR {s}.high > {m}.max_price", f"CAST({m}.bound_reason AS VARCHAR)"),
     ]
     return "CASE " + " ".join(f"WHEN {w} THEN {t}" for w, t in whens) + " END"
 
 
-def row_rules_ok_sql(s: str = "s", open_interest: str | None = None) -> str:
+def row_rules_ok_sql(s: str = "s", open_interest: str | None = None, min_price: str = "m.min_price",
+                     max_price: str = "m.max_price") -> str:
     """SQL predicate: TRUE exactly when :func:`row_reason_sql` gives NULL for
     a row with the expected field count and a good contract code (NULL or
     FALSE otherwise). The bulk CSV path evaluates it on every row inside its
     INSERT, so it is as short as DuckDB's comparison rules allow: NaN compares
-    equal to NaN and above every number (+inf included), so ``high`` finite
-    with ``0 < low <= open, close <= high`` makes all four prices finite and
-    positive, and ``x < 2**63`` refuses NaN and inf as well as too-large
-    volume and open interest. ``tests/unit/test_bulk_csv.py`` checks it against
-    the CASE on every combination of awkward values.
+    equal to NaN and above every number (+inf included), so ``high <=
+    max_price`` (finite) with ``min_price <= low <= open, close <= high``
+    makes all four prices finite, positive and inside the market's bounds,
+    and ``x < 2**63`` refuses NaN and inf as well as too-large volume and
+    open interest. ``tests/unit/test_bulk_csv.py`` checks it against the CASE
+    on every combination of awkward values.
 
     ``open_interest``: the column's expression (default ``s.open_interest``;
-    ``"NULL"`` when the file has none)."""
+    ``"NULL"`` when the file has none); ``min_price``, ``max_price``: the
+    market's bounds (expressions or parameters; finite, ``0 < min_price``)."""
     oi = open_interest or f"{s}.open_interest"
     vol = f"{s}.volume"
-    return (f"({s}.ts IS NOT NULL AND isfinite({s}.high) AND {s}.low > 0 "
+    return (f"({s}.ts IS NOT NULL AND {s}.high <= {max_price} AND {s}.low >= {min_price} "
             f"AND {s}.open BETWEEN {s}.low AND {s}.high AND {s}.close BETWEEN {s}.low AND {s}.high "
             f"AND {vol} >= 0 AND {vol} = floor({vol}) AND {vol} < {_TOO_LARGE} "
             f"AND ({oi} IS NULL OR ({oi} >= 0 AND {oi} = floor({oi}) AND {oi} < {_TOO_LARGE})))")

@@ -6,6 +6,19 @@ cross-market ones: the other market's sessions strictly before t).
 Returns are the held contract's own percentage returns: on a Panama series the
 point change is exact, and the denominator is the held contract's raw price
 at the previous close, ``close[t-1] - (close[t] - raw_close[t])``.
+
+Causality by construction. Panama adjustment adds the sum of all *later*
+roll gaps to every earlier bar, so the level of ``close`` at t moves whenever
+a later roll gap changes (new data, a corrected print). A feature may use only
+what that shift cannot move: point differences of the Panama series (any
+shift-invariant function of the window: differences, moving-average spreads,
+ranges, st. devs. of changes, z-scores), the held contract's raw prices and
+returns (``raw_close``, :func:`~fbt_pipelines.primitives.returns.contract_returns`),
+a point distance divided by the held raw price, ratio-adjusted series, and
+trailing (rolling or expanding) windows. Never a ratio of Panama levels
+(``close / close.rolling(n).max()``, a percentage change of ``close``) and
+never a statistic of the full sample. ``tests/e2e/test_causality.py`` checks
+this end to end by moving every raw price on or after a date.
 """
 
 from __future__ import annotations
@@ -17,7 +30,9 @@ import pandas as pd
 
 from fbt_pipelines.catalog.contracts import Contract
 from fbt_pipelines.catalog.expiry import business_day_offset
-from fbt_pipelines.engine.strategy_library import rsi
+from fbt_pipelines.primitives.indicators import rsi, wilder_atr
+from fbt_pipelines.primitives.performance import annualisation
+from fbt_pipelines.primitives.returns import contract_returns
 
 FEATURE_COLUMNS = ["ret_1", "ret_5", "ret_20", "vol_20", "ewmac_16_64", "dist_high_60", "dist_low_60", "rsi_14",
                    "atr_14", "atr_pct_14", "days_to_expiry", "days_to_roll", "roll_yield", "day_of_week", "month"]
@@ -28,40 +43,12 @@ CROSS_MARKET_RETURNS: tuple[str, ...] = ("ret_5", "ret_20")
 CROSS_MARKET_COLUMNS = [f"{src.lower()}_{col}" for src in CROSS_MARKET_SOURCES for col in CROSS_MARKET_RETURNS]
 """``es_ret_5, es_ret_20, zn_ret_5, zn_ret_20``: joined by :func:`add_cross_market_features`."""
 MODEL_FEATURES = FEATURE_COLUMNS + CROSS_MARKET_COLUMNS
-ANNUALISE = np.sqrt(252.0)
 RSI_WINDOW = 14
 ATR_WINDOW = 14
 
 
-def contract_returns(prices: pd.DataFrame) -> pd.Series:
-    """Daily fractional return of the held contract (first bar NaN)."""
-    close = prices["close"].astype(float)
-    offset = close - prices["raw_close"].astype(float)
-    prev_raw = close.shift(1) - offset
-    return (close.diff() / prev_raw).rename("ret_1")
-
-
 def _compound(r: pd.Series, window: int) -> pd.Series:
     return np.exp(np.log1p(r).rolling(window).sum()) - 1.0
-
-
-def wilder_atr(high: pd.Series, low: pd.Series, close: pd.Series, window: int = ATR_WINDOW) -> pd.Series:
-    """Wilder's average true range in points (as TA-Lib ``ATR``).
-
-    True range of bar t (t >= 1): ``max(high_t, close_{t-1}) - min(low_t, close_{t-1})``
-    (bar 0 has none). ATR is the simple mean of the first ``window`` true
-    ranges (bars 1..window), then ``atr_t = atr_{t-1} + (tr_t - atr_{t-1}) / window``.
-    On a Panama series the previous close is in the held contract's terms, so
-    the range across a roll is the new contract's own.
-    """
-    h, lo, c = (s.astype(float).reset_index(drop=True) for s in (high, low, close))
-    prev = c.shift(1)
-    tr = pd.concat([h, prev], axis=1).max(axis=1, skipna=False) - pd.concat([lo, prev], axis=1).min(axis=1, skipna=False)
-    seeded = tr.copy()
-    seeded.iloc[: window + 1] = np.nan
-    if len(tr) > window:
-        seeded.iloc[window] = tr.iloc[1: window + 1].mean()
-    return seeded.ewm(alpha=1.0 / window, adjust=False).mean().set_axis(high.index)
 
 
 def planned_roll_dates(prices: pd.DataFrame, contracts: Sequence[Contract], days_before: int) -> pd.Series:
@@ -89,7 +76,9 @@ def build_features(prices: pd.DataFrame, carry: pd.Series | None = None,
     - ``vol_20``: annualised st. dev. of daily returns over 20 bars (fraction)
     - ``ewmac_16_64``: EWMA(16) - EWMA(64) of the adjusted close, divided by
       the 25-bar st. dev. of daily point changes (a unit-free trend forecast)
-    - ``dist_high_60``: close over its 60-bar high, minus 1 (<= 0)
+    - ``dist_high_60``: (close - its 60-bar high) / the held contract's raw
+      close (<= 0, a fraction of the held price). Not ``close / high - 1``:
+      that ratio of Panama levels moves with every later roll gap
     - ``dist_low_60``: (close - its 60-bar low) / the held contract's raw close
       (>= 0, a fraction of the held price; point distances are exact on a
       Panama series, and the raw price stays positive where adjusted ones may not)
@@ -112,7 +101,7 @@ def build_features(prices: pd.DataFrame, carry: pd.Series | None = None,
     ewmac = (close.ewm(span=16, adjust=False).mean() - close.ewm(span=64, adjust=False).mean()) / point_vol
     ts = pd.DatetimeIndex(pd.to_datetime(prices["ts"], utc=True))
     if "high" in prices.columns and "low" in prices.columns:
-        atr = wilder_atr(prices["high"], prices["low"], close).to_numpy()
+        atr = wilder_atr(prices["high"], prices["low"], close, ATR_WINDOW).to_numpy()
     else:
         atr = np.full(len(prices), np.nan)
     if roll_dates is None:
@@ -126,9 +115,9 @@ def build_features(prices: pd.DataFrame, carry: pd.Series | None = None,
         "ret_1": r.to_numpy(),
         "ret_5": _compound(r, 5).to_numpy(),
         "ret_20": _compound(r, 20).to_numpy(),
-        "vol_20": (r.rolling(20).std() * ANNUALISE).to_numpy(),
+        "vol_20": (r.rolling(20).std() * annualisation()).to_numpy(),
         "ewmac_16_64": ewmac.to_numpy(),
-        "dist_high_60": (close / close.rolling(60).max() - 1.0).to_numpy(),
+        "dist_high_60": ((close - close.rolling(60).max()) / raw).to_numpy(),
         "dist_low_60": ((close - close.rolling(60).min()) / raw).to_numpy(),
         "rsi_14": rsi(close.to_numpy(), RSI_WINDOW),
         "atr_14": atr,

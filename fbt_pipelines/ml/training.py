@@ -37,22 +37,33 @@ TUNE_SPLITS = 3
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Frozen training settings (hashed into the model's MLflow run)."""
+    """Frozen training settings (hashed into the model's MLflow run).
+
+    The attribute docstrings are also the descriptions of the ``model``
+    asset's run config (its fields and defaults come from here).
+    """
 
     train_end: str = "2018-12-31"
+    """Last date (UTC) of the training rows (purged: their labels end by it)."""
     horizon: int = 5
+    """Label horizon in sessions (the features table's)."""
     embargo_days: int = 10
-    n_estimators: int = 200
+    """Calendar days after train_end before the first prediction."""
+    n_estimators: int = 50
+    """Trees per fold (small: six folds on the sample data)."""
     max_depth: int = 5
+    """Depth of each tree (random_forest)."""
     min_samples_leaf: int = 50
+    """Training rows per leaf at least (random_forest)."""
     seed: int = 0
+    """Random state of the forest's bootstrap / the logistic solver."""
     features: tuple[str, ...] = field(default=tuple(FEATURE_COLUMNS))
     model: str = "random_forest"
-    """``"random_forest"`` or ``"logistic"`` (StandardScaler + LogisticRegression)."""
+    """random_forest or logistic (StandardScaler + LogisticRegression)."""
     logistic_c: float = 1.0
     """Inverse L2 strength of the logistic model when not tuned."""
     tune: bool = False
-    """Choose max_depth (RF) or C (logistic) on inner time-series folds of the training rows."""
+    """Choose max_depth (forest) or C (logistic) on purged inner time-series folds of each fold's training rows."""
     train_start: str | None = None
     """First date (UTC) of the training window (a rolling walk-forward window); None = all history."""
     test_end: str | None = None
@@ -115,8 +126,10 @@ def _split_masks(frame: pd.DataFrame, config: TrainingConfig) -> tuple[np.ndarra
 
 
 def _label_end(frame: pd.DataFrame, horizon: int) -> pd.DatetimeIndex:
-    """Per row (positionally): ts of the session ``horizon`` rows later in the
-    same market, the last bar its label uses (NaT past the data)."""
+    """Per row (positionally): ts of the last bar its label uses (NaT past the data).
+
+    That is the session ``horizon`` rows later in the same market.
+    """
     ts = pd.to_datetime(frame["ts"], utc=True).reset_index(drop=True)
     market = (frame["root"] if "root" in frame.columns else pd.Series("", index=frame.index)).reset_index(drop=True)
     order = pd.DataFrame({"market": market, "ts": ts}).sort_values(["market", "ts"], kind="stable")
@@ -125,15 +138,21 @@ def _label_end(frame: pd.DataFrame, horizon: int) -> pd.DatetimeIndex:
 
 
 def _label_known_by(frame: pd.DataFrame, config: TrainingConfig) -> np.ndarray:
-    """Per row: is the session ``horizon`` rows later in the same market on or
+    """Per row: is its label known by train_end?
+
+    That is, is the session ``horizon`` rows later in the same market on or
     before train_end? (The label uses exactly those rows; counting rows, not
-    calendar days, is exact across weekends and holidays.)"""
+    calendar days, is exact across weekends and holidays.)
+    """
     return np.asarray(_label_end(frame, config.horizon) <= config.train_end_ts)  # NaT -> False
 
 
 def make_estimator(config: TrainingConfig, value: float | None = None) -> RandomForestClassifier | Pipeline:
-    """The unfitted estimator of ``config.model``; ``value`` overrides the tuned
-    hyperparameter (RF ``max_depth``, logistic ``C``)."""
+    """The unfitted estimator of ``config.model``.
+
+    ``value`` overrides the tuned hyperparameter (RF ``max_depth``, logistic
+    ``C``).
+    """
     if config.model == "logistic":
         c = config.logistic_c if value is None else float(value)
         return Pipeline([
@@ -170,8 +189,9 @@ class TuningResult:
 
 def inner_folds(ts: pd.Series, label_end: pd.DatetimeIndex, horizon: int,
                 n_splits: int = TUNE_SPLITS) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Expanding-window folds over the training rows: (fit rows, validation rows),
-    as positions into ``ts``.
+    """Expanding-window folds over the training rows, as positions into ``ts``.
+
+    Each fold is (fit rows, validation rows).
 
     sklearn ``TimeSeriesSplit(n_splits, gap=horizon)`` runs over the distinct
     sessions (rows of all markets at one ts fall on the same side); a fit row
@@ -215,15 +235,20 @@ def _tune(train: pd.DataFrame, label_end: pd.DatetimeIndex, config: TrainingConf
 
 
 def tune_hyperparameter(frame: pd.DataFrame, config: TrainingConfig) -> TuningResult:
-    """The ``tune=True`` search of :func:`train_direction_model`, on its
-    training rows (purged at train_end) only."""
+    """The ``tune=True`` search of :func:`train_direction_model`.
+
+    On its training rows (purged at train_end) only.
+    """
     train_mask, _ = _split_masks(frame, config)
     return _tune(frame[train_mask], _label_end(frame, config.horizon)[train_mask], config)
 
 
 def _importances(model: RandomForestClassifier | Pipeline, features: list[str]) -> pd.Series:
-    """RF: impurity importances. Logistic: |coefficient| on the standardised
-    features, scaled to sum to 1."""
+    """Feature importances of a fitted model, by feature, largest first.
+
+    RF: impurity importances. Logistic: |coefficient| on the standardised
+    features, scaled to sum to 1.
+    """
     if isinstance(model, Pipeline):
         w = np.abs(model[-1].coef_.ravel())
         w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
@@ -268,8 +293,9 @@ def train_direction_model(frame: pd.DataFrame, config: TrainingConfig) -> Traine
 
 def predict_out_of_sample(model, features: pd.DataFrame, config: TrainingConfig,
                           model_version: str) -> pd.DataFrame:
-    """Probabilities of an up move for rows after train_end + embargo only
-    (and up to ``config.test_end`` when set).
+    """Probabilities of an up move for rows after train_end + embargo only.
+
+    And up to ``config.test_end`` when set.
 
     Returns root, ts, prob_up, model_version, train_end.
     """

@@ -1,7 +1,7 @@
-"""Walk-forward training: retrain every K months, each model predicting only
-the sessions until the next one takes over.
+"""Walk-forward training: retrain every K months, each model predicting until the next.
 
-Fold i has training end ``E_i`` (``first_train_end``, then every
+Each model predicts only the sessions until the next one takes over. Fold i
+has training end ``E_i`` (``first_train_end``, then every
 ``retrain_months`` months, while a later session exists). Its model trains on
 rows whose label window ends on or before ``E_i`` (purge; see
 :mod:`fbt_pipelines.ml.training`) -- all history (``window="expanding"``) or
@@ -28,14 +28,20 @@ WINDOWS = ("expanding", "rolling")
 
 @dataclass(frozen=True)
 class WalkForwardConfig:
-    """When to retrain and how much history each model sees."""
+    """When to retrain and how much history each model sees.
+
+    The attribute docstrings are also the descriptions of the ``model``
+    asset's run config (``first_train_end`` is its ``train_end``).
+    """
 
     first_train_end: str = "2018-12-31"
+    """Training end (UTC) of the first walk-forward fold; predictions start after it plus the embargo."""
     retrain_months: int = 12
+    """Retrain every K months: fold i's training ends i*K months after the first fold's."""
     window: str = "expanding"
-    """``expanding`` (all history up to each training end) or ``rolling``."""
+    """expanding (all history up to each training end) or rolling (the last rolling_months months)."""
     rolling_months: int = 60
-    """Training window length of ``rolling`` (months before the training end)."""
+    """Training window length of rolling (months before the training end)."""
 
     def __post_init__(self) -> None:
         if self.window not in WINDOWS:
@@ -51,8 +57,10 @@ class WalkForwardConfig:
 
 @dataclass(frozen=True)
 class Fold:
-    """One walk-forward step. Its predictions are for ``predict_from < ts <= predict_to``
-    (``predict_to`` None: to the end of the data)."""
+    """One walk-forward step, predicting ``predict_from < ts <= predict_to``.
+
+    ``predict_to`` None: to the end of the data.
+    """
 
     fold: int
     config: TrainingConfig
@@ -71,8 +79,11 @@ class Fold:
 
 
 def plan_folds(last_ts: pd.Timestamp, base: TrainingConfig, wf: WalkForwardConfig) -> list[Fold]:
-    """The folds for data ending at ``last_ts`` (UTC). A fold exists while some
-    session after its embargo does; ``base`` gives every other setting."""
+    """The folds for data ending at ``last_ts`` (UTC).
+
+    A fold exists while some session after its embargo does; ``base`` gives
+    every other setting.
+    """
     ends = []
     first = pd.Timestamp(wf.first_train_end, tz="UTC")
     embargo = pd.Timedelta(days=base.embargo_days)
@@ -114,8 +125,11 @@ class WalkForwardResult:
 
 
 def oos_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """accuracy (p > 0.5 is an up call), AUC, log loss, Brier score and base rate;
-    only rows with a known label. Empty dict when both classes are not present."""
+    """Accuracy, AUC, log loss, Brier score and base rate of rows with a known label.
+
+    Accuracy: p > 0.5 is an up call. Empty dict when both classes are not
+    present.
+    """
     known = ~(np.isnan(y) | np.isnan(p))
     y, p = y[known].astype(int), p[known]
     if len(y) == 0 or len(np.unique(y)) < 2:
@@ -126,10 +140,12 @@ def oos_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def walk_forward(frame: pd.DataFrame, base: TrainingConfig, wf: WalkForwardConfig) -> WalkForwardResult:
-    """Train every fold of :func:`plan_folds` on ``frame`` (pooled features +
-    label, any row order: it is sorted by root, ts first, so the forest's
-    bootstrap and the result do not depend on it) and stitch their
-    out-of-sample predictions."""
+    """Train every fold of :func:`plan_folds` on ``frame`` and stitch their predictions.
+
+    ``frame``: pooled features + label, any row order (it is sorted by root,
+    ts first, so the forest's bootstrap and the result do not depend on it).
+    The stitched predictions are the folds' out-of-sample ones.
+    """
     frame = frame.sort_values(["root", "ts"], kind="stable").reset_index(drop=True)
     last = pd.to_datetime(frame["ts"], utc=True).max()
     folds = plan_folds(last, base, wf)

@@ -1,5 +1,7 @@
-"""The portfolio's book in USD: positions per market per day, trades, cash,
-equity, margin in use, gross and net exposure, and snapshots on a date.
+"""The portfolio's book in USD: positions, trades, cash, equity, margin, exposure.
+
+Positions per market per day, trades, cash, equity, margin in use, gross and
+net exposure, and snapshots on a date.
 
 Currency. Each market's engine path is in its contract currency (the
 catalogue's ``currency``). Amounts are converted to USD with an FX series
@@ -32,7 +34,7 @@ import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
 
-__all__ = ["FX_FUTURES", "MarketBook", "fx_from_future", "fx_rates_for", "portfolio_book", "snapshot"]
+__all__ = ["FX_FUTURES", "MarketBook", "fx_from_future", "fx_rates_for", "market_exposure", "portfolio_book", "snapshot"]
 
 # Currency -> CME FX future quoting USD per one unit of that currency.
 FX_FUTURES = {"EUR": "6E", "JPY": "6J", "GBP": "6B", "AUD": "6A", "CAD": "6C"}
@@ -62,8 +64,10 @@ class MarketBook:
 
 
 def fx_from_future(prices: pd.DataFrame) -> pd.Series:
-    """USD per unit of currency from an FX future's continuous prices
-    (its ``raw_close``: the held contract's quote, e.g. 6E = EURUSD), by ts."""
+    """USD per unit of currency from an FX future's continuous prices, by ts.
+
+    Taken from its ``raw_close``: the held contract's quote, e.g. 6E = EURUSD.
+    """
     series = prices.set_index("ts")["raw_close"].astype(float).sort_index()
     if not (np.isfinite(series) & (series > 0)).all():
         raise ValueError("FX future has non-positive or missing raw closes")
@@ -175,9 +179,11 @@ def portfolio_book(markets: Mapping[str, MarketBook], capital: float,
 
 
 def market_exposure(positions: pd.DataFrame, equity: pd.DataFrame) -> pd.DataFrame:
-    """|notional| / equity per market per session (fraction; 1.0 = notional
-    equal to the account), markets carried forward on sessions they do not
-    trade: ts x root."""
+    """|notional| / equity per market per session (fraction), as ts x root.
+
+    1.0 = notional equal to the account; markets are carried forward on
+    sessions they do not trade.
+    """
     notional = positions.pivot(index="ts", columns="root", values="notional_usd").sort_index().ffill().fillna(0.0)
     eq = equity.set_index("ts")["equity"].reindex(notional.index)
     return notional.abs().div(eq.where(eq > 0), axis=0)

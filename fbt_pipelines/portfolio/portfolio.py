@@ -1,4 +1,11 @@
-"""Combine per-market backtests into one portfolio (USD)."""
+"""Combine per-market backtests into one portfolio (USD markets only).
+
+The portfolio's book is :func:`fbt_pipelines.portfolio.book.portfolio_book`
+(currencies, exposure, trades), built by
+:func:`fbt_pipelines.usecases.portfolio.build_portfolio`; this smaller
+combination of USD engine paths is kept for callers that hold only bars
+(its equity equals the book's for USD markets, see the tests).
+"""
 
 from __future__ import annotations
 

@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
-from fbt_pipelines.ml.features import contract_returns
-
-ANNUAL_SESSIONS = 252
+from fbt_pipelines.primitives.performance import annualisation
+from fbt_pipelines.primitives.returns import contract_returns
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,11 @@ class VolTargetConfig:
         if self.capital <= 0 or not 0 < self.annual_risk_target < 2 or self.idm < 1 or self.vol_span < 2:
             raise ValueError(f"invalid sizing config {self}")
 
+    def budget(self, weight: float = 1.0) -> float:
+        """USD of annual risk given to a market of portfolio ``weight``:
+        ``capital * annual_risk_target * weight * idm`` (the one budget formula)."""
+        return self.capital * self.annual_risk_target * weight * self.idm
+
 
 def contracts_for_risk(
     prices: pd.DataFrame, signal: np.ndarray, spec: ContractSpec, weight: float, config: VolTargetConfig
@@ -52,15 +56,14 @@ def contracts_for_risk(
     contract's daily returns x sqrt(252) and ``raw_close * multiplier`` is one
     contract's notional in USD. Zero where the volatility is not yet known.
     """
-    return whole_contracts(signal, cash_vol_per_contract(prices, spec, config),
-                           config.capital * config.annual_risk_target * weight * config.idm)
+    return whole_contracts(signal, cash_vol_per_contract(prices, spec, config), config.budget(weight))
 
 
 def cash_vol_per_contract(prices: pd.DataFrame, spec: ContractSpec, config: VolTargetConfig) -> np.ndarray:
     """Annualised USD volatility of one contract per bar (NaN until known)."""
     daily_vol = contract_returns(prices).ewm(span=config.vol_span, min_periods=config.vol_span).std()
     notional = prices["raw_close"].astype(float) * spec.multiplier
-    return (daily_vol * np.sqrt(ANNUAL_SESSIONS) * notional).to_numpy()
+    return (daily_vol * annualisation() * notional).to_numpy()
 
 
 def whole_contracts(signal: np.ndarray, cash_vol: np.ndarray, budget: float) -> np.ndarray:
@@ -80,7 +83,7 @@ def buffer_width(cash_vol: np.ndarray, budget: float, fraction: float = 0.10) ->
     pysystemtrade's position buffer: ``fraction`` (default 10 %) of the
     position an average signal (|signal| = 1) would hold,
     ``fraction * budget / cash_vol``, with ``budget`` the USD of annual risk
-    given to this market (capital x target x weight x IDM) and ``cash_vol``
+    given to this market (:meth:`VolTargetConfig.budget`) and ``cash_vol``
     the annualised USD volatility of one contract. NaN where unknown.
     """
     if not 0 <= fraction < 1:

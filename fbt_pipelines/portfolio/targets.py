@@ -1,5 +1,8 @@
-"""One market's whole-contract targets for the portfolio: strategy signal,
-volatility targeting and (optionally) pysystemtrade's position buffer."""
+"""One market's whole-contract targets for the portfolio.
+
+From the strategy signal, volatility targeting and (optionally)
+pysystemtrade's position buffer.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
-from fbt_pipelines.engine.backtest import with_predictions
+from fbt_pipelines.engine.inputs import strategy_inputs
 from fbt_pipelines.engine.strategies import strategy_signal, validate_params
 from fbt_pipelines.portfolio.sizing import (VolTargetConfig, buffer_width, buffered_positions,
                                             cash_vol_per_contract, whole_contracts)
@@ -28,14 +31,27 @@ def market_targets(prices: pd.DataFrame, spec: ContractSpec, strategy: str, para
     ``buffer_fraction`` of the average position (``budget / cash_vol``), so
     the position only trades when it drifts outside optimum +- buffer.
     """
-    frame = with_predictions(prices, predictions, features)
-    signal = np.asarray(strategy_signal(strategy, frame, validate_params(strategy, params)), dtype=float)
-    cash_vol = cash_vol_per_contract(frame, spec, sizing)
-    budget = sizing.capital * sizing.annual_risk_target * weight * sizing.idm
+    frame = strategy_inputs(prices, predictions, features)
+    signal = strategy_signal(strategy, frame, validate_params(strategy, params))
+    return frame, targets_from_signal(signal, cash_vol_per_contract(frame, spec, sizing), sizing.budget(weight),
+                                      buffer_fraction)
+
+
+def targets_from_signal(signal: np.ndarray, cash_vol: np.ndarray, budget: float,
+                        buffer_fraction: float = 0.0) -> np.ndarray:
+    """Whole contracts wanted after each bar's close for ``signal``.
+
+    ``signal`` is in standard risk positions; given one contract's annualised
+    USD volatility per bar and the risk budget (USD): the optimum
+    ``signal x budget / cash_vol`` rounded, or with ``buffer_fraction > 0``
+    kept inside pysystemtrade's buffer of ``buffer_fraction`` x the average
+    position (``budget / cash_vol``).
+    """
+    signal = np.asarray(signal, dtype=float)
     if buffer_fraction <= 0:
-        return frame, whole_contracts(signal, cash_vol, budget)
+        return whole_contracts(signal, cash_vol, budget)
     with np.errstate(divide="ignore", invalid="ignore"):
         optimal = signal * budget / cash_vol
     optimal = np.where(np.isfinite(optimal), optimal, 0.0)
     width = np.nan_to_num(buffer_width(cash_vol, budget, buffer_fraction), nan=0.0, posinf=0.0)
-    return frame, buffered_positions(optimal, width)
+    return buffered_positions(optimal, width)

@@ -8,29 +8,20 @@ fractions, annualisation uses 252 sessions, sample standard deviations
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
+from fbt_pipelines.primitives.performance import ZERO_VOL, annualisation, sharpe_from_moments, validate_equity
+
 __all__ = ["ROUND_TRIP_COLUMNS", "monte_carlo_bands", "monthly_returns", "rolling_sharpe", "rolling_vol", "round_trips",
            "trade_stats"]
 
-# Daily return std at or below this is float noise of a constant-return curve.
-_ZERO_VOL = 1e-12
-
-
 def _equity(equity: pd.Series) -> pd.Series:
-    if not isinstance(equity, pd.Series):
-        raise TypeError(f"equity must be a pandas Series, got {type(equity).__name__}")
-    if not isinstance(equity.index, pd.DatetimeIndex):
+    if isinstance(equity, pd.Series) and not isinstance(equity.index, pd.DatetimeIndex):
         raise ValueError("equity must be indexed by session timestamps (DatetimeIndex)")
-    if not (equity.index.is_monotonic_increasing and equity.index.is_unique):
-        raise ValueError("equity index must be sorted ascending with no duplicate sessions")
-    values = equity.to_numpy(dtype=float)
-    if len(values) and not (np.isfinite(values).all() and (values > 0).all()):
-        raise ValueError("equity must be finite and > 0")
+    validate_equity(equity, "equity", min_points=0)
     return equity.astype(float)
 
 
@@ -73,7 +64,7 @@ def rolling_vol(equity: pd.Series, window: int = 126, periods_per_year: int = 25
     sessions).
     """
     std = _rolling_returns(equity, window).std(ddof=1)
-    return (std * math.sqrt(periods_per_year)).mask(std <= _ZERO_VOL, 0.0).rename("rolling_vol")
+    return (std * annualisation(periods_per_year)).mask(std <= ZERO_VOL, 0.0).rename("rolling_vol")
 
 
 def rolling_sharpe(equity: pd.Series, window: int = 126, periods_per_year: int = 252) -> pd.Series:
@@ -84,9 +75,7 @@ def rolling_sharpe(equity: pd.Series, window: int = 126, periods_per_year: int =
     returns exist and wherever the window's std is zero (<= 1e-12).
     """
     rolling = _rolling_returns(equity, window)
-    mean, std = rolling.mean(), rolling.std(ddof=1)
-    sharpe = mean / std.where(std > _ZERO_VOL) * math.sqrt(periods_per_year)
-    return sharpe.rename("rolling_sharpe")
+    return sharpe_from_moments(rolling.mean(), rolling.std(ddof=1), periods_per_year).rename("rolling_sharpe")
 
 
 ROUND_TRIP_COLUMNS = [
@@ -203,8 +192,9 @@ def trade_stats(trades: pd.DataFrame, trips: pd.DataFrame) -> dict[str, float]:
     Counts; ``win_rate`` (fraction of closed round trips with net P&L > 0),
     ``best`` / ``worst`` / ``average`` net P&L of closed round trips,
     ``median_holding_days``; costs in currency: ``roll_costs`` (commission +
-    slippage of roll records) and ``other_costs`` (of every other fill).
-    NaN where undefined (no closed round trip).
+    slippage of roll records) and ``other_costs`` (of every other fill);
+    :func:`reason_counts` (stops, targets, trailing stops, limit fills,
+    margin calls). NaN where undefined (no closed round trip).
     """
     closed = trips[~trips["open"].astype(bool)] if len(trips) else trips
     net = closed["net_pnl"].to_numpy(float) if len(closed) else np.array([])
@@ -226,7 +216,26 @@ def trade_stats(trades: pd.DataFrame, trips: pd.DataFrame) -> dict[str, float]:
         "slippage": float(trades["slippage"].sum()) if len(trades) else 0.0,
         "roll_costs": float(costs[is_roll].sum()),
         "other_costs": float(costs[~is_roll].sum()),
+        **reason_counts(trades),
     }
+
+
+EXIT_REASONS = ("stop", "target", "trailing_stop", "limit", "margin_call")  # trade reasons counted by reason_counts
+
+
+def reason_counts(trades: pd.DataFrame) -> dict[str, float]:
+    """Records per order reason (``stop``, ``target``, ``trailing_stop``,
+    ``limit`` fills and ``margin_call`` records, keys ``<reason>s``); 0 when
+    the trades have no ``reason`` column (runs stored before reasons existed)."""
+    reasons = trades["reason"] if "reason" in trades.columns else pd.Series([], dtype=object)
+    return {f"{r}s": float((reasons == r).sum()) for r in EXIT_REASONS}
+
+
+def margin_call_dates(trades: pd.DataFrame) -> list[pd.Timestamp]:
+    """The ts of every margin-call record (the fill that liquidated; UTC), in order."""
+    if "reason" not in trades.columns or not len(trades):
+        return []
+    return [pd.Timestamp(t) for t in trades.loc[trades["reason"] == "margin_call", "ts"]]
 
 
 BAND_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -15,7 +15,10 @@ PALETTE = ["#2c7fb8", "#d95f0e", "#31a354", "#756bb1"]
 
 
 def svg_lines(series: Mapping[str, Sequence[float]], width: int = 480, height: int = 140, max_points: int = 400) -> str:
-    """SVG with one polyline per series (downsampled to ``max_points``), a legend and the y range."""
+    """SVG with one polyline per series, a legend and the y range.
+
+    Each series is downsampled to ``max_points``.
+    """
     arrays = {k: np.asarray(v, dtype=float) for k, v in series.items()}
     finite = np.concatenate([a[np.isfinite(a)] for a in arrays.values()]) if arrays else np.array([])
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)

@@ -9,7 +9,8 @@ returns heat map; rolling Sharpe and volatility; net P&L by market; when
 given, the correlation heat map of the markets' daily P&L and the per-strategy
 attribution (net P&L by strategy and market); and, when a trades frame is
 given, trade analysis (round-trip P&L distribution, holding times, win rate,
-best / worst, roll costs vs other costs).
+best / worst, roll costs vs other costs); when roll schedules are given, the
+"Rolls" section: every roll of each market, why it happened, its gap and cost.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from fbt_pipelines.reports.analytics import (
+    margin_call_dates,
     monte_carlo_bands,
     monthly_returns,
     rolling_sharpe,
@@ -33,11 +35,12 @@ from fbt_pipelines.reports.analytics import (
     round_trips,
     trade_stats,
 )
+from fbt_pipelines.reports.roll_table import roll_table
 
 __all__ = [
     "BUNDLE", "attribution_figure", "correlation_figure", "equity_drawdown_figure", "market_pnl_figure",
     "monte_carlo_figure", "monthly_returns", "monthly_returns_figure", "rolling_figure", "rolling_sharpe",
-    "trade_figures", "write_tear_sheet",
+    "rolls_section", "trade_figures", "write_tear_sheet",
 ]
 
 BUNDLE = "plotly.min.js"
@@ -182,7 +185,21 @@ def trade_rows(stats: Mapping[str, float], unit: str) -> dict[str, str]:
         "Commission / slippage (USD)": f"{_fmt(stats['commission'], 'money')} / {_fmt(stats['slippage'], 'money')}",
         "Roll costs / other costs (USD)": f"{_fmt(stats['roll_costs'], 'money')} / "
                                           f"{_fmt(stats['other_costs'], 'money')}",
+        "Exits: stop / target / trailing stop": f"{_fmt(stats.get('stops', 0.0), 'count')} / "
+                                                f"{_fmt(stats.get('targets', 0.0), 'count')} / "
+                                                f"{_fmt(stats.get('trailing_stops', 0.0), 'count')}",
+        "Limit entries filled": _fmt(stats.get("limits", 0.0), "count"),
+        "Margin calls": _fmt(stats.get("margin_calls", 0.0), "count"),
     }
+
+
+def margin_call_row(trades: pd.DataFrame, limit: int = 12) -> str:
+    """The dates (UTC) of the margin calls' liquidations, for display ("none" when there were none)."""
+    dates = margin_call_dates(trades)
+    if not dates:
+        return "none"
+    shown = ", ".join(f"{d:%Y-%m-%d}" for d in dates[:limit])
+    return shown + (f" and {len(dates) - limit} more" if len(dates) > limit else "")
 
 
 def trade_analysis(trades: pd.DataFrame, equity: pd.DataFrame, multiplier: float | Mapping[str, float] | None
@@ -206,12 +223,48 @@ def _trade_section(trades: pd.DataFrame, equity: pd.DataFrame, multiplier: float
             "net of commission and roll costs.</p>") if multiplier is not None else (
             "<p class=\"note\">No contract multiplier given: round-trip P&amp;L in points x contracts, before costs."
             "</p>")
+    rows["Margin calls liquidated on"] = margin_call_row(trades)
     return f"<h2>Trades</h2>{_table(rows)}{note}", trade_figures(trips, stats, unit)
 
 
 def _table(rows: Mapping[str, object]) -> str:
     cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
     return f"<table>{cells}</table>"
+
+
+def _frame_table(frame: pd.DataFrame) -> str:
+    """A frame of display strings as an HTML table with a header row."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table class=\"rolls\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def rolls_section(rolls: Mapping[str, pd.DataFrame]) -> str:
+    """The "Rolls" section: per market (sorted), every roll as :func:`roll_table` shows it."""
+    parts = ["<h2>Rolls</h2>",
+             "<p class=\"note\">roll date = the last session (UTC) held in the old contract; the switch is at "
+             "its close. Trigger: why the roll happened (volume / open interest in contracts on that session "
+             "for the crossover rules). Gap = new close - old close on the roll date, in points and in USD per "
+             "contract; roll cost = one contract closed and reopened (2 sides x (commission + 1 tick of "
+             "slippage)), USD.</p>"]
+    for market in sorted(rolls):
+        schedule = rolls[market]
+        parts.append(f"<h3>{html.escape(str(market))} ({len(schedule):,} roll{'s' if len(schedule) != 1 else ''})"
+                     "</h3>")
+        parts.append(_frame_table(roll_table(schedule)) if len(schedule)
+                     else "<p class=\"note\">no roll in this window</p>")
+    return "".join(parts)
+
+
+def _mark_margin_calls(fig: go.Figure, equity: pd.DataFrame, dates: list[pd.Timestamp]) -> None:
+    """Red markers on the equity curve at each margin call's liquidation (the equity of that session)."""
+    curve = equity.set_index("ts")["equity"].astype(float)
+    naive = lambda ix: ix.tz_convert("UTC").tz_localize(None) if ix.tz is not None else ix  # noqa: E731
+    idx = naive(pd.DatetimeIndex(curve.index)).get_indexer(naive(pd.DatetimeIndex(dates)), method="pad")
+    keep = idx >= 0
+    fig.add_trace(go.Scatter(x=curve.index[idx[keep]], y=curve.to_numpy()[idx[keep]], mode="markers",
+                             name="margin call", marker={"color": "#d62728", "size": 9, "symbol": "x"}))
 
 
 def write_tear_sheet(
@@ -229,6 +282,7 @@ def write_tear_sheet(
     correlation: pd.DataFrame | None = None,
     strategy_pnl: pd.DataFrame | None = None,
     strategy_pnl_title: str = "Net P&L by strategy and market (USD, after costs)",
+    rolls: Mapping[str, pd.DataFrame] | None = None,
 ) -> Path:
     """Write the tear sheet HTML (and the shared plotly bundle) to ``path``.
 
@@ -242,7 +296,8 @@ def write_tear_sheet(
     sessions). ``correlation`` (a square matrix, e.g. of the markets' daily
     P&L) adds a heat map when it has at least two rows; ``strategy_pnl``
     (markets x strategies, USD) adds the per-strategy attribution when it has
-    at least two strategy columns.
+    at least two strategy columns. ``rolls`` (market -> its stored roll
+    schedule) adds the "Rolls" section (:func:`rolls_section`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     bundle = path.parent / BUNDLE
@@ -251,6 +306,8 @@ def write_tear_sheet(
         tmp.write_text(get_plotlyjs(), encoding="utf-8")
         tmp.replace(bundle)
     figs = [equity_drawdown_figure(equity, title)]
+    if trades is not None and margin_call_dates(trades):
+        _mark_margin_calls(figs[0], equity, margin_call_dates(trades))
     notes = []
     curve = equity.set_index("ts")["equity"].astype(float)
     if len(curve) and np.isfinite(curve.to_numpy()).all() and (curve > 0).all():
@@ -272,18 +329,21 @@ def write_tear_sheet(
         charts = "".join(f"<div class=\"cell\">{f.to_html(full_html=False, include_plotlyjs=False)}</div>"
                          for f in trade_figs)
         trade_html = f"{section}<div class=\"grid\">{charts}</div>"
+    roll_html = rolls_section(rolls) if rolls else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <script src="{BUNDLE}"></script>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;margin:8px 0 24px}}
 th,td{{padding:3px 12px;border-bottom:1px solid #ddd;text-align:left}} th{{font-weight:600}} .cols{{display:flex;gap:48px}}
-.grid{{display:flex;flex-wrap:wrap;gap:8px}} .cell{{flex:1 1 420px;min-width:0}} .note{{color:#666;font-size:90%}}</style>
+.grid{{display:flex;flex-wrap:wrap;gap:8px}} .cell{{flex:1 1 420px;min-width:0}} .note{{color:#666;font-size:90%}}
+table.rolls td{{white-space:nowrap;font-variant-numeric:tabular-nums}}</style>
 </head><body>
 <h1>{html.escape(title)}</h1>
 <div class="cols"><div><h2>Risk</h2>{_table(metrics)}</div><div><h2>Provenance</h2>{_table(provenance)}</div></div>
 {"".join(notes)}
 {body}
 {trade_html}
+{roll_html}
 </body></html>"""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(page, encoding="utf-8")

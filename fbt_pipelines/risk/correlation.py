@@ -75,8 +75,10 @@ def average_pairwise(corr: pd.DataFrame) -> float:
 
 
 def correlation_table(corr: pd.DataFrame) -> pd.DataFrame:
-    """The upper triangle of a correlation matrix as rows (a, b, correlation),
-    sorted by correlation descending: what a risk table shows."""
+    """The upper triangle of a correlation matrix as rows (a, b, correlation).
+
+    Sorted by correlation descending: what a risk table shows.
+    """
     cols = list(corr.columns)
     rows = [(cols[i], cols[j], float(corr.iloc[i, j])) for i in range(len(cols)) for j in range(i + 1, len(cols))]
     table = pd.DataFrame(rows, columns=["a", "b", "correlation"])

@@ -26,35 +26,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fbt_pipelines.primitives.performance import ZERO_VOL, annualisation, sharpe_ratio, validate_equity
+
 __all__ = [
     "RiskMetrics", "daily_returns", "drawdown", "historical_cvar", "historical_var",
     "max_drawdown_duration", "parametric_var", "risk_metrics", "ulcer_index", "parametric_cvar",
     "cornish_fisher_z", "cornish_fisher_var", "cornish_fisher_cvar", "turnover_notional", "turnover_contracts",
     "cost_share", "beta_correlation",
 ]
-
-# Daily return std (or downside deviation) at or below this is float noise of a
-# constant-return curve (e.g. compounding cash), treated as exactly zero.
-_ZERO_VOL = 1e-12
-
-
-def _equity_values(equity: pd.Series) -> np.ndarray:
-    """Validated float values of an equity curve; raises ``ValueError``."""
-    if not isinstance(equity, pd.Series):
-        raise TypeError(f"equity must be a pandas Series, got {type(equity).__name__}")
-    if len(equity) < 2:
-        raise ValueError(f"equity needs at least 2 points, got {len(equity)}")
-    if not (equity.index.is_monotonic_increasing and equity.index.is_unique):
-        raise ValueError("equity index must be sorted ascending with no duplicate sessions")
-    values = equity.to_numpy(dtype=float)
-    bad = ~np.isfinite(values) | (values <= 0)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(
-            f"equity must be finite and > 0; got {values[i]!r} at {equity.index[i]!r}"
-        )
-    return values
-
 
 def _return_values(returns: pd.Series | np.ndarray, minimum: int = 1) -> np.ndarray:
     values = np.asarray(returns, dtype=float).ravel()
@@ -78,7 +57,7 @@ def daily_returns(equity: pd.Series) -> pd.Series:
     later session; the undefined first value is dropped, so the result has
     ``len(equity) - 1`` rows.
     """
-    _equity_values(equity)
+    validate_equity(equity)
     return equity.astype(float).pct_change().iloc[1:].rename("return")
 
 
@@ -88,7 +67,7 @@ def drawdown(equity: pd.Series) -> pd.Series:
     The first point is its own peak, matching empyrical's ``drawdown_series``
     anchored at the starting equity.
     """
-    values = _equity_values(equity)
+    values = validate_equity(equity)
     return pd.Series(values / np.maximum.accumulate(values) - 1.0,
                      index=equity.index, name="drawdown")
 
@@ -99,7 +78,7 @@ def max_drawdown_duration(equity: pd.Series) -> int:
     A session that regains the peak exactly ends the run. An unrecovered
     drawdown counts up to the last session. 0 if equity never falls.
     """
-    values = _equity_values(equity)
+    values = validate_equity(equity)
     below = (values < np.maximum.accumulate(values)).astype(np.int8)
     edges = np.flatnonzero(np.diff(np.concatenate(([0], below, [0]))))
     if edges.size == 0:
@@ -224,7 +203,7 @@ def risk_metrics(
         Fewer than 2 points, non-positive / non-finite equity, unsorted or
         non-date index, non-positive ``periods_per_year``.
     """
-    values = _equity_values(equity)
+    values = validate_equity(equity)
     if int(periods_per_year) != periods_per_year or periods_per_year <= 0:
         raise ValueError(f"periods_per_year must be a positive integer, got {periods_per_year!r}")
     if not math.isfinite(risk_free):
@@ -232,14 +211,14 @@ def risk_metrics(
     start, end = _session_date(equity.index[0]), _session_date(equity.index[-1])
     r = values[1:] / values[:-1] - 1.0
     n = r.size
-    ann = math.sqrt(periods_per_year)
+    ann = annualisation(periods_per_year)
     excess = r - risk_free / periods_per_year
     std = float(r.std(ddof=1)) if n > 1 else math.nan
-    flat = not std > _ZERO_VOL  # also True when std is NaN (a single return)
-    annual_vol = 0.0 if std <= _ZERO_VOL else std * ann
-    sharpe = math.nan if flat else float(excess.mean() / excess.std(ddof=1)) * ann
+    flat = not std > ZERO_VOL  # also True when std is NaN (a single return)
+    annual_vol = 0.0 if std <= ZERO_VOL else std * ann
+    sharpe = sharpe_ratio(excess, periods_per_year)  # NaN when flat (the one zero-volatility rule)
     downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2)))
-    sortino = float(excess.mean()) / downside * ann if downside > _ZERO_VOL else math.nan
+    sortino = float(excess.mean()) / downside * ann if downside > ZERO_VOL else math.nan
 
     growth = values[-1] / values[0]
     with np.errstate(over="ignore"):
@@ -279,8 +258,10 @@ def ulcer_index(equity: pd.Series) -> float:
 
 
 def parametric_cvar(returns: pd.Series | np.ndarray, level: float = 0.95) -> float:
-    """One-day Gaussian expected shortfall, a positive fraction of equity:
-    ``sigma * phi(z_level) / (1 - level) - mu`` (sample mean, st. dev. ddof=1)."""
+    """One-day Gaussian expected shortfall, a positive fraction of equity.
+
+    ``sigma * phi(z_level) / (1 - level) - mu`` (sample mean, st. dev. ddof=1).
+    """
     values = _return_values(returns, minimum=2)
     nd = NormalDist()
     z = nd.inv_cdf(_check_level(level))
@@ -290,15 +271,17 @@ def parametric_cvar(returns: pd.Series | np.ndarray, level: float = 0.95) -> flo
 def _population_skew_kurt(values: np.ndarray) -> tuple[float, float]:
     dev = values - values.mean()
     m2 = float(np.mean(dev**2))
-    if m2 <= _ZERO_VOL**2:
+    if m2 <= ZERO_VOL**2:
         return math.nan, math.nan
     return float(np.mean(dev**3)) / m2**1.5, float(np.mean(dev**4)) / m2**2 - 3.0
 
 
 def cornish_fisher_z(p: np.ndarray | float, skew: float, excess_kurtosis: float) -> np.ndarray | float:
-    """Cornish-Fisher quantile of a standardised return at probability ``p``:
+    """Cornish-Fisher quantile of a standardised return at probability ``p``.
+
     ``z + (z^2 - 1) S / 6 + (z^3 - 3z) K / 24 - (2 z^3 - 5 z) S^2 / 36``
-    with ``z`` the normal quantile, ``S`` skew and ``K`` excess kurtosis."""
+    with ``z`` the normal quantile, ``S`` skew and ``K`` excess kurtosis.
+    """
     z = np.vectorize(NormalDist().inv_cdf)(p) if np.ndim(p) else NormalDist().inv_cdf(float(p))
     s, k = skew, excess_kurtosis
     return z + (z**2 - 1) * s / 6 + (z**3 - 3 * z) * k / 24 - (2 * z**3 - 5 * z) * s**2 / 36
@@ -359,7 +342,7 @@ def turnover_notional(traded_notional_usd: float, equity: pd.Series, periods_per
     do not change the position) and ``years = (len(equity) - 1) / 252``.
     2.0 means the book trades twice its average equity a year.
     """
-    values = _equity_values(equity)
+    values = validate_equity(equity)
     return float(traded_notional_usd / values.mean() / _years(len(values) - 1, periods_per_year))
 
 
@@ -407,9 +390,9 @@ def beta_correlation(portfolio_returns: pd.Series, market_returns: pd.Series) ->
         return math.nan, math.nan, n
     p, m = joined["p"].to_numpy(float), joined["m"].to_numpy(float)
     var_m = float(np.var(m, ddof=1))
-    if var_m <= _ZERO_VOL**2:
+    if var_m <= ZERO_VOL**2:
         return math.nan, math.nan, n
     cov = float(np.cov(p, m, ddof=1)[0, 1])
     sd_p = float(np.std(p, ddof=1))
-    corr = cov / (sd_p * math.sqrt(var_m)) if sd_p > _ZERO_VOL else math.nan
+    corr = cov / (sd_p * math.sqrt(var_m)) if sd_p > ZERO_VOL else math.nan
     return cov / var_m, corr, n

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fbt_pipelines.risk.metrics import _ZERO_VOL
+from fbt_pipelines.primitives.performance import sharpe_ratios
 
 __all__ = [
     "PERCENTILES", "MonteCarloSummary", "bootstrap_paths", "max_drawdown_paths",
@@ -235,9 +235,11 @@ class MonteCarloSummary:
     sharpe_ci: tuple[float, float]
 
     def scalars(self) -> dict[str, float]:
-        """Flat ``name -> float`` (e.g. for MLflow metrics): ``<metric>_p<q>``
-        for every percentile, ``prob_drawdown_exceeds``, ``sharpe_ci_low``,
-        ``sharpe_ci_high``."""
+        """Flat ``name -> float`` (e.g. for MLflow metrics).
+
+        ``<metric>_p<q>`` for every percentile, ``prob_drawdown_exceeds``,
+        ``sharpe_ci_low``, ``sharpe_ci_high``.
+        """
         out = {f"{metric}_p{q}": float(self.percentiles.at[metric, q])
                for metric in self.percentiles.index for q in self.percentiles.columns}
         out["prob_drawdown_exceeds"] = self.prob_drawdown_exceeds
@@ -299,7 +301,6 @@ def monte_carlo_summary(
     mdd = np.empty(n_paths)
     final = np.empty(n_paths)
     sharpe = np.empty(n_paths)
-    ann = math.sqrt(periods_per_year)
     step = _rows_per_chunk(horizon + 1)
     for lo in range(0, n_paths, step):
         hi = min(n_paths, lo + step)
@@ -310,10 +311,7 @@ def monte_carlo_summary(
         peak = np.maximum.accumulate(equity, axis=1)
         mdd[lo:hi] = -(equity / peak - 1.0).min(axis=1)
         final[lo:hi] = equity[:, -1]
-        sd = block.std(axis=1, ddof=1)
-        mean = block.mean(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sharpe[lo:hi] = np.where(sd > _ZERO_VOL, mean / sd * ann, np.nan)
+        sharpe[lo:hi] = sharpe_ratios(block, periods_per_year, axis=1)  # one Sharpe per path (row)
     with np.errstate(over="ignore"):
         cagr = np.power(final / capital, periods_per_year / horizon) - 1.0
 

@@ -16,7 +16,7 @@ per-period returns; ``kurtosis`` is the Pearson (NON-excess) kurtosis, 3 for
 a normal distribution -- pass ``RiskMetrics.kurtosis + 3`` (metrics reports
 excess kurtosis).
 
-Both functions work on the output of :func:`fbt_pipelines.engine.sweep.run_sweep`:
+Both functions work on the output of :func:`fbt_pipelines.usecases.sweep.run_sweep`:
 ``probability_of_backtest_overfitting(sweep.pnl)``; for the DSR take the
 best set's per-day Sharpe, the variance of all sets' per-day Sharpe ratios
 and ``len(sweep.pnl)``.
@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+
+from fbt_pipelines.primitives.performance import sharpe_from_moments
 
 __all__ = [
     "EULER_MASCHERONI", "cscv_logits", "deflated_sharpe_ratio", "expected_max_sharpe",
@@ -178,8 +180,10 @@ def cscv_logits(pnl: pd.DataFrame | np.ndarray, n_splits: int = 16, max_combinat
        worst, ``N`` = best, ties share their average rank),
     3. ``w = rank / (N + 1)``, ``logit = ln(w / (1 - w))``.
 
-    Sharpe is ``mean / std(ddof=1)`` per period, 0 for a zero-variance
-    column. Returns one logit per combination.
+    Sharpe is ``mean / std(ddof=1)`` per period, 0 for a column with no
+    volatility (st. dev. <= ``ZERO_VOL``, where
+    :func:`~fbt_pipelines.primitives.performance.sharpe_from_moments` gives
+    NaN). Returns one logit per combination.
     """
     values = np.asarray(pnl, dtype=float)
     if values.ndim != 2:
@@ -212,9 +216,9 @@ def cscv_logits(pnl: pd.DataFrame | np.ndarray, n_splits: int = 16, max_combinat
         # Sharpe of the raw values: variance is shift-invariant, the mean is shifted back.
         mean_c = total / count
         var = np.maximum(sq - count * mean_c**2, 0.0) / (count - 1)
-        sd = np.sqrt(var)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(sd > 0, (mean_c + shift) / sd, 0.0)
+        per_period = sharpe_from_moments(mean_c + shift, np.sqrt(var), periods_per_year=1)
+        # CSCV ranks every strategy, so a flat (zero-volatility, NaN Sharpe) one ranks as Sharpe 0
+        return np.where(np.isnan(per_period), 0.0, per_period)
 
     is_sr, oos_sr = sharpe(masks), sharpe(1.0 - masks)
     best = np.argmax(is_sr, axis=1)                                               # (C,)

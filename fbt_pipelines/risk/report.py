@@ -15,8 +15,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fbt_pipelines.ml.features import contract_returns
 from fbt_pipelines.portfolio.book import market_exposure
+from fbt_pipelines.primitives.returns import contract_returns
 from fbt_pipelines.risk import correlation as corr_mod
 from fbt_pipelines.risk.metrics import (beta_correlation, cornish_fisher_cvar, cornish_fisher_var, cost_share,
                                         daily_returns, parametric_cvar, parametric_var, turnover_contracts,
@@ -44,8 +44,10 @@ DEFAULT_WINDOWS: tuple[tuple[str, str, str], ...] = (
 
 
 def market_returns(prices: pd.DataFrame) -> pd.DataFrame:
-    """ts x root daily returns of the held contracts from long continuous prices
-    (columns ts, root, close, raw_close): ``contract_returns`` per market."""
+    """ts x root daily returns of the held contracts from long continuous prices.
+
+    Input columns: ts, root, close, raw_close; ``contract_returns`` per market.
+    """
     frames = {}
     for root, group in prices.sort_values(["root", "ts"]).groupby("root", sort=True):
         g = group.reset_index(drop=True)
@@ -72,7 +74,10 @@ def strategy_returns(equity: pd.DataFrame) -> pd.DataFrame:
 
 
 def _expand_shocks(shocks: Mapping[str, Mapping[str, float]], asset_classes: Mapping[str, str]) -> dict:
-    """{name: {key: move}} with keys a root, an asset class or ``*`` -> {name: {root: move}}."""
+    """{name: {key: move}} -> {name: {root: move}}.
+
+    Keys are a root, an asset class or ``*``.
+    """
     out = {}
     for name, moves in shocks.items():
         per_root = {}
@@ -228,10 +233,12 @@ def round_trip_pnl(positions: pd.DataFrame) -> np.ndarray:
 
 def trade_reshuffle_summary(trade_pnl: np.ndarray, capital: float, n_paths: int, dd_threshold: float,
                             seed: int = 0) -> dict[str, float]:
-    """Max drawdown (fraction of equity) over random orderings of the trades:
+    """Max drawdown (fraction of equity) over random orderings of the trades.
+
     ``trades``, ``max_drawdown_p5/p50/p95`` and ``prob_drawdown_exceeds``
     (share of orderings deeper than ``dd_threshold``). Every ordering ends
-    at the same equity; only the path, hence the drawdown, changes."""
+    at the same equity; only the path, hence the drawdown, changes.
+    """
     from fbt_pipelines.risk.monte_carlo import max_drawdown_paths, trade_reshuffle_paths
 
     if trade_pnl.size < 2:

@@ -61,8 +61,9 @@ def apply_shock(notional: pd.Series, moves: Mapping[str, float]) -> pd.Series:
 
 def historical_replay(notional: pd.Series, returns: pd.DataFrame, start: str | pd.Timestamp,
                       end: str | pd.Timestamp) -> tuple[pd.Series, list[str]]:
-    """P&L per market (USD) if the sessions from ``start`` to ``end``
-    (inclusive, UTC dates) happened again to today's book.
+    """P&L per market (USD) if a past window of sessions happened again to today's book.
+
+    The window: the sessions from ``start`` to ``end`` (inclusive, UTC dates).
 
     ``returns``: ts x root daily returns (fractions). Returns (pnl by root,
     roots without any return in the window: they make 0).
@@ -159,10 +160,11 @@ def scenario_table(notional: pd.Series, returns: pd.DataFrame,
                    named_windows: Sequence[tuple[str, str, str]] = (),
                    worst_days: Sequence[int] = (1, 5, 20), worst_count: int = 1,
                    level: float = 0.99) -> pd.DataFrame:
-    """Every scenario on today's book, one row per scenario per market plus a
-    ``total`` row: columns scenario, kind (shock | replay | worst | stress),
-    window (dates, for replays), root, pnl_usd (for stresses: minus the VaR
-    contribution, so a loss is negative throughout).
+    """Every scenario on today's book: one row per scenario per market plus a ``total``.
+
+    Columns scenario, kind (shock | replay | worst | stress), window (dates,
+    for replays), root, pnl_usd (for stresses: minus the VaR contribution, so
+    a loss is negative throughout).
 
     ``shocks``: name -> {root: move}. ``named_windows``: (name, start, end);
     a window outside the data is skipped. ``worst_days``: window lengths

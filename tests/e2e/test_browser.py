@@ -19,8 +19,11 @@ time (``executable_path=/usr/bin/chromium``; CI installs the OS packages
 Screenshots are test artefacts: ``$FBT_HOME/tmp/screenshots/`` of the
 FBT_HOME the test session started with (``<repo>/.fbt`` by default), or
 ``$FBT_SCREENSHOTS`` when set; the path is printed (``pytest -s``).
-Without ``/usr/bin/chromium`` the tests fail, unless the process cannot
-install it (not root), in which case they are skipped with the reason.
+The browser is ``$FBT_CHROMIUM`` (default ``/usr/bin/chromium``). Without it
+each browser test fails with the fix (the ``chromium`` fixture, before any
+server starts), unless the process cannot install it (not root), in which
+case each is skipped with the reason. Collection never fails: the rest of
+the suite runs either way.
 """
 
 from __future__ import annotations
@@ -43,22 +46,29 @@ from tests.conftest import use_private_home
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("FBT_CHROMIUM") or "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("FBT_SCREENSHOTS")
              or Path(os.environ.get("FBT_HOME") or REPO / ".fbt") / "tmp" / "screenshots")
 GROUPS = {"catalog": ["market_catalog"], "ingest": ["raw_bars"], "futures": ["roll_schedule", "continuous_prices"],
           "ml": ["features", "model", "predictions"], "backtest": ["backtests", "parameter_sweep"],
+          "intraday": ["intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests", "intraday_tear_sheet"],
           "portfolio": ["strategy_comparison", "portfolio", "risk_report", "tear_sheet"]}
 ASSETS = [a for names in GROUPS.values() for a in names]
 STRATEGIES = {"sma_crossover": ["--param", "fast=10", "--param", "slow=40"], "buy_and_hold": []}
 MOMENTUM = (Path(__file__).parents[1] / "user_strategies" / "momentum.py").read_text(encoding="utf-8")
 
-if not CHROMIUM.exists():
-    if os.geteuid() == 0:
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium chromium-driver` (the CI script does)",
-                    pytrace=False)
-    pytest.skip(f"BROWSER TESTS SKIPPED: {CHROMIUM} is not installed and this user cannot install it "
-                "(apt-get install -y chromium chromium-driver)", allow_module_level=True)
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> Path:
+    """The browser binary. Module-scoped and autouse, so it is set up before ``site`` (no servers
+    are started for nothing); when missing, every test of this module fails (root: it could be
+    installed) or is skipped (it cannot), each with the fix -- never the collection of the suite."""
+    if not CHROMIUM.is_file():
+        fix = "apt-get install -y chromium chromium-driver (.ci/run does), or point FBT_CHROMIUM at a chromium"
+        if os.geteuid() == 0:
+            pytest.fail(f"BROWSER MISSING: {CHROMIUM} does not exist: {fix}", pytrace=False)
+        pytest.skip(f"BROWSER TESTS SKIPPED: {CHROMIUM} does not exist and this user cannot install it: {fix}")
+    return CHROMIUM
 
 
 def free_port() -> int:
@@ -82,6 +92,33 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def wait_code_location(dagster_url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Until the webserver has LOADED the ``fbt`` code location (its own subprocess imports the
+    whole location, which takes tens of seconds on a busy machine). ``/server_info`` answers long
+    before; a lineage page opened while the location loads never draws its assets."""
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus " \
+            "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"dagster-webserver exited with {proc.returncode}: {proc.stderr.read()[-3000:]}")
+        request = urllib.request.Request(f"{dagster_url}/graphql", data=json.dumps({"query": query}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                entries = json.load(resp)["data"]["workspaceOrError"]["locationEntries"]
+        except (OSError, KeyError, TypeError):
+            entries = []
+        last = entries
+        fbt = [e for e in entries if e["name"] == "fbt"]
+        if fbt and fbt[0]["loadStatus"] == "LOADED":
+            loaded = fbt[0]["locationOrLoadError"] or {}
+            assert loaded.get("__typename") == "RepositoryLocation", f"the code location failed to load: {loaded}"
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the fbt code location did not load within {timeout:.0f} s: {last}")
+
+
 def cli(*args: str):
     result = CliRunner().invoke(__import__("fbt_pipelines.cli", fromlist=["main"]).main, list(args))
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
@@ -96,9 +133,9 @@ def site(tmp_path_factory, redis_url):
     use_private_home(mp, home, redis_url)
     mp.setenv("DAGSTER_HOME", str(home / "dagster"))
     from fbt_pipelines.config import paths
-    from fbt_pipelines.instance import ensure_dagster_home
+    from fbt_pipelines.location.instance import ensure_instance_storage
 
-    ensure_dagster_home()
+    ensure_instance_storage()  # before the webserver starts: both would create the SQLite tables
     paths().mlflow_dir.mkdir(parents=True, exist_ok=True)
     (home / "strategies").mkdir()
     (home / "strategies" / "momentum.py").write_text(MOMENTUM, encoding="utf-8")  # a user strategy
@@ -115,7 +152,7 @@ def site(tmp_path_factory, redis_url):
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         from mlflow.tracking import MlflowClient
 
-        from fbt_pipelines.stores.tracking import BACKTEST_EXPERIMENT
+        from fbt_pipelines.services.tracking import BACKTEST_EXPERIMENT
 
         MlflowClient(paths().mlflow_tracking_uri).search_experiments()  # creates the store's schema first
         procs.append(subprocess.Popen(
@@ -127,7 +164,7 @@ def site(tmp_path_factory, redis_url):
         from dagster import AssetSelection, DagsterInstance, materialize
 
         from fbt_pipelines.catalog import market_spec
-        from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+        from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
         from fbt_pipelines.marketdata.sample_data import write_sample_data
 
         write_sample_data(paths().landing, [market_spec("ES")], dt.date(2019, 1, 2), dt.date(2019, 12, 31))
@@ -141,7 +178,7 @@ def site(tmp_path_factory, redis_url):
         # the user strategy runs from the asset's run config, as from the launchpad
         assert materialize(ALL_ASSETS, selection=AssetSelection.assets("backtests"), partition_key="ES",
                            resources=resources, instance=instance,
-                           run_config={"ops": {"backtests": {"config": {"strategies": {"momentum": {"lookback": 20}}}}}}
+                           run_config={"ops": {"backtests": {"config": {"strategies": [{"name": "momentum", "params": {"lookback": 20}}]}}}}
                            ).success
         instance.dispose()
         print(f"\nmaterialized: {time.time() - t0:.1f} s")
@@ -156,6 +193,7 @@ def site(tmp_path_factory, redis_url):
 
         experiment = MlflowClient(paths().mlflow_tracking_uri).get_experiment_by_name(BACKTEST_EXPERIMENT)
         wait_http(f"http://127.0.0.1:{dagster_port}/server_info", procs[0], 90)
+        wait_code_location(f"http://127.0.0.1:{dagster_port}", procs[0], 180)
         wait_http(f"http://127.0.0.1:{mlflow_port}/health", procs[1], 90)
         SHOTS.mkdir(parents=True, exist_ok=True)
         print(f"\nservers up, data ready: {time.time() - t0:.1f} s; screenshots: {SHOTS}")
@@ -194,11 +232,11 @@ def _multi_strategy_page(folder: Path, runs: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(chromium: Path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        b = p.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
         try:
             yield b
         finally:
@@ -216,10 +254,17 @@ def test_dagster_ui_draws_every_asset_of_the_graph(site, browser):
     for group, names in GROUPS.items():
         page.goto(f"{site['dagster_url']}/locations/fbt/asset-groups/{group}/lineage", wait_until="domcontentloaded")
         # a node is an SVG foreignObject whose text starts with the asset name (then "Latest event", checks, ...)
-        page.wait_for_function(
-            "names => names.every(n => [...document.querySelectorAll('svg foreignObject')]"
-            "                         .some(e => (e.textContent || '').startsWith(n + 'Latest event')))",
-            arg=names, timeout=60_000)
+        try:
+            page.wait_for_function(
+                "names => names.every(n => [...document.querySelectorAll('svg foreignObject')]"
+                "                         .some(e => (e.textContent || '').startsWith(n + 'Latest event')))",
+                arg=names, timeout=90_000)
+        except Exception as exc:  # noqa: BLE001 - say what the page showed instead of a bare timeout
+            shot = SHOTS / f"dagster_{group}_lineage_FAILED.png"
+            page.screenshot(path=str(shot))
+            text = page.evaluate("() => document.body.innerText.slice(0, 600)")
+            raise AssertionError(f"group {group}: {names} not all drawn within 90 s ({exc.__class__.__name__}); "
+                                 f"screenshot {shot}; page text: {text!r}") from exc
         drawn[group] = page.evaluate(
             "names => names.filter(n => [...document.querySelectorAll('svg foreignObject')]"
             "                          .some(e => (e.textContent || '').startsWith(n + 'Latest event')))", names)
@@ -269,6 +314,64 @@ def test_mlflow_ui_lists_the_backtest_runs(site, browser):
     page = browser.new_page(viewport={"width": 1600, "height": 900})
     page.goto(f"{site['mlflow_url']}/#/experiments/{site['experiment']}/runs", wait_until="domcontentloaded")
     # two `fbt backtest` runs and the backtests asset's run of the user strategy
-    for name in [f"{strategy}-ES-vector" for strategy in STRATEGIES] + ["momentum-ES"]:
+    # run names say market, strategy and parameters (usecases/backtest.py run_name)
+    for name in ["ES sma_crossover fast=10 slow=40", "ES buy_and_hold", "ES momentum lookback=20"]:
         page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
     page.screenshot(path=str(SHOTS / "mlflow_runs.png"))
+
+
+def _dagster_page(browser, viewport=(1600, 1000)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    context.add_init_script("localStorage.setItem('communityNux', '\"1\"')")  # no newsletter dialog
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return context, page, errors
+
+
+def test_the_launchpad_scaffolds_every_default_strategy(site, browser):
+    """The backtest_market launchpad's scaffolded config lists all five default strategies
+    (Dagster drops ``{}`` values of a mapping when it scaffolds: strategies are a list)."""
+    context, page, errors = _dagster_page(browser)
+    page.goto(f"{site['dagster_url']}/locations/fbt/jobs/backtest_market/playground", wait_until="domcontentloaded")
+    names = ["sma_crossover", "ml_signal", "ewmac_multi", "carry", "buy_and_hold"]
+    try:
+        page.wait_for_function(
+            "names => { const t = [...document.querySelectorAll('.CodeMirror, .cm-editor')]"
+            "                     .map(e => e.innerText || '').join('\\n');"
+            "           return names.every(n => t.includes('name: ' + n)); }", arg=names, timeout=90_000)
+    except Exception as exc:  # noqa: BLE001 - say what the page showed instead of a bare timeout
+        shot = SHOTS / "dagster_launchpad_FAILED.png"
+        page.screenshot(path=str(shot))
+        text = page.evaluate("() => document.body.innerText.slice(0, 1500)")
+        raise AssertionError(f"launchpad: not every default strategy in the editor ({exc.__class__.__name__}); "
+                             f"screenshot {shot}; page text: {text!r}") from exc
+    page.screenshot(path=str(SHOTS / "dagster_launchpad.png"))
+    context.close()
+    assert not errors, errors
+
+
+def test_the_backtests_asset_page_shows_its_dated_equity_chart(site, browser):
+    """The backtests asset's ES materialization carries an equity chart that renders as an image
+    (Dagster shows Markdown over 1,000 characters behind 'Show Markdown': opened here)."""
+    context, page, errors = _dagster_page(browser)
+    page.goto(f"{site['dagster_url']}/assets/backtests?view=events&partition=ES", wait_until="domcontentloaded")
+    button = page.get_by_text("[Show Markdown]").first
+    try:
+        page.get_by_text("equity_chart").first.wait_for(timeout=90_000)
+        button.wait_for(timeout=30_000)
+    except Exception as exc:  # noqa: BLE001
+        shot = SHOTS / "dagster_backtests_asset_FAILED.png"
+        page.screenshot(path=str(shot))
+        text = page.evaluate("() => document.body.innerText.slice(0, 1500)")
+        raise AssertionError(f"backtests asset page: no equity_chart entry ({exc.__class__.__name__}); "
+                             f"screenshot {shot}; page text: {text!r}") from exc
+    row = page.locator("tr", has=page.get_by_text("equity_chart", exact=True)).first
+    row.get_by_text("[Show Markdown]").click()
+    image = page.locator("img[src^='data:image/svg+xml']").first
+    image.wait_for(timeout=30_000)
+    width = page.evaluate("img => img.naturalWidth", image.element_handle())
+    page.screenshot(path=str(SHOTS / "dagster_backtests_equity_chart.png"))
+    context.close()
+    assert width >= 600, width  # the chart (~720 px wide), not a broken image
+    assert not errors, errors

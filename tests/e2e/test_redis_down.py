@@ -20,7 +20,7 @@ DOWN = "redis://127.0.0.1:1/7"  # nothing listens on port 1
 def test_graph_runs_without_redis(fbt_home, monkeypatch, caplog):
     monkeypatch.setenv("REDIS_URL", DOWN)
     write_sample_data(paths().landing, [market_spec("ES")], dt.date(2019, 1, 2), dt.date(2020, 6, 30))
-    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
 
     caplog.set_level(logging.WARNING, logger="fbt.bus")
     instance = DagsterInstance.ephemeral()

@@ -16,7 +16,8 @@ import pytest
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"market_catalog", "raw_bars", "roll_schedule", "continuous_prices", "features", "model",
-            "predictions", "backtests", "parameter_sweep", "strategy_comparison", "portfolio", "risk_report", "tear_sheet"}
+            "predictions", "backtests", "parameter_sweep", "strategy_comparison", "portfolio", "risk_report", "tear_sheet",
+            "intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests", "intraday_tear_sheet"}
 
 
 def free_port() -> int:
@@ -56,6 +57,8 @@ def test_webserver_lists_every_asset_with_its_lineage(fbt_home):
         assert set(nodes) == EXPECTED
         assert nodes["continuous_prices"] == {"roll_schedule"} and nodes["predictions"] == {"model", "features"}
         assert nodes["backtests"] == {"continuous_prices", "predictions", "features"}
+        assert nodes["intraday_roll_schedule"] == {"raw_bars"}  # the intraday group hangs off the stored bars
+        assert nodes["intraday_backtests"] == {"intraday_continuous_prices"}
     finally:
         proc.terminate()
         proc.wait(timeout=20)

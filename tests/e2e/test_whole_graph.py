@@ -23,7 +23,7 @@ from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.catalog.expiry import business_day_offset
 from fbt_pipelines.config import paths
 from fbt_pipelines.marketdata.sample_data import write_sample_data
-from fbt_pipelines.stores.tracking import BACKTEST_EXPERIMENT
+from fbt_pipelines.services.tracking import BACKTEST_EXPERIMENT
 from tests.conftest import use_private_home
 
 MARKETS = ["ES", "CL"]
@@ -49,9 +49,9 @@ def graph(tmp_path_factory, redis_url):
     write_sample_data(paths().landing, [market_spec(m) for m in MARKETS], dt.date(2015, 1, 2), dt.date(2020, 12, 31))
     (home / "margins").mkdir()
     shutil.copy(FIXTURES / "lean" / "margins" / "ES.csv", home / "margins" / "ES.csv")  # CL keeps catalogue margins
-    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
 
-    from fbt_pipelines.instance import ensure_dagster_home
+    from fbt_pipelines.location.instance import ensure_dagster_home
 
     ensure_dagster_home()  # $FBT_HOME/dagster with the repo's dagster.yaml, as `make demo` uses
     instance = DagsterInstance.get()
@@ -239,8 +239,8 @@ def test_sweep_children_walk_forward_and_consistency_with_the_backtest(graph):
 
 
 def test_risk_limit_breach_fails_its_check_and_raises_an_alert(graph, redis_url):
-    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
-    from fbt_pipelines.stores.bus import Bus
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.services.bus import Bus
 
     _, instance, _ = graph
     config = {"ops": {"risk_report": {"config": {"max_drawdown": 0.01, "max_var_99": 0.5,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from fbt_pipelines.local_services import _free_port, redis_reachable
+from fbt_pipelines.services.local import _free_port, redis_reachable
 
 
 @dataclass

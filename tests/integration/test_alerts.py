@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from dagster import AssetSelection, DagsterEventType, DagsterInstance, build_run_status_sensor_context, materialize
 
-from fbt_pipelines.alerts import send_alert
-from fbt_pipelines.automation import run_failure_alert
-from fbt_pipelines.stores.bus import Bus
+from fbt_pipelines.services.alerts import send_alert
+from fbt_pipelines.location.automation import run_failure_alert
+from fbt_pipelines.services.bus import Bus
 from resources import BusResource
 from tests.conftest import delete_prefix
 
@@ -37,7 +37,7 @@ def webhook():
 
 def materialize_es_raw_bars(instance: DagsterInstance):
     """raw_bars for market ES from $FBT_HOME/landing/ES, in process, without raising on failure."""
-    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
 
     return materialize(ALL_ASSETS, selection=AssetSelection.assets("raw_bars"), partition_key="ES",
                        resources=local_resources(), instance=instance, raise_on_error=False)
@@ -78,8 +78,8 @@ def test_failed_check_alerts_once_on_the_bus(fbt_home, redis_url):
     and partition, and nothing again on its next tick."""
     from dagster import build_sensor_context
 
-    from fbt_pipelines.automation import check_failure_alert
-    from fbt_pipelines.definitions import defs
+    from fbt_pipelines.location.automation import check_failure_alert
+    from fbt_pipelines.location.definitions import defs
 
     landing = fbt_home / "landing" / "ES"
     landing.mkdir(parents=True)

@@ -13,8 +13,8 @@ from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.cli import main
 from fbt_pipelines.config import paths
 from fbt_pipelines.marketdata.sample_data import write_sample_data
-from fbt_pipelines.stores.backup import BackupError, restore, table_fingerprints
-from fbt_pipelines.stores.tracking import Tracking
+from fbt_pipelines.services.backup import BackupError, restore, table_fingerprints
+from fbt_pipelines.services.tracking import Tracking
 
 
 def test_backup_destroy_restore(fbt_home, tmp_path):
@@ -53,7 +53,7 @@ def test_backup_destroy_restore(fbt_home, tmp_path):
 
 
 def test_paths_with_quotes_are_literals_not_sql(fbt_home, tmp_path):
-    from fbt_pipelines.stores.backup import backup
+    from fbt_pipelines.services.backup import backup
 
     with duckdb.connect(str(paths().warehouse)) as conn:
         conn.execute("CREATE TABLE bars AS SELECT 1 AS x")

@@ -9,13 +9,13 @@ import duckdb
 from click.testing import CliRunner
 from dagster import DagsterInstance, DefaultScheduleStatus, build_schedule_context
 
-from fbt_pipelines.automation_backup import backup_job, nightly_backup
+from fbt_pipelines.location.automation_backup import backup_job, nightly_backup
 from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.cli import main
 from fbt_pipelines.config import paths
 from fbt_pipelines.marketdata.sample_data import write_sample_data
-from fbt_pipelines.stores.backup import restore
-from fbt_pipelines.stores.backup_rotation import list_backups
+from fbt_pipelines.services.backup import restore
+from fbt_pipelines.services.backup_rotation import list_backups
 
 
 def _row_counts() -> dict[str, int]:

@@ -17,9 +17,9 @@ import pyarrow.ipc as ipc
 import pytest
 import redis
 
-from fbt_pipelines import local_services
-from fbt_pipelines.local_services import ensure_redis, redis_reachable, start_local_redis
-from fbt_pipelines.stores.bus import DEFAULT_TTL_SECONDS, Bus, BusUnavailable
+from fbt_pipelines.services import local as local_services
+from fbt_pipelines.services.local import ensure_redis, redis_reachable, start_local_redis
+from fbt_pipelines.services.bus import DEFAULT_TTL_SECONDS, Bus, BusUnavailable
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
 
@@ -159,6 +159,79 @@ def test_read_requests_respects_count(bus: Bus) -> None:
     assert [r["i"] for _, r in second] == [2, 3, 4]
 
 
+def test_new_requests_stay_pending_until_acked_and_come_back_to_their_reader(bus: Bus) -> None:
+    ids = [bus.submit_request({"i": i}) for i in range(3)]
+    first = bus.new_requests("sensor-a", count=2)
+    rest = bus.new_requests("sensor-a", count=5)
+    assert [r["request_id"] for _, r in first + rest] == ids
+    assert first[0][1] == {"i": 0, "request_id": ids[0]}
+    assert bus.new_requests("sensor-a", count=5) == []  # each entry is new once
+    assert bus.new_requests("sensor-a", count=0) == []
+    assert bus.queue_depth() == {"length": 3, "pending": 3}  # read, none acknowledged
+
+    # the reader gets back everything it holds at once, however recently read (a restart under the same name)
+    assert bus.pending_requests("sensor-a", min_idle_ms=60_000) == first + rest
+    # another reader takes none of it before it has been idle min_idle_ms ...
+    assert bus.pending_requests("sensor-b", min_idle_ms=60_000) == []
+    bus.ack(first[0][0], first[1][0])  # several in one call
+    assert bus.queue_depth() == {"length": 1, "pending": 1}
+    time.sleep(0.05)
+    # ... and takes it over once it has; the first reader no longer holds it
+    assert bus.pending_requests("sensor-b", min_idle_ms=20) == rest
+    assert bus.pending_requests("sensor-a", min_idle_ms=60_000) == []
+    assert bus.queue_depth() == {"length": 1, "pending": 1}  # taking over is not acknowledging
+    bus.ack(rest[0][0])
+    assert bus.queue_depth() == {"length": 0, "pending": 0}
+    assert bus.pending_requests("sensor-b", min_idle_ms=0) == []
+
+
+def test_pending_requests_takes_over_the_whole_backlog_and_returns_the_oldest(bus: Bus, raw: redis.Redis) -> None:
+    ids = [bus.submit_request({"i": i}) for i in range(250)]
+    held = bus.new_requests("dead-reader", count=250)
+    assert len(held) == 250
+    got = bus.pending_requests("sensor", min_idle_ms=0, count=100)
+    assert [r["request_id"] for _, r in got] == ids[:100]  # oldest first, count respected
+    # all 250 taken over (XAUTOCLAIM is followed past its first page), not just the 100 returned
+    owners = raw.xpending(bus.requests_stream, bus.group)["consumers"]
+    assert owners == [{"name": b"sensor", "pending": 250}]
+    bus.ack(*[entry_id for entry_id, _ in got])
+    assert [r["request_id"] for _, r in bus.pending_requests("sensor", min_idle_ms=0, count=200)] == ids[100:]
+
+
+# Redis 7 drops a deleted entry in XAUTOCLAIM whatever min_idle_ms (measured: with 600 s, an entry
+# read a moment before); the bodiless read-back branch of pending_requests is for Redis 6.2.
+@pytest.mark.parametrize("min_idle_ms", [60_000, 0])
+def test_pending_entry_deleted_from_the_stream_is_dropped(bus: Bus, raw: redis.Redis,
+                                                          caplog: pytest.LogCaptureFixture, min_idle_ms: int) -> None:
+    kept = bus.submit_request({"i": 0})
+    bus.submit_request({"i": 1})
+    entries = bus.new_requests("sensor", count=5)
+    raw.xdel(bus.requests_stream, entries[1][0])  # e.g. trimmed by an operator while pending
+    with caplog.at_level(logging.WARNING, logger="fbt.bus"):
+        assert [r["request_id"] for _, r in bus.pending_requests("sensor", min_idle_ms=min_idle_ms)] == [kept]
+    assert entries[1][0] in caplog.text and "no body left" in caplog.text
+    assert bus.queue_depth() == {"length": 1, "pending": 1}  # the deleted one left the group
+
+
+def test_new_requests_rejects_a_bad_body_and_acknowledges_it(bus: Bus, raw: redis.Redis) -> None:
+    bus.queue_depth()  # creates the group
+    raw.xadd(bus.requests_stream, {"body": b"not json"})
+    good = bus.submit_request({"market": "ES"})
+    assert [r["request_id"] for _, r in bus.new_requests("sensor", count=5)] == [good]
+    assert bus.queue_depth() == {"length": 1, "pending": 1}  # the bad one acknowledged and deleted
+    (event,) = [e for e in bus.recent_events(5) if e["type"] == "request_rejected"]
+    assert "not valid JSON" in event["reason"]
+
+
+@pytest.mark.parametrize("call", [lambda b: b.pending_requests("s", count=0),
+                                  lambda b: b.pending_requests("s", min_idle_ms=-1),
+                                  lambda b: b.new_requests("s", count=-1),
+                                  lambda b: b.read_requests("s", count=2.5)])
+def test_queue_reads_refuse_a_bad_count_or_idle_time(bus: Bus, call) -> None:
+    with pytest.raises(ValueError, match="count must be|min_idle_ms must be"):
+        call(bus)
+
+
 # -- Redis unreachable -------------------------------------------------------
 def test_unreachable_redis_degrades_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="fbt.bus")
@@ -179,6 +252,10 @@ def test_unreachable_redis_degrades_with_one_warning(caplog: pytest.LogCaptureFi
         bus.queue_depth()
     with pytest.raises(BusUnavailable):
         bus.ack("0-1")
+    with pytest.raises(BusUnavailable):
+        bus.pending_requests("sensor-a")
+    with pytest.raises(BusUnavailable):
+        bus.new_requests("sensor-a")
     bus.close()
 
     warnings = [r for r in caplog.records if r.name == "fbt.bus" and r.levelno == logging.WARNING]

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from fbt_pipelines.catalog import market_spec
 from fbt_pipelines.config import paths
 from fbt_pipelines.marketdata.sample_data import write_sample_data
-from fbt_pipelines.stores.bus import Bus, BusUnavailable
+from fbt_pipelines.services.bus import Bus, BusUnavailable
 from tests.integration.private_redis import PrivateRedis
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def csv_rows(folder: Path) -> int:
 def test_redis_killed_mid_run_the_run_finishes_without_cache(fbt_home, monkeypatch, tmp_path, caplog):
     from dagster import AssetSelection, DagsterInstance, materialize
 
-    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
 
     server = PrivateRedis(tmp_path / "redis").start()
     try:
@@ -147,7 +147,7 @@ def test_redis_restart_loses_no_pending_request(tmp_path):
 # -- c. MLflow store unavailable ----------------------------------------------------------------
 @pytest.mark.slow
 def test_mlflow_down_backtest_lands_in_warehouse_and_says_tracking_failed(fbt_home, monkeypatch, tmp_path):
-    from fbt_pipelines.local_services import _free_port
+    from fbt_pipelines.services.local import _free_port
 
     write_sample_data(paths().landing, [market_spec("ES")], dt.date(2019, 1, 2), dt.date(2019, 12, 31))
     assert cli("ingest", str(paths().landing / "ES"), "--json").exit_code == 0
@@ -183,8 +183,8 @@ def test_mlflow_down_backtest_lands_in_warehouse_and_says_tracking_failed(fbt_ho
 def test_mlflow_down_backtests_asset_succeeds_and_its_run_says_tracking_failed(fbt_home, monkeypatch):
     from dagster import AssetSelection, DagsterInstance, materialize
 
-    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
-    from fbt_pipelines.local_services import _free_port
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.services.local import _free_port
 
     dead = f"http://127.0.0.1:{_free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
@@ -193,7 +193,7 @@ def test_mlflow_down_backtests_asset_succeeds_and_its_run_says_tracking_failed(f
     instance.add_dynamic_partitions("markets", ["ES"])
     assert materialize(ALL_ASSETS, selection=AssetSelection.assets("market_catalog"), resources=local_resources(),
                        instance=instance).success
-    strategies = {"sma_crossover": {"fast": 10, "slow": 40}, "buy_and_hold": {}}
+    strategies = [{"name": "sma_crossover", "params": {"fast": 10, "slow": 40}}, {"name": "buy_and_hold"}]
     result = materialize(ALL_ASSETS, selection=AssetSelection.assets("raw_bars", "roll_schedule",
                                                                      "continuous_prices", "features", "backtests"),
                          partition_key="ES", resources=local_resources(), instance=instance,
@@ -217,7 +217,7 @@ HOLDER = r"""
 import sys, time
 from pathlib import Path
 from fbt_pipelines.cli.data import connect_warehouse
-from fbt_pipelines.stores.ingest import ingest_path
+from fbt_pipelines.ingest.files import ingest_path
 conn = connect_warehouse()
 for f in sorted(Path(sys.argv[1]).glob("*.csv")):
     ingest_path(conn, f)

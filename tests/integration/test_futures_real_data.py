@@ -35,8 +35,8 @@ from fbt_pipelines.futures.back_adjust import (
 )
 from fbt_pipelines.futures.continuous import build_continuous
 from fbt_pipelines.futures.roll_rules import RollRule, build_roll_schedule
-from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.stores.ingest import ingest_path
+from fbt_pipelines.services import warehouse as wh
+from fbt_pipelines.ingest.files import ingest_path
 
 LEAN = Path(__file__).resolve().parents[1] / "fixtures" / "lean"
 ES_TRADE, ES_OI = LEAN / "es_trade.zip", LEAN / "es_openinterest.zip"

@@ -24,9 +24,9 @@ import pytest
 
 from fbt_pipelines.errors import DataError
 from fbt_pipelines.marketdata import validation
-from fbt_pipelines.stores import ingest as ingest_mod
-from fbt_pipelines.stores.ingest import ingest_path
-from fbt_pipelines.stores.warehouse import ensure_schema
+from fbt_pipelines.ingest import files as ingest_mod
+from fbt_pipelines.ingest.files import ingest_path
+from fbt_pipelines.services.warehouse import ensure_schema
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "malformed"
 EXPECTED: dict[str, dict] = json.loads((CORPUS / "expected.json").read_text())

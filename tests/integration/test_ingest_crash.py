@@ -39,7 +39,7 @@ import pandas as pd
 import pytest
 
 from fbt_pipelines.marketdata.sessions import SESSION_CALENDAR
-from fbt_pipelines.stores.ingest import ingest_path
+from fbt_pipelines.ingest.files import ingest_path
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ fd = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 def mark(name):
     os.write(fd, f"{name} {time.monotonic():.6f}\n".encode())
 import duckdb
-from fbt_pipelines.stores import ingest
+from fbt_pipelines.ingest import files as ingest
 
 def after(fn, name):
     def wrapped(*a, **k):
@@ -82,7 +82,7 @@ def after(fn, name):
 
 ingest.stage_csv = after(ingest.stage_csv, "staged")
 ingest._validate = after(ingest._validate, "validated")
-from fbt_pipelines.stores import bulk_csv  # the bulk path: its insert and checks are the same phases
+from fbt_pipelines.ingest import bulk_csv  # the bulk path: its insert and checks are the same phases
 bulk_csv.insert_rows = after(bulk_csv.insert_rows, "staged")
 bulk_csv.check_rows = after(bulk_csv.check_rows, "validated")
 

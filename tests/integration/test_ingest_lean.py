@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from fbt_pipelines.stores.ingest import ingest_path
+from fbt_pipelines.ingest.files import ingest_path
 
 LEAN = Path(__file__).resolve().parents[1] / "fixtures" / "lean"
 TRADE_ZIPS = [LEAN / "es_trade.zip", LEAN / "comex" / "daily" / "gc_trade.zip",

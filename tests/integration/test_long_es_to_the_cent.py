@@ -37,8 +37,8 @@ from fbt_pipelines.futures.back_adjust import AdjustmentMethod, roll_continuity_
 from fbt_pipelines.futures.continuous import build_continuous
 from fbt_pipelines.futures.roll_rules import RollRule
 from fbt_pipelines.marketdata.sample_data import write_sample_data
-from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.stores.ingest import bar_sources, ingest_path
+from fbt_pipelines.services import warehouse as wh
+from fbt_pipelines.ingest.files import bar_sources, ingest_path
 
 START, END = dt.date(2015, 1, 2), dt.date(2018, 12, 31)
 

@@ -57,9 +57,9 @@ def features_table(drift: bool) -> pd.DataFrame:
 def run_stage(tmp_path_factory, redis_url, drift: bool):
     """A private FBT_HOME with the features table, the walk-forward model and
     both markets' predictions materialized through its Dagster instance."""
-    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
-    from fbt_pipelines.instance import ensure_dagster_home
-    from fbt_pipelines.stores import warehouse as wh
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.location.instance import ensure_dagster_home
+    from fbt_pipelines.services import warehouse as wh
 
     home = tmp_path_factory.mktemp("ml_drift" if drift else "ml_healthy")
     mp = pytest.MonkeyPatch()
@@ -169,13 +169,13 @@ def test_checks_report_the_drift_and_the_accuracy(drifting):
 
 
 def test_retrain_sensor_requests_a_run_on_drift(drifting):
-    from fbt_pipelines.automation_ml import model_retrain_sensor, retrain_evidence
+    from fbt_pipelines.location.automation_ml import model_retrain_sensor, retrain_evidence
     _, instance, _ = drifting
     evidence = retrain_evidence(instance)
-    assert len(evidence.reasons) == 1 and evidence.reasons[0].startswith("CL: max_psi")
+    assert len(evidence.reasons) == 1 and evidence.reasons[0].startswith("CL: feature_drift")
     result = model_retrain_sensor(build_sensor_context(instance=instance))
     assert result.run_key == f"retrain-{evidence.newest_id}" and result.job_name in (None, "train_model")
-    assert "CL: max_psi" in result.tags["fbt/retrain_reason"]
+    assert "CL: feature_drift" in result.tags["fbt/retrain_reason"]
     # a stricter accuracy floor also fires on the healthy market
     assert any(r.startswith("ES: rolling_accuracy") for r in retrain_evidence(instance, min_accuracy=0.99).reasons)
 
@@ -184,9 +184,9 @@ def test_retrain_sensor_requests_a_run_on_drift(drifting):
 def healthy(drifting):
     """The same instance and stores after the drift is gone: CL's features
     rewritten without the shift, the model retrained, predictions rerun."""
-    from fbt_pipelines.automation_ml import retrain_evidence
-    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
-    from fbt_pipelines.stores import warehouse as wh
+    from fbt_pipelines.location.automation_ml import retrain_evidence
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.services import warehouse as wh
 
     home, instance, _ = drifting
     resources = local_resources()
@@ -204,7 +204,7 @@ def healthy(drifting):
 
 
 def test_retrain_sensor_quiet_when_healthy(healthy):
-    from fbt_pipelines.automation_ml import model_retrain_sensor, retrain_evidence
+    from fbt_pipelines.location.automation_ml import model_retrain_sensor, retrain_evidence
     instance, results, stale = healthy
     assert stale.reasons == []
     assert len(checks(results)) == 6 and all(e.passed for e in checks(results).values())

@@ -82,8 +82,37 @@ def test_report_writes_the_tear_sheet_and_csvs_of_a_backtest(fbt_home, monkeypat
     assert unknown.exit_code == 1 and "unknown run id" in unknown.output and run_id in unknown.output
     assert run("report", "../etc").exit_code == 2
 
+    # the pipeline's runs (backtest_runs rows, found by their MLflow run id) report too
+    _pipeline_run_report_matches_the_adhoc_one(fbt_home, run_id, metrics)
+
     # a user strategy (one file in $FBT_HOME/strategies) runs through `fbt backtest`, then `fbt report --pdf`
     _user_strategy_backtest_and_pdf(fbt_home)
+
+
+def _pipeline_run_report_matches_the_adhoc_one(fbt_home, adhoc_id: str, adhoc: pd.Series) -> None:
+    """The same spec stored as the backtests asset stores it (other path, same numbers)."""
+    from fbt_pipelines.cli.app import workspace_here
+    from fbt_pipelines.usecases.backtest import backtest_market, backtest_row, read_market_data, store_market_backtests
+    from fbt_pipelines.usecases.spec import BacktestSpec
+
+    workspace = workspace_here()
+    spec = BacktestSpec.create("sma_crossover", {"fast": 10, "slow": 40}, library=workspace.strategies(),
+                               capital=1_000_000.0, annual_risk_target=0.20, slippage_ticks=1.0)
+    pipeline_id = "feedc0ffee" * 3 + "ab"
+    with duckdb.connect(str(fbt_home / "warehouse.duckdb")) as conn:
+        bt = backtest_market(spec, read_market_data(conn, "ES", workspace))
+        store_market_backtests(conn, "ES", [backtest_row(bt, code_version="test", mlflow_run_id=pipeline_id)], [bt])
+    result = run("report", pipeline_id, "--csv")
+    assert result.exit_code == 0, result.output
+    page = (fbt_home / "reports" / f"{pipeline_id}.html").read_text(encoding="utf-8")
+    assert f"sma_crossover on ES (backtests asset {pipeline_id})" in page
+    mine = pd.read_csv(fbt_home / "reports" / pipeline_id / "metrics.csv").set_index("metric")["value"]
+    for key in ["net_pnl", "final_equity", "sharpe", "max_drawdown", "cagr", "trades_rolls", "trades_roll_costs",
+                "bars", "var_95"]:
+        assert float(mine[key]) == pytest.approx(float(adhoc[key]), rel=1e-9, abs=1e-6), key
+    assert float(mine["net_pnl"]) == pytest.approx(bt.summary["net_pnl"], abs=1e-6)
+    unknown = run("report", "0" * 32)
+    assert unknown.exit_code == 1 and pipeline_id in unknown.output and adhoc_id in unknown.output
 
 
 MOMENTUM = (Path(__file__).parents[1] / "user_strategies" / "momentum.py").read_text(encoding="utf-8")
@@ -126,7 +155,8 @@ def _user_strategy_backtest_and_pdf(fbt_home):
         text = [" ".join(page.extract_text().split()) for page in reader.pages]
         m = pd.read_csv(fbt_home / "reports" / rid / "metrics.csv").set_index("metric")["value"]
         f = {k: float(m[k]) for k in m.index if k not in ("run_id", "root", "strategy", "engine", "params",
-                                                            "data_version", "first", "last", "start", "end")}
+                                                            "data_version", "first", "last", "start", "end",
+                                                            "margin_call_dates", "account_stopped")}
         for expected in [f"Net P&L (after costs) {f['net_pnl']:,.2f} USD", f"Sharpe {f['sharpe']:.2f}",
                          f"CAGR {f['cagr']:.2%}", f"Max drawdown {f['max_drawdown']:.2%}",
                          f"VaR 95 / 99 (1d) {f['var_95']:.2%} / {f['var_99']:.2%}", f"run id (MLflow) {rid}",

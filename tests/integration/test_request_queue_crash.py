@@ -1,88 +1,88 @@
-"""200 backtest requests, the consumer SIGKILLed between launching a run and
-acknowledging its request: every request is launched exactly once.
+"""The request queue's bus methods when the reading process is SIGKILLed.
 
-The consumer is the sensor's logic (``read_requests`` with the consumer
-group, ``request_to_run``, ack after the run request) in a subprocess; a
-"launch" is recorded under the run key (= request id) with INSERT OR IGNORE,
-which is what Dagster's sensor daemon guarantees for run keys. Delivery is
-at least once (a killed consumer's pending entry is reclaimed by the next);
-the run key makes the effect exactly once.
+A reader process reads backtest requests with ``Bus.new_requests`` and
+acknowledges only those it has handled; it is SIGKILLed while holding read,
+unacknowledged entries. Restarted under the same consumer name, it finds them
+at once with ``Bus.pending_requests`` (no idle wait: ``min_idle_ms`` is 60 s
+here) with their bodies intact, then reads the rest: every request is handled
+and acknowledged, none twice, the queue ends empty.
+
+This tests the bus alone. That the backtest request sensor, built on these
+methods, gives each request exactly one Dagster run through a killed
+``dagster-daemon`` is tests/integration/test_request_daemon_crash.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
-import duckdb
-import pytest
-
-from fbt_pipelines.stores.bus import Bus
+from fbt_pipelines.services.bus import Bus
 from tests.conftest import delete_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 N = 200
 
-CONSUMER = r"""
-import os, signal, sys, duckdb
-from fbt_pipelines.automation import request_to_run
-from fbt_pipelines.stores.bus import Bus
+READER = r"""
+import json, os, signal, sys
+from fbt_pipelines.services.bus import Bus
 
-url, prefix, name, db, crash_after, idle_ms = sys.argv[1:7]
+url, prefix, log_path, crash_after = sys.argv[1:5]
 bus = Bus(url, prefix)
-conn = duckdb.connect(db)
-conn.execute("CREATE TABLE IF NOT EXISTS launches (run_key VARCHAR PRIMARY KEY, consumer VARCHAR)")
-conn.execute("CREATE TABLE IF NOT EXISTS deliveries (run_key VARCHAR, consumer VARCHAR)")
-launched = 0
-while True:
-    entries = bus.read_requests(name, count=25, claim_idle_ms=int(idle_ms))
-    if not entries:
-        break
-    for entry_id, body in entries:
-        run = request_to_run(body, {"ES", "CL"})
-        conn.execute("INSERT INTO deliveries VALUES (?, ?)", [run.run_key, name])
-        conn.execute("INSERT OR IGNORE INTO launches VALUES (?, ?)", [run.run_key, name])
-        conn.execute("CHECKPOINT")
-        launched += 1
-        if launched == int(crash_after):
-            os.kill(os.getpid(), signal.SIGKILL)  # launched, not yet acknowledged
-        bus.ack(entry_id)
+handled = 0
+with open(log_path, "a") as log:
+    def handle(entries, source):
+        global handled
+        for entry_id, body in entries:
+            log.write(json.dumps({"request_id": body["request_id"], "i": body["i"], "source": source}) + "\n")
+            log.flush()
+            handled += 1
+            if handled == int(crash_after):
+                os.kill(os.getpid(), signal.SIGKILL)  # handled, not acknowledged; the rest of the batch held
+            bus.ack(entry_id)
+    handle(bus.pending_requests("reader", min_idle_ms=60_000, count=100), "pending")
+    while entries := bus.new_requests("reader", count=25):
+        handle(entries, "new")
 """
 
 
-def consume(redis_url: str, prefix: str, name: str, db: Path, crash_after: int, idle_ms: int) -> int:
-    proc = subprocess.run([sys.executable, "-c", CONSUMER, redis_url, prefix, name, str(db), str(crash_after),
-                           str(idle_ms)], cwd=REPO, capture_output=True, text=True, timeout=120,
+def read(redis_url: str, prefix: str, log: Path, crash_after: int) -> int:
+    proc = subprocess.run([sys.executable, "-c", READER, redis_url, prefix, str(log), str(crash_after)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-2000:]
     return proc.returncode
 
 
-@pytest.mark.slow
-def test_every_request_runs_exactly_once_when_the_consumer_is_killed(redis_url, tmp_path):
+def test_a_killed_reader_finds_its_unacknowledged_requests_at_once(redis_url, tmp_path):
     prefix = f"fbttest-{uuid.uuid4().hex[:12]}"
     bus = Bus(redis_url, prefix)
-    db = tmp_path / "launches.duckdb"
+    log = tmp_path / "handled.jsonl"
     try:
-        ids = [bus.submit_request({"market": "ES" if i % 2 else "CL", "strategy": "sma_crossover",
-                                   "params": {"fast": 5 + i % 30}}) for i in range(N)]
-        # first consumer dies by SIGKILL right after launching its 73rd run, before the ack
-        assert consume(redis_url, prefix, "sensor-a", db, crash_after=73, idle_ms=60_000) == -signal.SIGKILL
-        depth = bus.queue_depth()
-        assert depth["pending"] >= 1  # read (and launched) but never acknowledged
-        # the next consumer reclaims what the dead one held, then reads the rest
-        assert consume(redis_url, prefix, "sensor-b", db, crash_after=-1, idle_ms=0) == 0
+        ids = [bus.submit_request({"market": "ES", "i": i}) for i in range(N)]
+        # dies after handling its 60th request: the 3rd batch of 25 read, 9 of it acknowledged
+        assert read(redis_url, prefix, log, crash_after=60) == -signal.SIGKILL
+        assert bus.queue_depth() == {"length": N - 59, "pending": 16}
+        # the same reader again: its 16 held entries first (not idle 60 s: taken back at once), then the rest
+        assert read(redis_url, prefix, log, crash_after=-1) == 0
         assert bus.queue_depth() == {"length": 0, "pending": 0}
-        with duckdb.connect(str(db), read_only=True) as conn:
-            launches = conn.execute("SELECT run_key, consumer FROM launches").fetchall()
-            deliveries = conn.execute("SELECT run_key, count(*) FROM deliveries GROUP BY 1 HAVING count(*) > 1").fetchall()
-        assert sorted(k for k, _ in launches) == sorted(ids)  # all 200, each once
-        assert {c for _, c in launches} == {"sensor-a", "sensor-b"}
-        assert len(deliveries) >= 1  # at least one request was delivered twice ...
-        redelivered = {k for k, _ in deliveries}
-        assert all(dict(launches)[k] == "sensor-a" for k in redelivered)  # ... and launched only the first time
+
+        handled = [json.loads(line) for line in log.read_text().splitlines()]
+        first, second = handled[:60], handled[60:]
+        assert [h["i"] for h in first] == list(range(60))
+        assert [h["source"] for h in second[:16]] == ["pending"] * 16
+        assert [h["i"] for h in second[:16]] == list(range(59, 75))  # the one handled unacked, and 15 unhandled
+        assert [h["i"] for h in second[16:]] == list(range(75, N))
+        assert all(h["request_id"] == ids[h["i"]] for h in handled)  # bodies intact
+        counts = Counter(h["request_id"] for h in handled)
+        assert set(counts) == set(ids)  # none lost
+        assert [rid for rid, n in counts.items() if n > 1] == [ids[59]]  # only the unacknowledged one twice
     finally:
+        bus.close()
         delete_prefix(redis_url, prefix)

@@ -22,8 +22,8 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from fbt_pipelines import limits
-from fbt_pipelines.stores.bus import Bus, BusUnavailable, redact_url
+from fbt_pipelines.services import limits
+from fbt_pipelines.services.bus import Bus, BusUnavailable, redact_url
 from tests.conftest import delete_prefix
 from tests.integration.private_redis import PrivateRedis
 
@@ -134,8 +134,8 @@ def test_urls_are_redacted():
 
 # -- hostile payloads ---------------------------------------------------------------------------
 def test_hostile_cache_values_are_misses_and_never_executed(bus, tmp_path, caplog):
-    from fbt_pipelines.stores import warehouse as wh
-    from fbt_pipelines.stores.cached_reads import read_partition_cached
+    from fbt_pipelines.services import warehouse as wh
+    from fbt_pipelines.services.cached_reads import read_partition_cached
 
     canary = tmp_path / "canary"
     conn = duckdb.connect(str(tmp_path / "w.duckdb"))
@@ -180,8 +180,8 @@ def test_hostile_cache_values_are_misses_and_never_executed(bus, tmp_path, caplo
 def test_hostile_requests_are_rejected_with_reasons_and_never_run(redis_url, tmp_path, monkeypatch):
     from dagster import DagsterInstance, build_sensor_context
 
-    from fbt_pipelines.automation import backtest_request_sensor
-    from resources import BusResource
+    from fbt_pipelines.location.automation import backtest_request_sensor
+    from resources import BusResource, FilesResource
 
     canary = tmp_path / "canary"
     prefix = f"fbttest-{uuid.uuid4().hex[:12]}"
@@ -212,11 +212,15 @@ def test_hostile_requests_are_rejected_with_reasons_and_never_run(redis_url, tmp
 
         instance = DagsterInstance.ephemeral()
         instance.add_dynamic_partitions("markets", ["ES"])
-        ctx = build_sensor_context(instance=instance, resources={"bus": BusResource(url=redis_url, prefix=prefix)})
+        ctx = build_sensor_context(instance=instance, resources={"bus": BusResource(url=redis_url, prefix=prefix),
+                                                            "files": FilesResource(landing_dir="/nonexistent/landing", reports_dir="/nonexistent/reports")})
         (run,) = backtest_request_sensor(ctx)  # only the good one becomes a run
-        assert run.run_key == good
-        assert run.run_config["ops"]["backtests"]["config"]["strategies"] == {"sma_crossover": {"fast": 10, "slow": 100}}
-        assert bus.queue_depth() == {"length": 0, "pending": 0}  # nothing jams the queue
+        (body,) = run.run_config["ops"]["backtest_requests"]["config"]["requests"]
+        assert json.loads(body)["request_id"] == good and run.tags["fbt/requests"] == "1"
+        # nothing jams the queue: every hostile entry acknowledged and gone; only the good one stays
+        # pending, unacknowledged until its run exists
+        assert bus.queue_depth() == {"length": 1, "pending": 1}
+        assert [body["request_id"] for _, body in bus.pending_requests("dagster-sensor")] == [good]
         rejected = [e for e in bus.recent_events(50) if e["type"] == "request_rejected"]
         reasons = " | ".join(e["reason"] for e in rejected)
         assert len(rejected) == len(hostile), reasons
@@ -242,8 +246,8 @@ def test_hostile_cli_inputs_are_refused_or_stored_as_data(fbt_home, tmp_path):
         assert result.exit_code == 2 and "the value must be a number" in result.output, args
     injection = "ES'; DROP TABLE bars;--"
     result = cli("backtest", "--strategy", "sma_crossover", "--market", injection)
-    assert result.exit_code == 1 and "unknown market" in result.output.lower()
-    assert cli("contracts", "ES' OR '1'='1", "--from", "2020", "--to", "2020").exit_code == 1
+    assert result.exit_code == 2 and "unknown market" in result.output.lower()  # bad usage
+    assert cli("contracts", "ES' OR '1'='1", "--from", "2020", "--to", "2020").exit_code == 2
 
     # a file whose name and contract codes are SQL: ingested as data, the bad code quarantined
     folder = tmp_path / "in"
@@ -337,32 +341,41 @@ SQL_METHODS = {"execute", "executemany", "sql", "query"}
 # against RESULT_TABLES or information_schema, canonical column names, SQL fragments made by
 # code, path literals escaped by _path_literal); every value from data or users is a `?` parameter.
 REVIEWED_DYNAMIC_SQL = {
-    ("fbt_pipelines/stores/warehouse.py", "ensure_schema"): "ALTER TABLE from the MIGRATIONS constant",
-    ("fbt_pipelines/stores/warehouse.py", "replace_partition"): "table checked against RESULT_TABLES; key is ?",
-    ("fbt_pipelines/stores/warehouse.py", "_migrate_columns"): "called by replace_partition (table in RESULT_TABLES); "
+    ("fbt_pipelines/services/warehouse.py", "ensure_schema"): "ALTER TABLE from the MIGRATIONS constant",
+    ("fbt_pipelines/services/warehouse.py", "replace_partition"): "table checked against RESULT_TABLES; key is ?",
+    ("fbt_pipelines/usecases/intraday.py", "read_intraday_prices"): "column list is the module's constant "
+                                                                     "_PRICE_COLUMNS; the series key is ?",
+    ("fbt_pipelines/services/warehouse.py", "replace_partitions"): "tables checked against RESULT_TABLES, key "
+                                                                   "columns from it; frames registered as views",
+    ("fbt_pipelines/services/warehouse.py", "_migrate_columns"): "called by replace_partition (table in RESULT_TABLES); "
                                                                 "column names quoted as identifiers; key is ?",
-    ("fbt_pipelines/stores/warehouse.py", "read_partition"): "table in RESULT_TABLES; ORDER BY columns checked "
+    ("fbt_pipelines/services/warehouse.py", "read_partition"): "table in RESULT_TABLES; ORDER BY columns checked "
                                                              "against information_schema; key is ?",
-    ("fbt_pipelines/stores/warehouse.py", "read_table"): "table in RESULT_TABLES; ORDER BY identifiers only",
-    ("fbt_pipelines/stores/summary.py", "market_summary"): "optional column chosen by code",
-    ("fbt_pipelines/stores/summary.py", "table_counts"): "table names checked against a fixed list",
-    ("fbt_pipelines/stores/backup.py", "table_fingerprints"): "table names from information_schema, quoted",
-    ("fbt_pipelines/stores/backup.py", "backup"): "EXPORT DATABASE takes no parameters: path via _path_literal",
-    ("fbt_pipelines/stores/backup.py", "restore"): "IMPORT DATABASE takes no parameters: path via _path_literal",
-    ("fbt_pipelines/stores/staging.py", "drop_staging"): "temp table names from a fixed tuple",
-    ("fbt_pipelines/stores/staging.py", "_stage_csv_fast"): "canonical column names; the path is ?",
-    ("fbt_pipelines/stores/staging.py", "stage_csv"): "canonical column names; the path is ?",
-    ("fbt_pipelines/stores/staging.py", "stage_parquet"): "canonical column names; the path is ?",
-    ("fbt_pipelines/stores/ingest.py", "_store"): "placeholder lists ('?' * n) and fixed fragments",
-    ("fbt_pipelines/stores/ingest.py", "_replace_older"): "placeholder lists ('?' * n); new_keys is a SELECT written "
+    ("fbt_pipelines/services/warehouse.py", "read_table"): "table in RESULT_TABLES; ORDER BY identifiers only",
+    ("fbt_pipelines/services/summary.py", "market_summary"): "optional column chosen by code",
+    ("fbt_pipelines/services/summary.py", "table_counts"): "table names checked against a fixed list",
+    ("fbt_pipelines/services/backup.py", "table_fingerprints"): "table names from information_schema, quoted",
+    ("fbt_pipelines/services/backup.py", "backup"): "EXPORT DATABASE takes no parameters: path via _path_literal",
+    ("fbt_pipelines/services/backup.py", "restore"): "IMPORT DATABASE takes no parameters: path via _path_literal",
+    ("fbt_pipelines/ingest/staging.py", "drop_staging"): "temp table names from a fixed tuple",
+    ("fbt_pipelines/ingest/staging.py", "_stage_csv_fast"): "canonical column names; the path is ?",
+    ("fbt_pipelines/ingest/staging.py", "stage_csv"): "canonical column names; the path is ?",
+    ("fbt_pipelines/ingest/staging.py", "stage_parquet"): "canonical column names; the path is ?",
+    ("fbt_pipelines/ingest/files.py", "_store"): "placeholder lists ('?' * n) and fixed fragments",
+    ("fbt_pipelines/ingest/files.py", "_replace_older"): "placeholder lists ('?' * n); new_keys is a SELECT written "
                                                           "by the two callers in ingest.py; values are ?",
-    ("fbt_pipelines/stores/bulk_csv.py", "insert_rows"): "column positions c0..cN and types from the _TYPES "
+    ("fbt_pipelines/ingest/bulk_csv.py", "insert_rows"): "column positions c0..cN and types from the _TYPES "
                                                          "constant; rule SQL from sql_rules; path and values are $parameters",
-    ("fbt_pipelines/stores/bulk_csv.py", "ingest_bulk_csv"): "restores DuckDB's own setting value, checked "
+    ("fbt_pipelines/ingest/bulk_csv.py", "insert_if_clean"): "restores DuckDB's own setting value, checked "
                                                              "against [a-z_,]* first",
-    ("fbt_pipelines/stores/bulk_csv.py", "check_rows"): "off-tick SQL from sql_rules; the ingest id is ?",
-    ("fbt_pipelines/stores/sql_validation.py", "validate_in_db"): "SQL fragments built by code; values are ?",
-    ("fbt_pipelines/stores/sql_validation.py", "_spike_count"): "SQL fragments built by code; spike_z as "
+    ("fbt_pipelines/ingest/bulk_csv.py", "check_rows"): "off-tick SQL from sql_rules; the ingest id is ?",
+    ("fbt_pipelines/ingest/bulk_arrays.py", "ingest_bulk_arrays"): "rule SQL from sql_rules, values are "
+                                                                   "$parameters; restores DuckDB's own setting "
+                                                                   "value, checked against [a-z_,]* first",
+    ("fbt_pipelines/ingest/staging.py", "stage_arrays"): "raw-text format: a constant of the DBN caller, quotes "
+                                                         "doubled; column names from the caller's constant keys",
+    ("fbt_pipelines/ingest/sql_validation.py", "validate_in_db"): "SQL fragments built by code; values are ?",
+    ("fbt_pipelines/ingest/sql_validation.py", "_spike_count"): "SQL fragments built by code; spike_z as "
                                                                 "repr(float(...))",
 }
 
@@ -452,7 +465,7 @@ def test_source_has_no_pickle_eval_or_unreviewed_dynamic_sql():
     unreviewed = sorted(dynamic_sql - set(REVIEWED_DYNAMIC_SQL))
     assert unreviewed == [], ("SQL text built with f-strings/concatenation outside the reviewed list (use ? "
                               f"parameters, or review and add with a reason): {unreviewed}")
-    assert ("fbt_pipelines/stores/warehouse.py", "replace_partition") in dynamic_sql  # the scanner sees f-strings
+    assert ("fbt_pipelines/services/warehouse.py", "replace_partition") in dynamic_sql  # the scanner sees f-strings
 
 
 def test_scanner_catches_what_it_is_meant_to(tmp_path):

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from fbt_pipelines.errors import DataError
-from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.stores.ingest import ingest_path
-from fbt_pipelines.stores.cached_reads import read_partition_cached
+from fbt_pipelines.services import warehouse as wh
+from fbt_pipelines.ingest.files import ingest_path
+from fbt_pipelines.services.cached_reads import read_partition_cached
 
 GOOD = """contract,ts,open,high,low,close,volume,open_interest
 ESZ2013,2013-12-02,1800.00,1810.25,1795.50,1805.75,1000,5000
@@ -136,7 +136,7 @@ def test_cached_read_follows_the_data_version(conn, bus):
 
 
 def test_bars_cache_is_invalidated_by_a_new_ingest(conn, bus, tmp_path):
-    from fbt_pipelines.stores.cached_reads import read_bars_cached
+    from fbt_pipelines.services.cached_reads import read_bars_cached
 
     ingest_path(conn, write(tmp_path, "es.csv", GOOD))
     first, hit1 = read_bars_cached(conn, bus, "ES")

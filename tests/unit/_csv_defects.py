@@ -6,8 +6,9 @@ Every defect the validator knows is in the menu: unparseable and missing
 fields, NaN/inf, non-positive prices, high < low, open/close outside the
 range, negative/fractional/too large volume and open interest, wrong field
 counts, malformed codes, unknown roots, two spellings of one contract,
-in-file duplicates, bars outside the sessions, off-grid prices and spikes;
-rows in contract runs (vendor order) or shuffled.
+in-file duplicates, bars outside the sessions, implausible prices (a bar at
+1e308, one below a tick, one 20x above or below its neighbours), off-grid
+prices and spikes; rows in contract runs (vendor order) or shuffled.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ row_spec = st.fixed_dictionaries({
     "t": st.integers(0, 14),  # index into the file's clock (repeats make duplicates)
     "ts_defect": st.sampled_from([None] * 8 + ["bad", "empty", "outside"]),
     "move": st.integers(-3, 3),
-    "price_defect": st.sampled_from([None] * 10 + ["open", "high", "low", "close", "hl", "open_out", "close_out",
-                                                   "off_tick"]),
+    "price_defect": st.sampled_from([None] * 12 + ["open", "high", "low", "close", "hl", "open_out", "close_out",
+                                                   "off_tick", "huge", "tiny", "jump", "drop"]),
     "price_value": st.sampled_from(PRICE_DEFECTS),
     "volume": st.sampled_from([None] * 6 + VOLUME_DEFECTS),
     "oi": st.sampled_from([None] * 5 + [""] * 2 + OI_DEFECTS),
@@ -50,14 +51,15 @@ def _fmt(x: float) -> str:
 
 
 def make_csv(rows: list[dict], interval: str, shuffle_seed: int | None, spikes: list[int],
-             order: str = "vendor") -> str:
+             order: str = "vendor", start: dict[str, float] | None = None) -> str:
     """The CSV text of ``rows`` (``row_spec`` dicts; ``spikes``: row indexes
     whose close is multiplied by 8). Row order: shuffled with
     ``shuffle_seed`` if given, else by ``order``: ``vendor`` (contract runs,
     time rising), ``time`` (time rising, contracts interleaved),
-    ``descending`` (contract runs, time falling) or ``given`` (as listed)."""
+    ``descending`` (contract runs, time falling) or ``given`` (as listed).
+    ``start``: a code's first price level (default 2000 points)."""
     lines = [HEADER]
-    level: dict[str, float] = defaultdict(lambda: 2000.0)
+    level: dict[str, float] = defaultdict(lambda: 2000.0, start or {})
     body = []
     for i, r in enumerate(rows):
         code = r["code"]
@@ -85,6 +87,10 @@ def make_csv(rows: list[dict], interval: str, shuffle_seed: int | None, spikes: 
             values[3] = _fmt(lo - 1.0)
         elif d == "off_tick":
             values = [_fmt(v + 0.1) for v in (o, h, lo, c)]
+        elif d in ("huge", "tiny"):  # a flat bar beyond ES's bounds: 1e308 (finite), below one tick (0.25)
+            values = [_fmt(1e308 if d == "huge" else 0.1)] * 4
+        elif d in ("jump", "drop"):  # a bar 20x above / below the level: outside the 10x band
+            values = [_fmt(v * 20.0 if d == "jump" else v / 20.0) for v in (o, h, lo, c)]
         volume = r["volume"] if r["volume"] is not None else str(100 + i)
         oi = r["oi"] if r["oi"] is not None else str(5000 + i)
         fields = [code, ts, *values, volume, oi]

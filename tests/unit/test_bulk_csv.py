@@ -1,4 +1,4 @@
-"""The bulk CSV path (fbt_pipelines/stores/bulk_csv.py) against the general
+"""The bulk CSV path (fbt_pipelines/ingest/bulk_csv.py) against the general
 path (stage, validate, quarantine), on real DuckDB warehouse files.
 
 The bulk path may decline a file (then the general path runs), but what
@@ -21,19 +21,21 @@ import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from blake3 import blake3
 from hypothesis import strategies as st
 
 from fbt_pipelines.catalog.specs import load_catalog
-from fbt_pipelines.marketdata.quality import spike_count
+from fbt_pipelines.marketdata.quality import large_move_count
 from fbt_pipelines.marketdata.sessions import SESSION_CALENDAR, session_filter
 from fbt_pipelines.marketdata.sql_rules import outside_session_count, row_reason_sql, row_rules_ok_sql
-from fbt_pipelines.stores import bulk_csv
-from fbt_pipelines.stores.bulk_csv import spike_count_in_blocks
-from fbt_pipelines.stores.file_hash import content_hash
-from fbt_pipelines.stores.ingest import ingest_path
-from fbt_pipelines.stores.staging import scan_file
+from fbt_pipelines.marketdata.validation import band_outliers, band_reason, bound_reason
+from fbt_pipelines.ingest import bulk_csv
+from fbt_pipelines.ingest import files as ingest_files
+from fbt_pipelines.ingest.bulk_csv import spike_count_in_blocks
+from fbt_pipelines.ingest.file_hash import content_hash
+from fbt_pipelines.ingest.files import ingest_path
+from fbt_pipelines.ingest.staging import scan_file
 from tests.unit._csv_defects import clean_row_spec, make_csv, row_spec
 
 SPECS = load_catalog()
@@ -60,12 +62,24 @@ def bulk_min_bytes(n: int):
         bulk_csv.BULK_MIN_BYTES = old
 
 
-def ingest_into(db: Path, paths: list[Path], interval: str, bulk: bool):
+@contextmanager
+def sql_rules_min_rows(n: int):
+    old = ingest_files.SQL_RULES_MIN_ROWS
+    ingest_files.SQL_RULES_MIN_ROWS = n
+    try:
+        yield
+    finally:
+        ingest_files.SQL_RULES_MIN_ROWS = old
+
+
+def ingest_into(db: Path, paths: list[Path], interval: str, bulk: bool, sql_rules: bool = False):
     """Ingest ``paths`` in order into a fresh warehouse file; (results, state).
-    ``bulk``: any file may take the bulk path; False: none may."""
+    ``bulk``: any file may take the bulk path; False: none may. ``sql_rules``:
+    the general path validates with the SQL rules (else pandera, for files
+    this small)."""
     conn = duckdb.connect(str(db))
     try:
-        with bulk_min_bytes(0 if bulk else 1 << 62):
+        with bulk_min_bytes(0 if bulk else 1 << 62), sql_rules_min_rows(0 if sql_rules else 1 << 62):
             results = [r for p in paths for r in ingest_path(conn, p, interval=interval, specs=SPECS)]
         state = {k: conn.execute(sql).fetchall() for k, sql in STATE_SQL.items()}
         setting = conn.execute("SELECT current_setting('disabled_compression_methods')").fetchall()[0][0]
@@ -114,6 +128,176 @@ def test_bulk_and_general_paths_store_the_same_and_bulk_takes_every_clean_vendor
     if general.quarantined == 0 and order == "vendor" and {r["code"][:2] for r in rows} == {"ES"} \
             and all(r["code"] != "ESH15" for r in rows):
         assert bulk.method == "bulk"
+
+
+def three_ways(tmp: Path, paths: list[Path], interval: str):
+    """The bulk path (where it takes a file), the general path with pandera
+    and with the SQL rules: the same results and warehouse, file after file."""
+    runs = [ingest_into(tmp / f"{name}.duckdb", paths, interval, bulk=bulk, sql_rules=sql)
+            for name, bulk, sql in (("bulk", True, False), ("pandera", False, False), ("sql", False, True))]
+    (bulk, bulk_state), *general = runs
+    for results, state in general:
+        assert all(r.method == "staged" for r in results)
+        for b, g in zip(bulk, results, strict=True):
+            assert b.__dict__ | {"method": None} == g.__dict__ | {"method": None}
+        for key in STATE_SQL:
+            assert bulk_state[key] == state[key], key
+    return bulk, bulk_state
+
+
+@pytest.mark.parametrize("level", [2000.0, 15_000.0, 300.0, 25_000.0, 150.0, 1e308])
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=st.lists(clean_row_spec, min_size=1, max_size=30), second=mostly_clean_rows(),
+       interval=st.sampled_from(["1m", "1d"]))
+def test_a_second_file_starts_from_the_stored_closes_on_every_path(tmp_path_factory, first, second, interval, level):
+    """File two after file one (overlapping in time): its first bar of a
+    contract is judged against the last stored close before it, on the bulk
+    path and both general ones alike. ``level``: where ESM2015 starts in file
+    two; file one has it at 2000 +- 30 (15,000 and 300 stay inside the 10x
+    band, 25,000 and 150 do not; 1e308 is outside ES's bounds)."""
+    tmp = tmp_path_factory.mktemp("two")
+    a, b = tmp / "a.csv", tmp / "b.csv"
+    first = [dict(CLEAN, code="ESM2015", t=0)] + first  # file one has ESM2015 from its first bar time
+    second = [dict(CLEAN, code="ESM2015", t=30)] + [dict(r, t=r["t"] + 20) for r in second]  # later, overlapping
+    a.write_text(make_csv(first, interval, None, []))
+    b.write_text(make_csv(second, interval, None, [], start={"ESM2015": level}))
+    (_, result), state = three_ways(tmp, [a, b], interval)
+    esm = [r for r in second if r["code"] == "ESM2015"]
+    band = {raw.split(",")[0] for _, _, _, raw, reason in state["quarantine"] if reason == band_reason(10.0)}
+    if esm and all(r["price_defect"] in (None, "off_tick") for r in esm) \
+            and any(r["code"] == "ESM2015" and r["t"] < min(e["t"] for e in esm) for r in first):
+        # a stored close before file two's ESM2015 bars, and no 20x print of their own
+        event(f"ESM2015 after a stored close, level {level:g}")
+        assert ("ESM2015" in band) == (level in (25_000.0, 150.0)), (level, band)
+    if esm and level == 1e308:
+        assert result.quarantined >= len(esm) and result.method == "staged"
+
+
+def reference_band(close: np.ndarray, sizes: list[int], anchors: np.ndarray, bands: np.ndarray) -> np.ndarray:
+    """The band rule as its definition reads, one close at a time: rejected
+    if more than band x (or under 1/band of) the previous accepted close; the
+    first compared with the anchor, or without one with the lower median of
+    the first five closes."""
+    out, start = [], 0
+    for n, anchor, band in zip(sizes, anchors, bands):
+        block = [float(x) for x in close[start:start + n]]
+        start += n
+        if not block:
+            continue
+        first = sorted(block[:5])
+        ref = anchor if not np.isnan(anchor) else first[(len(first) - 1) // 2]
+        for x in block:
+            if x / ref > band or ref / x > band:
+                out.append(True)
+            else:
+                out.append(False)
+                ref = x
+    return np.array(out, dtype=bool)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(0, 1500), min_size=1, max_size=4), seed=st.integers(0, 1 << 30),
+       anchored=st.lists(st.booleans(), min_size=4, max_size=4), band=st.sampled_from([10.0, 2.0, 1.5]),
+       bad=st.floats(0.0, 0.2))
+def test_band_outliers_is_the_one_at_a_time_rule(sizes, seed, anchored, band, bad):
+    """Blocks of random walks with a share ``bad`` of bars multiplied by one
+    of 1, band (exactly on the edge: accepted), band x 1.000001, 1/band,
+    (1/band) / 1.000001, 20, 1/20, and runs of them (blocks up to 1,500 bars:
+    the search goes past its first chunks)."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    close = 2000.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    factors = np.array([1.0, band, band * 1.000001, 1 / band, (1 / band) / 1.000001, 20.0, 0.05])
+    hit = rng.random(n) < bad
+    close[hit] *= factors[rng.integers(0, len(factors), int(hit.sum()))]
+    runs = rng.integers(0, max(n, 1), 3)
+    for r in runs:  # runs of bad bars
+        close[r:r + 40] *= 30.0
+    close = close[:n]
+    anchors = np.array([close[0] * f if a and n else np.nan
+                        for a, f in zip(anchored, rng.choice(factors, 4))])[:len(sizes)]
+    bands = np.full(len(sizes), band)
+    want = reference_band(close, sizes, anchors, bands)
+    assert (band_outliers(close, sizes, anchors, bands) == want).all()
+
+
+def test_band_outliers_by_hand():
+    """Hand-worked: 100, 1001 (10.01x: out), 99 (vs 100: in), 990 (exactly
+    10x 99: in), 98 (vs 990: 10.1x, out), 1000 (vs 990: in); a second block
+    with no anchor starting on a bad print, 5000 among 400s: the lower median
+    of (5000, 410, 405, 400, 395) is 405, so 5000 is out."""
+    close = np.array([100.0, 1001.0, 99.0, 990.0, 98.0, 1000.0, 5000.0, 410.0, 405.0, 400.0, 395.0])
+    got = band_outliers(close, [6, 5], np.array([100.0, np.nan]), np.array([10.0, 10.0]))
+    assert got.tolist() == [False, True, False, False, True, False, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("case", ["20x print", "1e308 bar", "bar below a tick", "contract at 2.5e8", "all of them"])
+def test_an_implausible_bar_sends_a_large_file_to_the_general_path(tmp_path, case):
+    """In a file the bulk path would take: a 20x print (only the band check
+    sees it), a 1e308 bar (finite; its tick-grid quotient overflows) and a
+    bar below one tick (the INSERT's bound refuses them, the band would too),
+    a whole contract at 2.5e8 points (above ES's 2e8; consistent, so only the
+    bound sees it), or all of them. The bulk path declines; the general path
+    quarantines exactly those lines with their reasons and keeps the bar
+    after the print (it is near the last accepted close). The file ingested
+    before stays as it was."""
+    before = minute_file(tmp_path / "before.csv", [("ESH2015", 5)], sessions=4, seed=3)
+    lines = minute_file(tmp_path / "es.csv", [("ESH2015", 9), ("ESM2015", 9)], sessions=14).read_text().splitlines()
+    es = SPECS["ES"]
+    bad: dict[int, str] = {}  # line number -> reason
+    edits = {"20x print": [(2000, "jump")], "1e308 bar": [(4000, "1e308")], "bar below a tick": [(6000, "0.1")],
+             "contract at 2.5e8": [(k, "level") for k in range(8401, 16801)]}
+    edits["all of them"] = [e for key in ("20x print", "1e308 bar", "bar below a tick") for e in edits[key]]
+    for at, kind in edits[case]:  # lines 2001, 4001, 6001: ESH2015 bars; 8402.. : ESM2015
+        f = lines[at].split(",")
+        if kind in ("jump", "level"):
+            f[2:6] = [repr(float(x) * (20 if kind == "jump" else 125_000)) for x in f[2:6]]
+        else:
+            f[2:6] = [kind] * 4
+        lines[at] = ",".join(f)
+        bad[at + 1] = band_reason(10.0) if kind == "jump" else bound_reason(es)
+    path = tmp_path / "es_bad.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > bulk_csv.BULK_MIN_BYTES
+    (_, result), state = three_ways(tmp_path, [before, path], "1m")
+    assert bound_reason(es) == ("implausible_price: a price outside [0.25, 200000000] "
+                                "(the market's min_price, max_price)")
+    assert (result.method, result.quarantined, result.accepted) == ("staged", len(bad), 2 * 14 * 600 - len(bad))
+    assert [(line, raw, reason) for _, _, line, raw, reason in state["quarantine"]] == [
+        (line, lines[line - 1], reason) for line, reason in sorted(bad.items())]
+    stored = {(c, ts.isoformat()): close for c, _root, _i, ts, _o, _h, _l, close, *_ in state["bars"]}
+    assert len(stored) == 4 * 600 + 2 * 14 * 600 - len(bad)
+    assert 1000 < min(stored.values()) and max(stored.values()) < 3000  # nothing implausible landed
+    after = lines[2001].split(",")  # the bar after the print: kept, as written
+    assert stored[(after[0], after[1].replace("Z", "+00:00"))] == float(after[5])
+
+
+def test_a_contract_far_from_its_stored_level_is_quarantined_whole(tmp_path):
+    """The vendor's prices of ESH2015 are 12x too high in the second file:
+    its first bar is compared with the last stored close before it, and so is
+    every later one (no bar of it is accepted): all quarantined, the first
+    file's bars untouched; ESM2015 in the same file lands. Into an empty
+    warehouse the same file lands whole (its own first closes are the
+    reference): the stored close is what tells."""
+    first = minute_file(tmp_path / "a.csv", [("ESH2015", 5)], sessions=6, seed=1)
+    text = minute_file(tmp_path / "b0.csv", [("ESH2015", 11), ("ESM2015", 11)], sessions=6, seed=2).read_text()
+    out = [HEADER]
+    for line in text.splitlines()[1:]:
+        f = line.split(",")
+        if f[0] == "ESH2015":
+            f[2:6] = [repr(float(x) * 12) for x in f[2:6]]
+        out.append(",".join(f))
+    second = tmp_path / "b.csv"
+    second.write_text("\n".join(out) + "\n")
+    (one, two), state = three_ways(tmp_path, [first, second], "1m")
+    assert one.method == "bulk" and (two.method, two.accepted, two.quarantined) == ("staged", 3600, 3600)
+    assert {r[-1] for r in state["quarantine"]} == {band_reason(10.0)}
+    kept = [(c, ts) for c, _root, _i, ts, *_ in state["bars"]]
+    assert sum(c == "ESH2015" for c, _ in kept) == 3600 and sum(c == "ESM2015" for c, _ in kept) == 3600
+    (tmp_path / "alone").mkdir()
+    (alone,), _ = three_ways(tmp_path / "alone", [second], "1m")
+    assert (alone.method, alone.accepted, alone.quarantined) == ("bulk", 7200, 0)
 
 
 CLEAN = dict(ts_defect=None, move=1, price_defect=None, price_value="", volume=None, oi=None, fields=0)
@@ -258,26 +442,34 @@ def test_row_rules_ok_sql_is_exactly_the_absence_of_a_reason():
     which the SQL rules' CASE gives no reason (right field count, good code):
     every combination of 11 values (NULL, NaN, +-inf, negative, zero,
     fractional, whole, 2**63 and just below) in the six numeric columns, with
-    and without a timestamp: 3.5M rows."""
+    and without a timestamp: 3.5M rows. The market's price bounds are [1, 2]
+    (parameters, as in the bulk INSERT; columns of the contract map in the
+    CASE): 0.5 is positive but below, 2**63 finite but above, 1 and 2 on
+    them."""
     values = ", ".join(f"({v})" for v in ["NULL::DOUBLE", "'NaN'::DOUBLE", "'inf'::DOUBLE", "'-inf'::DOUBLE",
                                            "-1.0", "0.0", "0.5", "1.0", "2.0", "9223372036854775808.0",
                                            "9223372036854774784.0"])
     conn = duckdb.connect()
     try:
-        mismatched, accepted, rows = conn.execute(
+        mismatched, accepted, rows, bound = conn.execute(
             f"""WITH v(x) AS (VALUES {values}),
                      s AS (SELECT o.x AS open, h.x AS high, l.x AS low, c.x AS close, q.x AS volume,
                                   i.x AS open_interest, t.ts, 8 AS nf, 8 AS expected_nf
                            FROM v o, v h, v l, v c, v q, v i,
                                 (VALUES (NULL::TIMESTAMPTZ), (TIMESTAMPTZ '2015-01-08 23:00:00+00')) t(ts)),
-                     checked AS (SELECT coalesce({row_rules_ok_sql('s')}, false) AS ok,
-                                        ({row_reason_sql('s', 'm')}) IS NULL AS no_reason
-                                 FROM s, (SELECT NULL AS contract_error) m)
-                SELECT count(*) FILTER (WHERE ok <> no_reason), count(*) FILTER (WHERE ok), count(*)
-                FROM checked""").fetchall()[0]
+                     checked AS (SELECT coalesce({row_rules_ok_sql('s', min_price='$lo', max_price='$hi')}, false)
+                                            AS ok,
+                                        ({row_reason_sql('s', 'm')}) AS reason
+                                 FROM s, (SELECT NULL AS contract_error, 1.0::DOUBLE AS min_price,
+                                                 2.0::DOUBLE AS max_price, 'outside the bound' AS bound_reason) m)
+                SELECT count(*) FILTER (WHERE ok <> (reason IS NULL)), count(*) FILTER (WHERE ok), count(*),
+                       count(*) FILTER (WHERE reason = 'outside the bound')
+                FROM checked""", {"lo": 1.0, "hi": 2.0}).fetchall()[0]
     finally:
         conn.close()
-    assert rows == 11 ** 6 * 2 and accepted > 1000
+    # accepted, counted by hand: prices in {1, 2} with low <= open, close <= high (6 bars), volume in
+    # {0, 1, 2, 2**63 - 1024} (4), open interest NULL or one of those (5), a timestamp
+    assert rows == 11 ** 6 * 2 and accepted == 6 * 4 * 5 and bound > 1000
     assert mismatched == 0
 
 
@@ -302,7 +494,7 @@ def test_outside_session_count_matches_the_session_filter():
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=6), st.integers(0, 10_000))
 def test_spike_count_in_blocks_is_the_quality_rule(sizes, seed):
-    """Equal to ``quality.spike_count`` at thresholds that sit just above and
+    """Equal to ``quality.large_move_count`` at thresholds that sit just above and
     just below one block's returns (a relative 1e-9 away), where a slip in
     the scale or the median would change the count."""
     rng = np.random.default_rng(seed)
@@ -318,7 +510,7 @@ def test_spike_count_in_blocks_is_the_quality_rule(sizes, seed):
         z = np.sort(d)[-3:] / (np.median(d) * 1.4826)  # the thresholds at which the top returns flip
         thresholds += [*(z * (1 + 1e-9)), *(z * (1 - 1e-9))]
     for threshold in thresholds:
-        assert spike_count_in_blocks(close, sizes, threshold) == spike_count(bars, threshold=threshold)
+        assert spike_count_in_blocks(close, sizes, threshold) == large_move_count(bars, threshold=threshold)
 
 
 def test_scan_file_hashes_and_counts_like_hashlib_and_bytes(tmp_path):

@@ -236,6 +236,56 @@ def test_error_names_the_right_market():
     expect_error(two, "market [NQ]", "invalid cycle 'HMUA'")
 
 
+# --- plausibility bound fields (min_price, max_price, price_band) ----------------
+
+def test_a_table_without_the_bound_fields_gets_the_defaults_from_the_spec():
+    """Backward compatible: VALID has none of the fields. Defaults, computed
+    here from the ES spec by hand: one tick (0.25 points) .. the price at which
+    one contract is worth 1e10 USD (1e10 / 50 = 2e8 points; 2**52 ticks would
+    be 1.1e15), band 10."""
+    es = parse_catalog(VALID, "s")["ES"]
+    assert (es.min_price, es.max_price, es.price_band) == (None, None, 10.0)
+    assert es.price_bounds == (0.25, 2e8)
+    # the cap at 2**52 ticks binds for a tiny multiplier: 0.25 * 2**52 < 1e10 / 1e-6
+    tiny = parse_catalog(VALID.replace("multiplier = 50.0", "multiplier = 0.000001"), "s")["ES"]
+    assert tiny.price_bounds == (0.25, 0.25 * 2.0**52)
+
+
+def test_explicit_bound_fields_are_used():
+    text = VALID.replace("roll_days_before = 8", "roll_days_before = 8\nmin_price = 100\nmax_price = 20000.5\n"
+                                                 "price_band = 4")
+    es = parse_catalog(text, "s")["ES"]
+    assert es.price_bounds == (100.0, 20000.5) and es.price_band == 4.0
+
+
+@pytest.mark.parametrize("lines, fragment", [
+    ("max_price = 0", "invalid max_price=0"),
+    ("max_price = -5.0", "invalid max_price=-5.0"),
+    ("max_price = inf", "invalid max_price=inf"),
+    ("max_price = nan", "invalid max_price=nan"),
+    ('min_price = "low"', "invalid min_price='low'"),
+    ("min_price = true", "invalid min_price=True"),
+    ("price_band = 1.0", "invalid price_band=1.0"),
+    ("price_band = 0.5", "invalid price_band=0.5"),
+    ("min_price = 5000\nmax_price = 4000", "min_price 5000.0 >= max_price 4000.0"),
+    ("min_price = 3e8", "min_price 300000000.0 >= max_price 200000000.0"),
+    ("max_price = 2e15", "above 2**52 ticks"),
+])
+def test_bad_bound_fields_are_refused_naming_file_market_and_field(lines, fragment):
+    expect_error(VALID.replace("roll_days_before = 8", f"roll_days_before = 8\n{lines}"), "market [ES]", fragment)
+
+
+def test_the_builtin_markets_bound_their_own_sample_prices():
+    """Every built-in market's default bounds hold its sample start price
+    and a thousand times it (the bound is a backstop, the band the tight rule)."""
+    for spec in load_catalog().values():
+        lo, hi = spec.price_bounds
+        assert lo == spec.tick_size and hi <= spec.tick_size * 2.0**52
+        start = spec.sample.get("start_price")
+        if start:
+            assert lo < start and 1000 * start < hi, spec.root
+
+
 # --- warehouse tables ---------------------------------------------------------
 
 def test_catalog_tables():
@@ -267,17 +317,17 @@ def test_contracts_from_frame_round_trip():
     assert (gcg.first_notice, gcg.last_trade) == (dt.date(2013, 1, 31), dt.date(2013, 2, 26))
 
 
-def test_user_table_under_fbt_home_adds_and_overrides_markets(tmp_path, monkeypatch):
-    monkeypatch.setenv("FBT_HOME", str(tmp_path))
+def test_user_table_under_fbt_home_adds_and_overrides_markets(tmp_path):
     es = BUILTIN_TABLE.read_text().split("[ES]")[1].split("\n[")[0]
     (tmp_path / "markets.toml").write_text(
         "[MES]" + es.replace('name = "E-mini S&P 500"', 'name = "Micro E-mini S&P 500"').replace("multiplier = 50.0", "multiplier = 5.0")
         + "\n[ES]" + es.replace("commission = 2.10", "commission = 1.25")
     )
-    catalog = load_catalog()
+    assert "MES" not in load_catalog()  # without the trader's home: the built-in markets only
+    catalog = load_catalog(tmp_path)
     assert catalog["MES"].multiplier == 5.0 and catalog["MES"].name == "Micro E-mini S&P 500"
     assert catalog["ES"].commission == 1.25 and catalog["ES"].multiplier == 50.0
     assert len(catalog) == len(BUILTIN) + 1
     (tmp_path / "markets.toml").write_text("[MES]\nname = 1\n")
     with pytest.raises(CatalogError, match=r"markets.toml: market \[MES\] is missing"):
-        load_catalog()
+        load_catalog(tmp_path)

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from fbt_pipelines.catalog.specs import ContractSpec, market_spec
-from fbt_pipelines.engine.backtest import summarise
+from fbt_pipelines.engine.summary import summarise
 from fbt_pipelines.engine.futures_engine import TRADE_COLUMNS, EngineConfig, run_backtest
 from fbt_pipelines.engine.strategies import (
     STRATEGIES,
@@ -681,7 +681,7 @@ def test_margin_check_counts_the_trades_own_costs(es: ContractSpec) -> None:
 
 
 def test_a_ruined_account_is_summarised_not_crashed(es: ContractSpec) -> None:
-    from fbt_pipelines.engine.backtest import summarise
+    from fbt_pipelines.engine.summary import summarise
 
     # long 10 ES from 4000 on 20,000 USD with no margin check; price falls 100 points:
     # loss 10 x 100 x 50 = 50,000 > equity -> equity negative, the account is ruined

@@ -26,9 +26,19 @@ import pytest
 
 from fbt_pipelines.catalog.specs import ContractSpec, market_spec
 from fbt_pipelines.engine.futures_engine import TRADE_COLUMNS, BacktestResult, EngineConfig, run_backtest
-from fbt_pipelines.engine.kernel import FILL_NEXT_CLOSE, FILL_NEXT_OPEN, backtest_nb, simulate_futures_nb
+from fbt_pipelines.engine.kernel import backtest_nb, simulate_futures_nb
+from fbt_pipelines.engine.rules import FillRule, TradeKind, TradeReason
+from fbt_pipelines.futures.margin import MarginSchedule
 
-ROLL = 1
+NO_ORDERS = (0, 0.0, 0, 0.0, 0, 0.0, 0, 0.0, np.zeros(1))  # no stop, target, trailing stop or limit
+
+
+def segments(margins, maintenance=None):
+    """The kernel's margin arguments (starts, initial, maintenance) of per-bar
+    arrays; ``maintenance`` None: no margin calls (the original kernel had none)."""
+    s = MarginSchedule.from_per_bar(np.asarray(margins, dtype=float),
+                                    None if maintenance is None else np.asarray(maintenance, dtype=float))
+    return s.starts, s.initial, s.maintenance
 
 
 def original_kernel(target, open_, close, roll, multiplier, commission, slippage, margin, capital, fill_rule):
@@ -45,7 +55,7 @@ def original_kernel(target, open_, close, roll, multiplier, commission, slippage
         cost_i = 0.0
         if i > 0:
             want = int(target[i - 1])
-            fill = open_[i] if fill_rule == FILL_NEXT_OPEN else close[i]
+            fill = open_[i] if fill_rule == FillRule.NEXT_OPEN else close[i]
             eq += pos * (fill - close[i - 1]) * multiplier
             refused = 0
             if want != pos and (abs(want) > abs(pos) or want * pos < 0):
@@ -81,7 +91,7 @@ def original_kernel(target, open_, close, roll, multiplier, commission, slippage
             eq -= comm + slip
             cost_i += comm + slip
             for lst, v in zip((t_bar, t_kind, t_qty, t_price, t_comm, t_slip, t_refused),
-                              (i, ROLL, pos, close[i], comm, slip, 0)):
+                              (i, TradeKind.ROLL, pos, close[i], comm, slip, 0)):
                 lst.append(v)
         position[i] = pos
         equity[i] = eq
@@ -126,16 +136,17 @@ def expected_frames(prices, target, spec, cfg, margins):
     open_, close = prices["open"].to_numpy(float), prices["close"].to_numpy(float)
     out = original_kernel(target, open_, close, prices["roll"].to_numpy(bool), spec.multiplier, commission,
                           cfg.slippage_ticks * spec.tick_size, per_bar, cfg.initial_capital,
-                          FILL_NEXT_OPEN if cfg.fill == "next_open" else FILL_NEXT_CLOSE)
+                          int(cfg.fill_rule))
     position, equity, margin, costs, t_bar, t_kind, t_qty, t_price, t_comm, t_slip, t_refused = out
     ts, contract = prices["ts"].array, prices["contract"].array
     bars = pd.DataFrame({"ts": ts, "contract": contract, "close": close, "position": position, "equity": equity,
                          "pnl": np.diff(equity, prepend=cfg.initial_capital), "margin": margin, "costs": costs})
     offset = close - prices["raw_close"].to_numpy(float)
     next_offset = np.r_[offset[1:], offset[-1:]] if n else offset
-    is_roll = t_kind == ROLL
+    is_roll = t_kind == TradeKind.ROLL
     trades = pd.DataFrame({
         "ts": ts[t_bar], "contract": contract[t_bar], "kind": np.where(is_roll, "roll", "trade"),
+        "reason": np.where(is_roll, "roll", "signal"),
         "contracts": t_qty, "price": t_price, "raw_price": t_price - offset[t_bar],
         "to_raw_price": np.where(is_roll, t_price - next_offset[t_bar], np.nan),
         "commission": t_comm, "slippage": t_slip, "refused": t_refused}, columns=TRADE_COLUMNS)
@@ -164,7 +175,7 @@ def test_run_backtest_equals_the_original_engine(es, n, seed, tick_grid, capital
     bars, trades, ref = expected_frames(prices, target, es, cfg, margins)
     if n >= 300:  # the cases exercise what they claim
         assert (ref[10] > 0).any() or capital >= 1e6, "margin never bound"
-        assert (ref[5] == ROLL).any()
+        assert (ref[5] == TradeKind.ROLL).any()
     if n == 12_000 and seed == 7:
         assert len(ref[4]) > 2 * 4096 + 2
     r = run_backtest(prices, target, es, cfg, margins)
@@ -178,13 +189,19 @@ def test_run_backtest_equals_the_original_engine(es, n, seed, tick_grid, capital
     assert abs(r.final_equity - (ref[1][-1] if n else capital)) < 1e-6
 
 
-@pytest.mark.parametrize("fill", [FILL_NEXT_OPEN, FILL_NEXT_CLOSE])
+@pytest.mark.parametrize("fill", [int(FillRule.NEXT_OPEN), int(FillRule.NEXT_CLOSE)])
 def test_simulate_futures_nb_keeps_its_outputs(fill: int) -> None:
     prices, target, margins, capital = random_market(2_000, 11, tick_grid=True, capital=80_000.0, hold=2)
     args = (target, prices["open"].to_numpy(), prices["close"].to_numpy(), prices["roll"].to_numpy(),
             50.0, 2.10, 0.25, margins, capital, fill)
-    got, ref = simulate_futures_nb(*args), original_kernel(*args)
-    assert len(got) == len(ref) == 11
+    o, c = prices["open"].to_numpy(), prices["close"].to_numpy()
+    got = simulate_futures_nb(target, o, c, c, c, prices["roll"].to_numpy(), 50.0, 2.10, 0.25, *segments(margins),
+                              capital, fill, *NO_ORDERS)
+    ref = original_kernel(*args)
+    assert len(got) == 13 and len(ref) == 11
+    assert got.stopped_bar == -1
+    assert set(got.t_reason[got.t_kind == TradeKind.ROLL]) == {TradeReason.ROLL}
+    assert set(got.t_reason[got.t_kind == TradeKind.TRADE]) == {TradeReason.SIGNAL}
     for k, (g, e) in enumerate(zip(got, ref)):
         assert g.dtype == e.dtype
         if k == 1:  # equity: summation order (module docstring)
@@ -196,14 +213,22 @@ def test_simulate_futures_nb_keeps_its_outputs(fill: int) -> None:
 
 def test_one_margin_for_every_bar_equals_a_full_margin_array() -> None:
     prices, target, _, capital = random_market(3_000, 12, tick_grid=False, capital=70_000.0, hold=3)
-    args = (target, prices["open"].to_numpy(), prices["close"].to_numpy(), prices["roll"].to_numpy(),
-            50.0, 2.10, 0.25)
-    one = backtest_nb(*args, np.array([13_200.0]), capital, FILL_NEXT_OPEN)
-    full = backtest_nb(*args, np.full(3_000, 13_200.0), capital, FILL_NEXT_OPEN)
-    assert one[-1] == full[-1] == -1
-    assert (one[7] > 0).any()
-    for a, b in zip(one[:-1], full[:-1]):
-        np.testing.assert_array_equal(a, b)
+    c = prices["close"].to_numpy()
+    args = (target, prices["open"].to_numpy(), c, c, c, prices["roll"].to_numpy(), 50.0, 2.10, 0.25)
+    for maint in (None, 13_100.0):
+        mm = np.array([np.nan if maint is None else maint])
+        one = backtest_nb(*args, np.zeros(1, np.int64), np.array([13_200.0]), mm,
+                          capital, int(FillRule.NEXT_OPEN), *NO_ORDERS)
+        # the same margins per bar, cut into many equal segments
+        starts = np.arange(0, 3_000, 7, dtype=np.int64)
+        full = backtest_nb(*args, starts, np.full(len(starts), 13_200.0),
+                           np.full(len(starts), np.nan if maint is None else maint), capital, int(FillRule.NEXT_OPEN),
+                           *NO_ORDERS)
+        assert one.bad_row == full.bad_row == -1
+        assert (one.t_refused > 0).any()
+        for a, b in zip(one, full):
+            np.testing.assert_array_equal(a, b)
+    assert (one.t_reason == TradeReason.MARGIN_CALL).any()  # the second pair has margin calls
 
 
 @pytest.mark.parametrize("column, row", [("open", 0), ("close", 0), ("open", 4_999), ("close", 2_500)])
@@ -213,9 +238,10 @@ def test_the_pass_finds_any_non_finite_price(es, column: str, row: int, bad: flo
     prices.loc[row, column] = bad
     with pytest.raises(ValueError, match=f"prices.{column} has non-finite values"):
         run_backtest(prices, target, es, EngineConfig())
-    args = (target, prices["open"].to_numpy(), prices["close"].to_numpy(), prices["roll"].to_numpy(),
-            50.0, 2.10, 0.25, np.array([13_200.0]), 1e6, FILL_NEXT_CLOSE)
-    assert backtest_nb(*args)[-1] == row
+    c = prices["close"].to_numpy()
+    args = (target, prices["open"].to_numpy(), c, c, c, prices["roll"].to_numpy(),
+            50.0, 2.10, 0.25, *segments(np.full(5_000, 13_200.0)), 1e6, int(FillRule.NEXT_CLOSE), *NO_ORDERS)
+    assert backtest_nb(*args).bad_row == row
     with pytest.raises(ValueError, match="non-finite"):
         simulate_futures_nb(*args)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fbt_pipelines.executors import (ExecutorConfigError, celery_broker_url, celery_settings, executor_mode,
+from fbt_pipelines.location.executors import (ExecutorConfigError, celery_broker_url, celery_settings, executor_mode,
                                      fbt_executor)
 
 

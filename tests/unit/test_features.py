@@ -32,8 +32,9 @@ from fbt_pipelines.futures.back_adjust import back_adjust
 from fbt_pipelines.futures.roll_schedule import calendar_roll_schedule
 from fbt_pipelines.ml.dataset import feature_table
 from fbt_pipelines.ml.features import (CROSS_MARKET_COLUMNS, FEATURE_COLUMNS, MODEL_FEATURES, add_cross_market_features,
-                                       available_features, build_features, contract_returns, forward_return,
-                                       forward_return_label, planned_roll_dates)
+                                       available_features, build_features, forward_return, forward_return_label,
+                                       planned_roll_dates)
+from fbt_pipelines.primitives.returns import contract_returns
 from tests.unit._futures_data import ROOT, make_contract, random_market, utc, xnys_sessions
 
 NaN = np.nan
@@ -163,6 +164,41 @@ def test_never_leak_the_future(market, what):
             assert not np.array_equal(base[name][t + 1:], changed[name][t + 1:], equal_nan=True), name
 
 
+def shift_panama_levels_up_to(frame: pd.DataFrame, r: int, points: float) -> pd.DataFrame:
+    """A copy as if the gap of a roll after bar ``r`` had changed by ``points``
+    (a later print corrected, new data): the Panama open/high/low/close of
+    every bar up to ``r`` move by ``points``; raw prices and contracts stay."""
+    out = frame.copy()
+    earlier = np.arange(len(frame)) <= r
+    for col in ("open", "high", "low", "close"):
+        out.loc[earlier, col] = out.loc[earlier, col] + points
+    return out
+
+
+@pytest.mark.parametrize("points", [37.25, -61.5])
+def test_a_later_roll_gap_moves_no_feature(market, points):
+    """Causality by construction: Panama adjustment adds the sum of all later
+    roll gaps to every earlier bar, so a feature may use only what that shift
+    cannot move (point differences, the held contract's raw prices). Every
+    feature of every bar up to the last roll is unchanged when that roll's gap
+    changes: to 1e-9 (the float rounding of ``level + shift`` differs in the
+    last bits; a ratio of Panama levels such as ``close / 60-bar high - 1``
+    moves by ~1e-2 here)."""
+    contracts, prices = market
+    r = int(np.flatnonzero(prices["roll"].to_numpy())[-1])
+    moved = shift_panama_levels_up_to(prices, r, points)
+    assert moved.loc[r, "close"] - prices.loc[r, "close"] == pytest.approx(points)  # guard: levels moved
+    base, changed = outputs(prices, contracts), outputs(moved, contracts)
+    for name in base:
+        np.testing.assert_allclose(changed[name][: r + 1], base[name][: r + 1], rtol=1e-9, atol=1e-12,
+                                   equal_nan=True, err_msg=f"{name} moved with a later roll gap")
+    # the old ratio form would have moved (else this test could not fail)
+    close = prices["close"]
+    ratio = (close / close.rolling(60).max() - 1.0).to_numpy()[: r + 1]
+    ratio_moved = (moved["close"] / moved["close"].rolling(60).max() - 1.0).to_numpy()[: r + 1]
+    assert np.nanmax(np.abs(ratio - ratio_moved)) > 1e-4
+
+
 def test_changing_only_the_close_of_the_last_bar(prices):
     # only the adjusted close of the last bar (an inconsistent edit: raw_close untouched)
     edited = prices.copy()
@@ -232,7 +268,8 @@ def test_features_match_plain_numpy(prices):
     high = np.full(n, np.nan)
     for t in range(59, n):
         high[t] = close[t - 59: t + 1].max()
-    np.testing.assert_allclose(feats["dist_high_60"], close / high - 1, rtol=1e-12, atol=1e-15, equal_nan=True)
+    # a point distance over the held contract's raw close (not close / high - 1: a ratio of Panama levels)
+    np.testing.assert_allclose(feats["dist_high_60"], (close - high) / raw, rtol=1e-12, atol=1e-15, equal_nan=True)
     assert (feats["dist_high_60"].dropna() <= 0).all()
     np.testing.assert_array_equal(feats["days_to_expiry"], prices["days_to_expiry"].to_numpy(float))
     assert feats["root"].tolist() == prices["root"].tolist()
@@ -326,7 +363,7 @@ def test_new_features_match_plain_loops(market):
 
 def test_atr_by_hand():
     """Three-bar true ranges with a gap across the previous close, window 2."""
-    from fbt_pipelines.ml.features import wilder_atr
+    from fbt_pipelines.primitives.indicators import wilder_atr
     high = pd.Series([10.0, 12.0, 11.0, 15.0])
     low = pd.Series([9.0, 10.5, 8.0, 13.0])
     close = pd.Series([9.5, 11.0, 10.0, 14.0])

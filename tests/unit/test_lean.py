@@ -19,6 +19,7 @@ from fbt_pipelines.marketdata.lean import (
     FRAME_COLUMNS,
     StagedFile,
     is_lean_zip,
+    lean_companion,
     read_lean_zip,
 )
 
@@ -225,6 +226,43 @@ def test_is_lean_zip_by_name() -> None:
         "hour/es_trade.zip",
     ]:
         assert not is_lean_zip(Path("/data") / name), name
+
+
+# --- the rest of a LEAN data folder --------------------------------------------
+
+
+def test_companion_files_of_a_lean_folder_are_named_with_a_note(tmp_path: Path) -> None:
+    """LEAN's layout (Data/future/<exchange>/...): every file that is not a
+    daily or minute trade zip gets a note saying what it is and whether it
+    is used; trade zips fbt reads and unrelated files get None."""
+    cme = tmp_path / "future" / "cme"
+    files = {
+        "daily/es_trade.zip": None,
+        "daily/es_openinterest.zip": "open interest: used with es_trade.zip",
+        "daily/nq_openinterest.zip": "open interest: not used (no nq_trade.zip beside it)",
+        "daily/es_quote.zip": "quote bars (bid/ask): not used; fbt stores trade bars",
+        "minute/es/20131218_trade.zip": None,
+        "minute/es/20131218_openinterest.zip": "open interest: used with 20131218_trade.zip",
+        "minute/es/20131218_quote.zip": "quote bars (bid/ask): not used; fbt stores trade bars",
+        "hour/es_trade.zip": "hour trade bars: not read (fbt reads LEAN daily and minute bars)",
+        "hour/es_openinterest.zip": "open interest of hour bars: not used (fbt reads LEAN daily and minute bars)",
+        "second/es/20131218_trade.zip": "second trade bars: not read (fbt reads LEAN daily and minute bars)",
+        "tick/es/20131218_trade.zip": "tick trade bars: not read (fbt reads LEAN daily and minute bars)",
+        "margins/ES.csv": "margin history: not bars; fbt reads it from $FBT_HOME/margins/ES.csv "
+                          "(date,initial,maintenance)",
+        "map_files/es.csv": "LEAN map file (continuous-contract mapping): not used; fbt builds its own roll schedule",
+        "factor_files/es.csv": "LEAN factor file (continuous-price scaling): not used; fbt back-adjusts from the "
+                               "contract bars",
+        "daily/notes.csv": None,
+        "daily/prices.zip": None,
+    }
+    for name in files:
+        (cme / name).parent.mkdir(parents=True, exist_ok=True)
+        (cme / name).write_bytes(b"")
+    assert {name: lean_companion(cme / name) for name in files} == files
+    # a second or tick day zip is not taken for minute bars (same file name)
+    assert is_lean_zip(cme / "minute/es/20131218_trade.zip")
+    assert not is_lean_zip(cme / "second/es/20131218_trade.zip") and not is_lean_zip(cme / "tick/es/20131218_trade.zip")
 
 
 # --- malformed rows stay rows ------------------------------------------------

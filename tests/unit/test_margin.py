@@ -246,3 +246,53 @@ def test_lean_history_drives_the_engine_margin_check(es: ContractSpec, es_histor
     assert r.bars["margin"].tolist() == [0.0, 46_640.0, 58_300.0, 66_000.0, 66_000.0]
     assert r.trades["contracts"].tolist() == [4, 1] and r.trades["refused"].tolist() == [0, 0]
     assert r.bars["equity"].tolist() == [60_000.0] * 5
+
+
+# --------------------------------------------------------------------------- maintenance and the engine's segments
+
+
+def test_maintenance_per_bar_reads_the_second_column(es: ContractSpec, es_history: pd.DataFrame) -> None:
+    ts = utc("2012-03-23", "2012-03-26", "2012-09-24", "2013-10-03")
+    # ES.csv: 20120326 4375/3500, 20120924 3850/3500, 20131003 4180/3800; before: the catalogue's maintenance
+    assert margin_per_bar(ts, es, es_history, "maintenance").tolist() == [es.maintenance_margin, 3500.0, 3500.0,
+                                                                          3800.0]
+    with pytest.raises(ValueError, match="column must be 'initial' or 'maintenance'"):
+        margin_per_bar(ts, es, es_history, "variation")
+
+
+@pytest.mark.parametrize("name", ["ES", "GC", "NQ"])
+def test_the_schedule_equals_the_per_bar_lookup(name: str) -> None:
+    from fbt_pipelines.futures.margin import margin_schedule
+
+    spec = dataclasses.replace(market_spec(name if name != "GC" else "GC"), initial_margin=CATALOGUE)
+    history = read_margin_history(MARGINS / f"{name}.csv")
+    first = history["date"].iloc[0]
+    # intraday bars from a year before the file to past its end, with weekend holes and repeated dates
+    ts = pd.Series(pd.date_range(first - pd.Timedelta(days=365), history["date"].iloc[-1] + pd.Timedelta(days=30),
+                                 freq="7h", tz="UTC"))
+    ts = ts[ts.dt.dayofweek < 5].reset_index(drop=True)
+    schedule = margin_schedule(ts, spec, history)
+    assert len(schedule.starts) <= len(history) + 1 < len(ts)
+    np.testing.assert_array_equal(schedule.per_bar("initial"), margin_per_bar(ts, spec, history))
+    np.testing.assert_array_equal(schedule.per_bar("maintenance"), margin_per_bar(ts, spec, history, "maintenance"))
+    # a window of the bars keeps the values bar for bar
+    keep = (np.arange(len(ts)) % 3 != 0) & (np.arange(len(ts)) > 100)
+    np.testing.assert_array_equal(schedule.window(keep).per_bar("initial"), margin_per_bar(ts[keep], spec, history))
+    # no maintenance: no margin calls
+    assert not margin_schedule(ts, spec, history, calls=False).has_maintenance
+
+
+def test_schedules_are_validated() -> None:
+    from fbt_pipelines.futures.margin import MarginSchedule
+
+    with pytest.raises(ValueError, match="starts must begin at 0"):
+        MarginSchedule(np.array([1]), np.array([1.0]), np.array([1.0]), 5)
+    with pytest.raises(ValueError, match="starts must begin at 0, strictly increase"):
+        MarginSchedule(np.array([0, 3, 3]), np.ones(3), np.ones(3), 5)
+    with pytest.raises(ValueError, match="margins must be finite and >= 0"):
+        MarginSchedule(np.array([0]), np.array([-1.0]), np.array([1.0]), 5)
+    with pytest.raises(ValueError, match="for every bar or for none"):
+        MarginSchedule(np.array([0, 2]), np.ones(2), np.array([1.0, np.nan]), 5)
+    s = MarginSchedule.from_per_bar(np.array([1.0, 1.0, 2.0, 2.0, 1.0]), np.array([0.5, 0.5, 0.5, 1.5, 0.5]))
+    assert s.starts.tolist() == [0, 2, 3, 4] and s.per_bar("maintenance").tolist() == [0.5, 0.5, 0.5, 1.5, 0.5]
+    assert not s.starts.flags.writeable

@@ -110,3 +110,25 @@ def test_rolling_accuracy_skips_unknown_labels():
     np.testing.assert_allclose(loose.to_numpy(), [1.0, 1.0, 1.0, 0.5, 0.0])
     with pytest.raises(ValueError, match="shape"):
         rolling_accuracy([1.0, 0.0], [0.5], window=1)
+
+
+def test_usual_drift_of_a_ramp_by_hand():
+    from fbt_pipelines.ml.monitoring import drift_alarms, usual_drift
+
+    # 0..999, deciles at 99.9, 199.8, ...: the stretch 0..249 fills bins 1-3 with
+    # 0.4, 0.4, 0.2 and leaves 7 bins at eps=1e-4 (the stretch at 125 scores less)
+    train = pd.DataFrame({"ramp": np.arange(1000.0)})
+    by_hand = 2 * 0.3 * np.log(4.0) + 0.1 * np.log(2.0) + 7 * (1e-4 - 0.1) * np.log(1e-4 / 0.1)
+    usual = usual_drift(train, ["ramp"], window=250)
+    assert usual["ramp"] == pytest.approx(by_hand, rel=1e-12)
+    # a feature drawn independently shows little usual drift (PSI ~ bins/n)
+    rng = np.random.default_rng(3)
+    iid = usual_drift(pd.DataFrame({"x": rng.standard_normal(3000)}), ["x"], window=250)["x"]
+    assert 0.0 < iid < 0.25
+    # alarms: at or above both the rule of thumb and the usual PSI
+    psi = pd.Series({"ramp": 5.0, "x": 0.3, "y": 0.2, "z": 0.3})
+    usual = pd.Series({"ramp": by_hand, "x": 0.1, "y": 0.1, "z": np.nan})
+    assert list(drift_alarms(psi, usual).index) == ["x", "z"]
+    assert usual_drift(pd.DataFrame({"s": [1.0, 2.0]}), ["s"], window=250).isna().all()
+    with pytest.raises(ValueError, match="window"):
+        usual_drift(train, ["ramp"], window=0)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from fbt_pipelines.cli import main
 from fbt_pipelines.portfolio.book import portfolio_book
-from fbt_pipelines.stores import warehouse as wh
+from fbt_pipelines.services import warehouse as wh
 from tests.unit.test_portfolio_book import FX, books
 
 

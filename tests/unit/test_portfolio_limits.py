@@ -8,8 +8,8 @@ import pytest
 from dagster import AssetSelection, DagsterInstance, materialize
 
 from fbt_pipelines.catalog import market_spec
-from fbt_pipelines.stores import warehouse as wh
-from fbt_pipelines.stores.bus import Bus
+from fbt_pipelines.services import warehouse as wh
+from fbt_pipelines.services.bus import Bus
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def warehouse(fbt_home):
 
 
 def run_portfolio(config: dict, instance):
-    from fbt_pipelines.definitions import ALL_ASSETS, local_resources
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
 
     return materialize(ALL_ASSETS, selection=AssetSelection.assets("portfolio"), resources=local_resources(),
                        instance=instance, raise_on_error=False,

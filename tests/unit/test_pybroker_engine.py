@@ -29,7 +29,7 @@ from fbt_pipelines.engine.futures_engine import EngineConfig, run_backtest
 from fbt_pipelines.engine.pybroker_engine import FILL_COLUMNS, PyBrokerResult, run_pybroker_backtest
 from fbt_pipelines.engine.strategies import sma_crossover
 
-pytest.importorskip("pybroker")
+import pybroker  # noqa: E402,F401  (a declared dependency: missing it fails these tests, never skips them)
 
 CENT = 0.005  # USD: "to the cent"
 CAPITAL = 1_000_000.0
@@ -273,3 +273,84 @@ def test_target_validation(es: ContractSpec) -> None:
         run_pybroker_backtest(prices, TARGET30[:-1], es, CFG)
     with pytest.raises(ValueError, match="whole contracts"):
         run_pybroker_backtest(prices, TARGET30 + 0.5, es, CFG)
+
+
+# --------------------------------------------------------------------------- (c) stops, targets, trailing stops
+
+
+def aligned_walk(seed: int, n: int = 400, wick: float = 2.0, wicks: bool = True):
+    """Bars and a 1-contract long/short target where fbt's stop rules and PyBroker's coincide:
+    each bar opens at the previous close (no gap can jump a level: a close beyond it would have
+    touched it the bar before); the bar after each change of the target (an entry bar) does not
+    move (open = high = low = close), so no level is touched on it (PyBroker's stops start on the
+    next bar); ``wicks=False`` makes every high max(open, close) and every low min(open, close),
+    so PyBroker's highest high (lowest low) since entry is fbt's best close."""
+    rng = np.random.default_rng(seed)
+    tick = lambda x: np.round(np.asarray(x) * 4.0) / 4.0  # noqa: E731
+    target = np.repeat(rng.choice([-1, 1], n // 8 + 1), rng.integers(5, 12, n // 8 + 1))[:n].astype(np.int64)
+    if len(target) < n:
+        target = np.r_[target, np.full(n - len(target), target[-1])]
+    entry = np.r_[False, False, target[1:-1] != target[:-2]]  # bar i fills the target decided at bar i - 1
+    step = tick(rng.normal(0.0, 6.0, n))
+    step[entry] = 0.0
+    close = 4000.0 + np.cumsum(step)
+    open_ = np.r_[close[0], close[:-1]]
+    up = np.where(entry | (not wicks), 0.0, tick(np.abs(rng.normal(0.0, wick, n))))
+    down = np.where(entry | (not wicks), 0.0, tick(np.abs(rng.normal(0.0, wick, n))))
+    prices = pd.DataFrame({"ts": pd.bdate_range("2021-01-04", periods=n, tz="UTC"), "contract": "ESH1",
+                           "open": open_, "high": np.maximum(open_, close) + up,
+                           "low": np.minimum(open_, close) - down, "close": close, "raw_close": close, "roll": False})
+    return prices, target
+
+
+def entry_bar_touches(prices: pd.DataFrame, trades: pd.DataFrame) -> int:
+    """fbt exits on the bar of their entry (PyBroker cannot: its stops start on the next bar)."""
+    t = trades[trades["kind"] == "trade"]
+    return int(sum(1 for ts, grp in t.groupby("ts") if len(grp) > 1 and set(grp["reason"]) & {"stop", "target",
+                                                                                                   "trailing_stop"}))
+
+
+@pytest.mark.parametrize("orders, wicks", [
+    ({"stop_loss": "12"}, True),
+    ({"stop_loss": "10", "take_profit": "15"}, True),
+    ({"stop_loss": "0.25%", "take_profit": "0.4%"}, True),
+    ({"take_profit": "2atr", "stop_loss": "1.5atr"}, True),
+    ({"trailing_stop": "10"}, False),
+])
+def test_stops_agree_to_the_cent_where_the_rules_coincide(es: ContractSpec, orders: dict, wicks: bool) -> None:
+    prices, target = aligned_walk(11, wicks=wicks)
+    cfg = dataclasses.replace(CFG, **orders)
+    fbt = run_backtest(prices, target, es, cfg)
+    assert entry_bar_touches(prices, fbt.trades) == 0  # the bars avoid the one rule PyBroker lacks
+    exits = fbt.trades["reason"].isin(["stop", "target", "trailing_stop"])
+    assert exits.sum() >= 5  # the orders act
+    pb = run_pybroker_backtest(prices, target, es, cfg)
+    ours = fbt_fills(prices, fbt.trades)
+    assert pb.fills["bar"].tolist() == ours["bar"].tolist()
+    assert pb.fills["contracts"].tolist() == ours["contracts"].tolist()
+    np.testing.assert_allclose(pb.fills["price"].to_numpy(), ours["price"].to_numpy(), rtol=0, atol=1e-9)
+    assert abs(pb.net_pnl - fbt.net_pnl) < CENT
+
+
+def test_a_gap_through_a_stop_is_where_pybroker_differs(es: ContractSpec) -> None:
+    """fbt exits a long at the open of a bar that opens below its stop; PyBroker at ``min(stop,
+    high)``. One contract, stop 40: entry 4000.25 (bar 1's open + 1 tick), stop 3960.25; bar 3
+    opens at 3950 (high 3955): fbt sells at 3950 - 0.25 = 3949.75, PyBroker at its high, 3955 - 0.25
+    = 3954.75, 5 points better: 5 x 50 = 250.00 USD."""
+    rows = [(4000, 4005, 3995, 4000), (4000, 4010, 3990, 4005), (4005, 4010, 3970, 3975),
+            (3950, 3955, 3940, 3945), (3945, 3950, 3940, 3948)]
+    o, h, lo, c = (np.array(x, float) for x in zip(*rows))
+    prices = pd.DataFrame({"ts": pd.bdate_range("2021-01-04", periods=5, tz="UTC"), "contract": "ESH1", "open": o,
+                           "high": h, "low": lo, "close": c, "raw_close": c, "roll": False})
+    cfg = dataclasses.replace(CFG, stop_loss="40")
+    fbt = run_backtest(prices, np.ones(5, np.int64), es, cfg)
+    pb = run_pybroker_backtest(prices, np.ones(5, np.int64), es, cfg)
+    assert fbt.trades["price"].tolist() == [4000.25, 3949.75]
+    assert pb.fills["price"].tolist() == [4000.25, 3954.75]
+    assert pb.net_pnl - fbt.net_pnl == pytest.approx(250.00, abs=CENT)
+
+
+def test_limit_entries_are_not_mapped_to_pybroker(es: ContractSpec) -> None:
+    prices, _ = aligned_walk(1, n=30)
+    with pytest.raises(ValueError, match="does not map limit entries"):
+        run_pybroker_backtest(prices, np.ones(30, np.int64), es, dataclasses.replace(CFG, limit_offset="5"))

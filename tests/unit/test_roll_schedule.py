@@ -44,6 +44,7 @@ import pytest
 from fbt_pipelines.errors import RollError
 from fbt_pipelines.futures.roll_schedule import (
     ROLL_COLUMNS,
+    ROLL_TRIGGER_COLUMNS,
     calendar_roll_schedule,
     first_contract,
     roll_dates_utc,
@@ -111,7 +112,8 @@ def test_sessions_are_xnys_with_good_friday_closed():
 )
 def test_calendar_roll_dates_gaps_and_ratios(days_before, expected):
     schedule = calendar_roll_schedule(ROOT, contracts(), closes_frame(), days_before)
-    assert list(schedule.columns) == ROLL_COLUMNS
+    # the existing columns first, in order; why each roll happened after them (tests/unit/test_roll_table.py)
+    assert list(schedule.columns) == [*ROLL_COLUMNS, *ROLL_TRIGGER_COLUMNS]
     assert rows(schedule) == [(utc(d), f, t, fc, tc) for d, f, t, fc, tc in expected]
     assert (schedule["root"] == ROOT).all()
     assert (schedule["rule"] == f"calendar:{days_before}").all()

@@ -21,7 +21,7 @@ from fbt_pipelines.catalog.specs import market_spec
 from fbt_pipelines.marketdata import sample_data as sd
 from fbt_pipelines.marketdata.quality import spike_count
 from fbt_pipelines.marketdata.sessions import trading_sessions
-from fbt_pipelines.stores.ingest import ingest_path
+from fbt_pipelines.ingest.files import ingest_path
 
 START, END = dt.date(2013, 1, 2), dt.date(2014, 12, 31)  # a 2-year window
 MARKETS = sd.DEFAULT_MARKETS

@@ -8,7 +8,9 @@ Every defect the validator knows is in the generator's menu: unparseable and
 missing fields, NaN/inf, non-positive prices, high < low, open/close outside
 the range, negative/fractional/too large volume and open interest, wrong
 field counts, malformed codes, unknown roots, two spellings of one contract,
-in-file duplicates, bars outside the sessions, off-grid prices and spikes;
+in-file duplicates, bars outside the sessions, implausible prices (outside
+the market's bounds, or outside the band around the previous accepted
+close), off-grid prices and spikes;
 rows in contract runs (the SQL fast path) or shuffled (the general path).
 The generator is tests/unit/_csv_defects.py.
 """
@@ -28,8 +30,8 @@ from fbt_pipelines.catalog.specs import load_catalog
 from fbt_pipelines.marketdata.sessions import session_filter
 from fbt_pipelines.marketdata.sql_rules import session_days
 from fbt_pipelines.marketdata.validation import validate_staged
-from fbt_pipelines.stores.sql_validation import _in_file_order, validate_in_db
-from fbt_pipelines.stores.staging import contract_map, drop_staging, scan_file, stage_csv, staged_frame
+from fbt_pipelines.ingest.sql_validation import _in_file_order, validate_in_db
+from fbt_pipelines.ingest.staging import contract_map, drop_staging, scan_file, stage_csv, staged_frame
 from tests.unit._csv_defects import OI_DEFECTS, PRICE_DEFECTS, VOLUME_DEFECTS, make_csv, row_spec
 
 SPECS = load_catalog()
@@ -84,7 +86,8 @@ def test_the_generator_reaches_every_branch(conn, tmp_path):
     variants = ([dict(code=c) for c in ("XXH2015", "ES2015", "")] + [dict(ts_defect=d) for d in
                 ("bad", "empty", "outside")]
                 + [dict(price_defect=p, price_value=v) for p in ("open", "close") for v in PRICE_DEFECTS]
-                + [dict(price_defect=p) for p in ("hl", "open_out", "close_out", "off_tick")]
+                + [dict(price_defect=p) for p in ("hl", "open_out", "close_out", "off_tick", "huge", "tiny", "jump",
+                                                   "drop")]
                 + [dict(volume=v) for v in VOLUME_DEFECTS] + [dict(oi=v) for v in OI_DEFECTS]
                 + [dict(fields=-1), dict(fields=1), dict(t=3)])
     for k, v in enumerate(variants):
@@ -109,7 +112,9 @@ def test_the_generator_reaches_every_branch(conn, tmp_path):
                      "open interest is not a whole number", "open interest too large to store",
                      "open_interest is not a number", "open_interest is not finite", "expected 8 fields, found 7",
                      "expected 8 fields, found 9", "duplicate (contract, ts) in this file (first kept)",
-                     "ts outside the market's trading sessions", "volume is not a number"):
+                     "ts outside the market's trading sessions", "volume is not a number",
+                     "implausible_price: a price outside [0.25, 200000000]",
+                     "implausible_price: close more than 10x away"):
             assert any(t.startswith(want) for t in texts), want
         assert ref_warn["off_tick_grid"] >= 1 and ref_warn["spikes"] >= 1, ref_warn
 

@@ -35,10 +35,10 @@ from fbt_pipelines.engine.strategy_library import (
     ewmac,
     ewmac_forecast,
     ewmac_multi,
-    rsi,
     rsi_reversion,
 )
 from fbt_pipelines.errors import StrategyError
+from fbt_pipelines.primitives.indicators import rsi
 
 N = 600
 FORECAST_STRATEGIES = {"ewmac", "ewmac_multi", "carry"}  # signal in [-2, 2]; the others in {-1, 0, 1}

@@ -1,11 +1,27 @@
 """Parameter sets and walk-forward selection on hand-built inputs."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from fbt_pipelines.engine.sweep import SweepResult, parameter_sets, walk_forward
+from fbt_pipelines.usecases.sweep import SweepResult, parameter_sets, walk_forward
 from fbt_pipelines.errors import StrategyError
+
+
+def _spec(strategy: str, **settings):
+    from fbt_pipelines.engine.strategies import STRATEGIES
+    from fbt_pipelines.usecases.spec import BacktestSpec
+
+    return BacktestSpec.create(strategy, {}, library=STRATEGIES, capital=1e6, **settings)
+
+
+def _data(prices, root: str = "ES"):
+    from fbt_pipelines.catalog import market_spec
+    from fbt_pipelines.usecases.backtest import MarketData
+
+    return MarketData(root, market_spec(root), prices)
 
 
 def test_grid_drops_invalid_combinations_and_random_is_seeded():
@@ -42,7 +58,7 @@ def test_walk_forward_picks_the_best_in_sample_set_per_window():
 
 
 def test_overfitting_report_flags_luck_and_spares_a_real_edge():
-    from fbt_pipelines.engine.sweep import overfitting_report
+    from fbt_pipelines.usecases.sweep import overfitting_report
 
     ts = pd.bdate_range("2010-01-01", periods=2000, tz="UTC")
     rng = np.random.default_rng(1)
@@ -57,11 +73,8 @@ def test_overfitting_report_flags_luck_and_spares_a_real_edge():
 
 
 def test_sweep_equals_backtest_market_set_by_set():
-    from fbt_pipelines.catalog import market_spec
-    from fbt_pipelines.engine.backtest import backtest_market
-    from fbt_pipelines.engine.futures_engine import EngineConfig
-    from fbt_pipelines.engine.sweep import run_sweep
-    from fbt_pipelines.portfolio.sizing import VolTargetConfig
+    from fbt_pipelines.usecases.backtest import backtest_market
+    from fbt_pipelines.usecases.sweep import run_sweep
     from tests.unit._futures_data import random_market
 
     from fbt_pipelines.futures.back_adjust import back_adjust
@@ -69,15 +82,59 @@ def test_sweep_equals_backtest_market_set_by_set():
 
     contracts, closes, bars = random_market(seed=5)
     prices = back_adjust(bars, calendar_roll_schedule("ES", contracts, closes, 3), contracts, "panama")
-    spec, sizing, engine = market_spec("ES"), VolTargetConfig(capital=1e6, idm=1.0), EngineConfig()
+    base, data = _spec("sma_crossover"), _data(prices)
     sets = parameter_sets("sma_crossover", {"fast": [5, 10], "slow": [20, 40]})
-    sweep = run_sweep(prices, spec, "sma_crossover", sets, sizing, engine, workers=2)
+    sweep = run_sweep(base, data, sets, workers=2)
     assert (sweep.table["trades"] > 5).all() and (sweep.table["rolls"] > 0).all()
     for row in sweep.table.itertuples():
-        bt = backtest_market(prices, spec, "sma_crossover", sets[row.set], sizing, engine)
+        bt = backtest_market(base.with_params(sets[row.set]), data)
         for key in ("net_pnl", "sharpe", "max_drawdown", "trades", "rolls", "roll_costs"):
             assert getattr(row, key) == pytest.approx(bt.summary[key], rel=1e-12, abs=1e-9), key
         np.testing.assert_allclose(sweep.pnl[row.set].to_numpy(), bt.result.bars["pnl"].to_numpy(), atol=1e-9)
+
+
+def test_order_settings_are_sweepable_and_equal_backtest_market_set_by_set():
+    """Stops, targets, trailing stops, limit offsets and fixed sizes in the grid
+    (any unit): each set of the sweep is the backtest of the same spec, to the
+    cent, margin calls included (a small account so that some occur)."""
+    from fbt_pipelines.futures.back_adjust import back_adjust
+    from fbt_pipelines.futures.roll_schedule import calendar_roll_schedule
+    from fbt_pipelines.usecases.backtest import backtest_market
+    from fbt_pipelines.usecases.sweep import run_sweep
+    from tests.unit._futures_data import random_market
+
+    contracts, closes, bars = random_market(seed=5)
+    prices = back_adjust(bars, calendar_roll_schedule("ES", contracts, closes, 3), contracts, "panama")
+    base, data = _spec("sma_crossover"), _data(prices)
+    base = type(base).create("sma_crossover", {}, library={base.strategy: base.template}, capital=40_000.0)
+    n = len(prices)  # a margin history whose maintenance is close to the initial margin: calls happen
+    data = replace(data, margins=np.full(n, 13_200.0), maintenance=np.full(n, 13_150.0), margin_source="test")
+    grid = {"fast": [5], "slow": [20], "contracts": [1, 3], "stop_loss": ["1%", 30, "2atr"],
+            "take_profit": ["3%"], "trailing_stop": ["1.5atr"], "limit_offset": [2]}
+    sets = parameter_sets("sma_crossover", grid)
+    assert len(sets) == 2 * 3 and sets[0]["stop_loss"] == "1%" and sets[1]["stop_loss"] == "30"
+    sets += parameter_sets("sma_crossover", {"fast": [5], "slow": [20], "contracts": [3], "take_profit": ["50%"]})
+    sweep = run_sweep(base, data, sets, workers=2)
+    assert sweep.table["params"].str.contains('"contracts"').all()
+    for row in sweep.table.itertuples():
+        bt = backtest_market(base.with_params(sets[row.set]), data)
+        assert bt.spec.orders.contracts == sets[row.set]["contracts"]
+        for key in ("net_pnl", "sharpe", "max_drawdown", "trades", "rolls", "roll_costs", "margin_calls",
+                    "account_stopped"):
+            assert getattr(row, key) == pytest.approx(bt.summary[key], rel=1e-12, abs=1e-9, nan_ok=True), key
+        np.testing.assert_allclose(sweep.pnl[row.set].to_numpy(), bt.result.bars["pnl"].to_numpy(), atol=1e-9)
+    reasons = set()
+    for p in sets:
+        reasons |= set(backtest_market(base.with_params(p), data).result.trades["reason"])
+    assert {"stop", "target", "trailing_stop", "limit", "signal"} <= reasons
+    assert (sweep.table["margin_calls"] > 0).any()
+
+
+def test_bad_order_settings_in_a_grid_name_the_setting():
+    with pytest.raises(ValueError, match="stop_loss must be a positive distance, got '-5'"):
+        parameter_sets("sma_crossover", {"fast": [5], "slow": [20], "stop_loss": ["-5"]})
+    with pytest.raises(ValueError, match="contracts must be a whole number >= 1, got 0"):
+        parameter_sets("sma_crossover", {"fast": [5], "slow": [20], "contracts": [0]})
 
 
 def test_chunks_of_a_sweep_reassemble_into_the_whole_sweep():
@@ -87,24 +144,20 @@ def test_chunks_of_a_sweep_reassemble_into_the_whole_sweep():
     walk-forward."""
     import json
 
-    from fbt_pipelines.catalog import market_spec
-    from fbt_pipelines.engine.futures_engine import EngineConfig
-    from fbt_pipelines.engine.sweep import run_sweep
+    from fbt_pipelines.usecases.sweep import run_sweep
     from fbt_pipelines.futures.back_adjust import back_adjust
     from fbt_pipelines.futures.roll_schedule import calendar_roll_schedule
-    from fbt_pipelines.portfolio.sizing import VolTargetConfig
     from tests.unit._futures_data import random_market
 
     contracts, closes, bars = random_market(seed=7)
     prices = back_adjust(bars, calendar_roll_schedule("ES", contracts, closes, 3), contracts, "panama")
-    spec, sizing, engine = market_spec("ES"), VolTargetConfig(capital=1e6, idm=1.0), EngineConfig()
+    base, data = _spec("sma_crossover"), _data(prices)
     sets = parameter_sets("sma_crossover", {"fast": [3, 5, 8, 10, 13], "slow": [20, 30, 40]})
-    whole = run_sweep(prices, spec, "sma_crossover", sets, sizing, engine, workers=2)
+    whole = run_sweep(base, data, sets, workers=2)
     tables, pnls = [], []
     for start in range(0, len(sets), 4):
         ids = list(range(start, min(start + 4, len(sets))))
-        part = run_sweep(prices, spec, "sma_crossover", [json.loads(json.dumps(sets[i], sort_keys=True)) for i in ids],
-                         sizing, engine, workers=1)
+        part = run_sweep(base, data, [json.loads(json.dumps(sets[i], sort_keys=True)) for i in ids], workers=1)
         tables.append(part.table.assign(set=ids))
         pnls.append(part.pnl.set_axis(ids, axis=1))
     table = pd.concat(tables, ignore_index=True)

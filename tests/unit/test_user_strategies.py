@@ -29,7 +29,7 @@ def folder(fbt_home):
     yield path
     for f in path.glob("*.py"):  # leave the registry as the next test expects it
         f.unlink()
-    available_strategies()
+    available_strategies(path)
 
 
 def write(folder, name: str, text: str):
@@ -40,7 +40,7 @@ def write(folder, name: str, text: str):
 
 def test_a_user_file_adds_a_strategy_that_runs_like_a_builtin(folder):
     path = write(folder, "momentum.py", MOMENTUM)
-    library = available_strategies()
+    library = available_strategies(folder)
     assert library["momentum"].source == str(path.resolve())
     assert library["sma_crossover"].source is None
     assert validate_params("momentum", {"lookback": 2.0}) == {"lookback": 2}
@@ -48,12 +48,12 @@ def test_a_user_file_adds_a_strategy_that_runs_like_a_builtin(folder):
     frame = pd.DataFrame({"close": close})
     # by hand, lookback 2: bars 0-1 flat; 12>10 +1; 11.5>11 +1; 11<12 -1; 13>11.5 +1
     assert strategy_signal("momentum", frame, {"lookback": 2}).tolist() == [0, 0, 1, 1, -1, 1]
-    assert "momentum(lookback=3) [yours]" in strategies_help()
+    assert "momentum(lookback=3) [yours]" in strategies_help(folder)
     with pytest.raises(StrategyError, match=r"momentum: unknown parameter\(s\) \['window'\]"):
         validate_params("momentum", {"window": 3})
     # removing the file removes the strategy (the registry follows the folder)
     path.unlink()
-    assert "momentum" not in available_strategies()
+    assert "momentum" not in available_strategies(folder)
     assert "sma_crossover" in STRATEGIES
 
 
@@ -81,10 +81,10 @@ def test_a_user_file_adds_a_strategy_that_runs_like_a_builtin(folder):
 def test_a_bad_file_is_named_with_the_reason_and_the_others_still_load(folder, name, text, expected):
     write(folder, "momentum.py", MOMENTUM)
     write(folder, name, text)
-    library = available_strategies()
+    library = available_strategies(folder)
     assert "momentum" in library
     assert library["ewmac"].source is None  # a clash never replaces the built-in
-    problems = [str(p) for p in user_problems()]
+    problems = [str(p) for p in user_problems(folder)]
     assert len(problems) == 1 and problems[0].startswith(str((folder / name).resolve()))
     assert any(re.search(expected, p) for p in problems), problems
     with pytest.raises(StrategyError, match=rf"unknown strategy 'nope'.*not loaded: .*{name}"):
@@ -108,6 +108,7 @@ def test_a_failing_or_malformed_signal_is_reported_with_its_file(folder):
         def crashes(close, k=1.0):
             return {}["missing"]
     """)
+    available_strategies(folder)  # the workspace loads the trader's folder (the CLI and the code location do)
     frame = pd.DataFrame({"ts": pd.date_range("2024-01-02", periods=4, tz="UTC"), "close": [1.0, 2.0, 3.0, 4.0]})
     with pytest.raises(StrategyError, match=r"divides \(.*broken\.py\): signal is NaN/inf at bar 0 \(2024-01-02"):
         strategy_signal("divides", frame, {})

@@ -1,0 +1,1 @@
+"""Bar files into the warehouse: read, validate, quarantine, store (one DuckDB transaction per file)."""

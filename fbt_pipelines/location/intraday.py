@@ -1,0 +1,26 @@
+"""The intraday job: one market's roll schedule, series, backtests and tear sheet."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, define_asset_job
+
+from assets.intraday import GROUP
+from assets.partitions import market_partitions
+
+INTRADAY_JOB = "intraday_market"
+
+intraday_job = define_asset_job(
+    INTRADAY_JOB, AssetSelection.groups(GROUP), partitions_def=market_partitions,
+    description="One market at 1m or 1h (run config `interval`, optional `start`/`end` trading days): intraday "
+                "roll schedule, continuous series, backtests, tear sheet (`fbt demo-intraday`).",
+)
+
+
+def intraday_run_config(interval: str = "1m", start: str = "", end: str = "",
+                        backtests: dict | None = None) -> dict:
+    """Run config giving every intraday asset the same series (backtests: their settings)."""
+    series = {"interval": interval, "start": start, "end": end}
+    ops = {name: {"config": dict(series)} for name in
+           ("intraday_roll_schedule", "intraday_continuous_prices", "intraday_tear_sheet")}
+    ops["intraday_backtests"] = {"config": {**series, **(backtests or {})}}
+    return {"ops": ops}
