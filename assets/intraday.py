@@ -17,7 +17,10 @@ from pydantic import Field
 from assets._support import WRITER_POOL, announce, date_range, md_table
 from assets.backtests import StrategyConfig
 from assets.partitions import market_partitions
-from assets.raw_bars import raw_bars
+from assets.catalog import market_catalog
+from assets.raw_bars import bar_check_specs, bar_result, ingest_landing
+from fbt_pipelines.ingest.files import bar_sources
+from fbt_pipelines.usecases.market_data import IngestOutcome, bar_quality
 from fbt_pipelines.config import code_version
 from fbt_pipelines.engine.strategies import strategies_help
 from fbt_pipelines.errors import FbtError, StrategyError
@@ -88,8 +91,39 @@ class IntradayBacktestsConfig(IntradayConfig):
                 for s in sorted(entries, key=lambda s: s.name)]
 
 
+class IntradayBarsConfig(Config):
+    """Which bar interval to ingest and check."""
+
+    interval: str = Field(default=uc.DEFAULT_INTERVAL, description="Bar interval: 1m or 1h. Files are read from "
+                          "the landing folder's <ROOT>/<interval>/ subfolder.")
+
+
 @asset(
-    partitions_def=market_partitions, group_name=GROUP, kinds={"duckdb"}, deps=[raw_bars], pool=WRITER_POOL,
+    partitions_def=market_partitions, group_name=GROUP, kinds={"duckdb"}, deps=[market_catalog], pool=WRITER_POOL,
+    check_specs=bar_check_specs("intraday_raw_bars"),
+)
+def intraday_raw_bars(context: AssetExecutionContext, config: IntradayBarsConfig, warehouse: WarehouseResource,
+                      bus: BusResource, files: FilesResource) -> MaterializeResult:
+    """Per-contract 1m/1h bars from landing/<ROOT>/<interval>/ (csv, parquet, LEAN, DBN) into `bars`, checked."""
+    root = context.partition_key
+    try:
+        interval = uc.check_interval(config.interval)
+    except FbtError as exc:
+        raise Failure(str(exc)) from None
+    folder = files.landing(root) / interval
+    paths = bar_sources(folder) if folder.is_dir() else []
+    with warehouse.connect() as conn:
+        outcome = ingest_landing(context, conn, paths, files, interval) if paths else IngestOutcome()
+        quality = bar_quality(conn, root, interval)
+    if quality.rows == 0:
+        raise Failure(f"no {interval} bars for {root}: no bar files in {folder} (csv, parquet, LEAN minute zip, "
+                      f"DBN) and none stored by `fbt ingest --interval {interval}`")
+    announce(context, bus.get(), rows=quality.rows, files=len(paths), interval=interval)
+    return bar_result(quality, outcome, len(paths), interval=interval, landing=str(folder))
+
+
+@asset(
+    partitions_def=market_partitions, group_name=GROUP, kinds={"duckdb"}, deps=[intraday_raw_bars], pool=WRITER_POOL,
     check_specs=[AssetCheckSpec("roll_gaps_plausible", asset="intraday_roll_schedule", blocking=True,
                                 description="Every roll's |to/from - 1| < 10% at the session's last bar.")],
 )

@@ -1,5 +1,7 @@
 """Stage 1: per-contract bars ingested from the landing folder into DuckDB."""
 
+from pathlib import Path
+
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
                      Failure, MaterializeResult, asset)
 
@@ -7,43 +9,43 @@ from assets._support import WRITER_POOL, announce, date_range
 from assets.catalog import market_catalog
 from assets.partitions import market_partitions
 from fbt_pipelines.ingest.files import bar_sources
-from fbt_pipelines.usecases.market_data import bar_quality, ingest_bar_files
+from fbt_pipelines.usecases.market_data import BarQuality, IngestOutcome, bar_quality, ingest_bar_files
 from resources import BusResource, FilesResource, WarehouseResource
 
 
-@asset(
-    partitions_def=market_partitions, group_name="ingest", kinds={"duckdb"}, deps=[market_catalog], pool=WRITER_POOL,
-    check_specs=[
-        AssetCheckSpec("ohlc_valid", asset="raw_bars", blocking=True,
+def bar_check_specs(asset: str) -> list[AssetCheckSpec]:
+    """The data-quality checks of a stored-bars asset (daily ``raw_bars`` or ``intraday_raw_bars``)."""
+    return [
+        AssetCheckSpec("ohlc_valid", asset=asset, blocking=True,
                        description="Every stored bar has low <= open, close <= high."),
-        AssetCheckSpec("no_duplicate_bars", asset="raw_bars", blocking=True,
+        AssetCheckSpec("no_duplicate_bars", asset=asset, blocking=True,
                        description="One bar per (contract, interval, ts)."),
-        AssetCheckSpec("no_quarantined_rows", asset="raw_bars",
+        AssetCheckSpec("no_quarantined_rows", asset=asset,
                        description="No row of this market's files was rejected (warns; see table quarantine)."),
-        AssetCheckSpec("no_price_spikes", asset="raw_bars",
+        AssetCheckSpec("no_price_spikes", asset=asset,
                        description="No close-to-close move above 10 robust standard deviations."),
-    ],
-)
-def raw_bars(context: AssetExecutionContext, warehouse: WarehouseResource, bus: BusResource,
-             files: FilesResource) -> MaterializeResult:
-    """Per-contract daily bars of one market, ingested file by file (one transaction each) into `bars`; bad rows go to `quarantine`."""
+    ]
+
+
+def ingest_landing(context: AssetExecutionContext, conn, paths: list[Path], files: FilesResource,
+                   interval: str = "1d") -> IngestOutcome:
+    """Ingest ``paths`` (one transaction each, the first bad file fails the step) with progress in the log."""
     root = context.partition_key
-    folder = files.landing(root)
-    paths = bar_sources(folder) if folder.is_dir() else []
-    if not paths:
-        raise Failure(f"no bar files for {root} in {folder} (csv, parquet or LEAN zip; run `fbt sample-data`)")
+
     def progress(i, _path, outcome) -> None:
         if i % 25 == 0 or i == len(paths):
-            context.log.info(f"{root}: {i}/{len(paths)} files ({outcome.new} new, {outcome.unchanged} unchanged)")
+            context.log.info(f"{root} {interval}: {i}/{len(paths)} files ({outcome.new} new, "
+                             f"{outcome.unchanged} unchanged)")
 
-    with warehouse.connect() as conn:
-        outcome = ingest_bar_files(conn, paths, files.workspace(), keep_going=False, on_file=progress)
-        quality = bar_quality(conn, root)
+    return ingest_bar_files(conn, paths, files.workspace(), interval=interval, keep_going=False, on_file=progress)
+
+
+def bar_result(quality: BarQuality, outcome: IngestOutcome, files: int, **extra) -> MaterializeResult:
+    """Metadata and check results of a stored-bars asset from its quality counts."""
     bars = quality.bars
-    announce(context, bus.get(), rows=quality.rows, files=len(paths))
     return MaterializeResult(
         metadata={
-            "rows": quality.rows, "contracts": int(bars["contract"].nunique()), "files": len(paths),
+            **extra, "rows": quality.rows, "contracts": int(bars["contract"].nunique()), "files": files,
             "files_new": outcome.new, "files_unchanged": outcome.unchanged, "quarantined_rows": quality.quarantined,
             "date_range": date_range(bars["ts"]),
         },
@@ -58,3 +60,22 @@ def raw_bars(context: AssetExecutionContext, warehouse: WarehouseResource, bus: 
                              metadata={"spikes": quality.spikes}),
         ],
     )
+
+
+@asset(
+    partitions_def=market_partitions, group_name="ingest", kinds={"duckdb"}, deps=[market_catalog], pool=WRITER_POOL,
+    check_specs=bar_check_specs("raw_bars"),
+)
+def raw_bars(context: AssetExecutionContext, warehouse: WarehouseResource, bus: BusResource,
+             files: FilesResource) -> MaterializeResult:
+    """Per-contract daily bars of one market, ingested file by file (one transaction each) into `bars`; bad rows go to `quarantine`."""
+    root = context.partition_key
+    folder = files.landing(root)
+    paths = bar_sources(folder) if folder.is_dir() else []
+    if not paths:
+        raise Failure(f"no bar files for {root} in {folder} (csv, parquet or LEAN zip; run `fbt sample-data`)")
+    with warehouse.connect() as conn:
+        outcome = ingest_landing(context, conn, paths, files)
+        quality = bar_quality(conn, root)
+    announce(context, bus.get(), rows=quality.rows, files=len(paths))
+    return bar_result(quality, outcome, len(paths))

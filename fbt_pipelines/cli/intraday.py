@@ -1,8 +1,9 @@
 """``fbt demo-intraday``: minute bars from files to tear sheets via the intraday group.
 
 Generated ES minute bars over a year (inside CME Globex sessions) plus the
-bundled real LEAN ES minute bars (``tests/fixtures/lean/minute/es``) are
-ingested with ``interval='1m'``, the ``intraday_market`` job runs once per
+bundled real LEAN ES minute bars (``tests/fixtures/lean/minute/es``) are put
+in ``landing/ES/1m/``; the ``intraday_market`` job (its ``intraday_raw_bars``
+asset ingests that folder, unchanged files skipped) runs once per
 series (the generated year, and each LEAN window of trading days) in this
 process, and the table shows each strategy's net P&L (USD), Sharpe (per
 bar, annualised by bars per session), trades and rolls.
@@ -11,6 +12,7 @@ bar, annualised by bars per session), trades and rolls.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import time
 from pathlib import Path
 
@@ -44,36 +46,23 @@ def bundled_lean_minutes() -> Path | None:
 def demo_intraday(start: dt.datetime, end: dt.datetime, seed: int, lean_dir: Path | None, regenerate: bool) -> None:
     """Minute sample + LEAN minute bars -> intraday asset group -> table and tear sheets."""
     from fbt_pipelines.catalog import market_spec
-    from fbt_pipelines.cli.data import connect_warehouse
     from fbt_pipelines.ingest.files import bar_sources
     from fbt_pipelines.marketdata.sample_minutes import write_minute_sample
-    from fbt_pipelines.usecases.market_data import ingest_bar_files
 
     t0 = time.perf_counter()
     console.print(f"[bold]fbt demo-intraday[/bold]  FBT_HOME={paths().home}")
     _ensure_redis()
-    folder = paths().home / "minute" / DEMO_ROOT  # not landing/: the daily raw_bars asset reads that
+    folder = paths().landing / DEMO_ROOT / "1m"  # the intraday_raw_bars asset ingests this folder
     if regenerate or not any(folder.glob("*.csv")):
         with console.status(f"generating {DEMO_ROOT} minute bars {start:%Y-%m-%d} .. {end:%Y-%m-%d}"):
             sample = write_minute_sample(folder, market_spec(DEMO_ROOT), start.date(), end.date(), seed)
         console.print(f"[green]sample minutes[/green]: {len(sample.bars)} contract files, {sample.rows:,} bars "
                       f"in {folder} ({time.perf_counter() - t0:.1f} s)")
-    files = sorted(folder.glob("*.csv"))
     lean = lean_dir or bundled_lean_minutes()
     if lean is not None:
-        files += bar_sources(lean)
-    t1 = time.perf_counter()
-    with console.status("ingesting") as status, connect_warehouse() as conn:
-        def progress(i: int, path: Path, outcome) -> None:
-            status.update(f"ingesting {i}/{len(files)}: {path.name}")
-
-        outcome = ingest_bar_files(conn, files, workspace_here(), interval="1m", keep_going=True, on_file=progress)
-    rows = sum(r.accepted for r in outcome.results)
-    console.print(f"[green]ingested[/green] {len(files)} files with interval 1m: {outcome.new} new, "
-                  f"{outcome.unchanged} unchanged, {rows:,} bars, {len(outcome.failures)} failed "
-                  f"({time.perf_counter() - t1:.1f} s)")
-    for path, reason in outcome.failures:
-        console.print(f"[yellow]failed[/yellow] {escape(path)}: {escape(reason)}")
+        copied = [shutil.copy2(p, folder / p.name) for p in bar_sources(lean, companions=True)
+                  if not (folder / p.name).exists() or (folder / p.name).read_bytes() != p.read_bytes()]
+        console.print(f"[green]LEAN minute files[/green] from {lean}: {len(copied)} copied to {folder}")
     # one series per window: the generated year and each LEAN window (the market's 1m bars hold both)
     windows = [(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}")] + (LEAN_WINDOWS if lean is not None else [])
     keys = _materialize_intraday(windows)
@@ -119,6 +108,7 @@ def _materialize_intraday(windows: list[tuple[str, str]]) -> list[str]:
 def _print_intraday(keys: list[str]) -> None:
     from fbt_pipelines.cli.data import connect_warehouse
     from fbt_pipelines.services import warehouse as wh
+    from fbt_pipelines.usecases.intraday_portfolio import ALL_MARKETS, portfolio_line
 
     table = Table(title="Intraday backtests per series: net P&L (USD, after costs, 1 contract), Sharpe (per bar, "
                         "x sqrt(bars per session x 252)), trades, rolls")
@@ -129,7 +119,12 @@ def _print_intraday(keys: list[str]) -> None:
             for r in wh.read_partition(conn, "intraday_backtest_runs", key, order_by=["strategy"]).to_dict("records"):
                 table.add_row(key, r["strategy"], f"{int(r['bars']):,}", f"{r['net_pnl']:,.0f}",
                               f"{r['sharpe']:.2f}", f"{r['trades']:.0f}", f"{r['rolls']:.0f}")
+        # the intraday_portfolio of the first window (every market's series of that window, summed per session)
+        book = (wh.read_partition(conn, "intraday_portfolio_equity", ALL_MARKETS + keys[0][keys[0].index("|"):],
+                                  order_by=["session"]) if keys else None)
     console.print(table)
+    if book is not None and len(book):
+        console.print(portfolio_line(book))
 
 
 def intraday_backtest(spec, root: str, interval: str, start: dt.datetime | None, end: dt.datetime | None, *,

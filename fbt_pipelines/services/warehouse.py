@@ -94,6 +94,9 @@ RESULT_TABLES = {
     "intraday_backtest_runs": "series",
     "intraday_backtest_equity": "series",  # every bar, in full
     "intraday_backtest_trades": "series",
+    "intraday_features": "series",
+    "intraday_portfolio_equity": "portfolio",  # per session: ALL|interval[|start..end]
+    "intraday_portfolio_pnl": "portfolio",  # per session, market and strategy
 }
 
 
@@ -319,8 +322,8 @@ def read_contracts(conn: duckdb.DuckDBPyConnection, root: str) -> pd.DataFrame:
     ).df()
 
 
-def bar_quality(conn: duckdb.DuckDBPyConnection, root: str) -> dict[str, int]:
-    """Counts of rows breaking OHLC rules or duplicated keys in stored bars."""
+def bar_quality(conn: duckdb.DuckDBPyConnection, root: str, interval: str = "1d") -> dict[str, int]:
+    """Stored bars of one interval that break OHLC rules or repeat a key, and all rows."""
     ensure_schema(conn)
     bad_ohlc, dupes, rows = conn.execute(
         """
@@ -328,15 +331,20 @@ def bar_quality(conn: duckdb.DuckDBPyConnection, root: str) -> dict[str, int]:
           count(*) FILTER (WHERE NOT (high >= greatest(open, close, low) AND low <= least(open, close, high))),
           count(*) - count(DISTINCT (contract, interval, ts)),
           count(*)
-        FROM bars WHERE root = ?
+        FROM bars WHERE root = ? AND interval = ?
         """,
-        [root],
+        [root, interval],
     ).fetchall()[0]
     return {"bad_ohlc": int(bad_ohlc), "duplicates": int(dupes), "rows": int(rows)}
 
 
-def quarantine_count(conn: duckdb.DuckDBPyConnection, root: str) -> int:
+def quarantine_count(conn: duckdb.DuckDBPyConnection, root: str, interval: str = "1d") -> int:
+    """Rows of one market's files of one interval that the ingest rejected.
+
+    An ingest recorded before the ``interval`` column existed counts as daily.
+    """
     ensure_schema(conn)
     return int(conn.execute(
-        "SELECT count(*) FROM quarantine q JOIN ingests i USING (ingest_id) WHERE i.root = ?", [root]
+        """SELECT count(*) FROM quarantine q JOIN ingests i USING (ingest_id)
+           WHERE i.root = ? AND coalesce(i.interval, '1d') = ?""", [root, interval]
     ).fetchall()[0][0])

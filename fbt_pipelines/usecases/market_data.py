@@ -98,7 +98,7 @@ def ingest_bar_files(conn, files: Sequence[Path], workspace: Workspace, *, fmt: 
 class BarQuality:
     """What the ``raw_bars`` checks read for one market: stored rows, bad OHLC
     rows, duplicate (contract, interval, ts), quarantined rows, single-bar
-    spikes, contracts and the bars (daily, UTC)."""
+    spikes, contracts and the bars (UTC)."""
 
     rows: int
     bad_ohlc: int
@@ -108,12 +108,12 @@ class BarQuality:
     bars: pd.DataFrame
 
 
-def bar_quality(conn, root: str) -> BarQuality:
-    """The stored daily bars of ``root`` and their quality counts."""
-    quality = wh.bar_quality(conn, root)
-    bars = wh.read_bars(conn, root)
-    return BarQuality(quality["rows"], quality["bad_ohlc"], quality["duplicates"], wh.quarantine_count(conn, root),
-                      spike_count(bars), bars)
+def bar_quality(conn, root: str, interval: str = "1d") -> BarQuality:
+    """The stored bars of ``root`` at ``interval`` (daily by default) and their quality counts."""
+    quality = wh.bar_quality(conn, root, interval)
+    bars = wh.read_bars(conn, root, interval)
+    return BarQuality(quality["rows"], quality["bad_ohlc"], quality["duplicates"],
+                      wh.quarantine_count(conn, root, interval), spike_count(bars), bars)
 
 
 def bar_files(sources: Sequence[Path]) -> list[Path]:

@@ -51,7 +51,7 @@ SHOTS = Path(os.environ.get("FBT_SCREENSHOTS")
              or Path(os.environ.get("FBT_HOME") or REPO / ".fbt") / "tmp" / "screenshots")
 GROUPS = {"catalog": ["market_catalog"], "ingest": ["raw_bars"], "futures": ["roll_schedule", "continuous_prices"],
           "ml": ["features", "model", "predictions"], "backtest": ["backtests", "parameter_sweep"],
-          "intraday": ["intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests", "intraday_tear_sheet"],
+          "intraday": ["intraday_raw_bars", "intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests", "intraday_tear_sheet"],
           "portfolio": ["strategy_comparison", "portfolio", "risk_report", "tear_sheet"]}
 ASSETS = [a for names in GROUPS.values() for a in names]
 STRATEGIES = {"sma_crossover": ["--param", "fast=10", "--param", "slow=40"], "buy_and_hold": []}

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"market_catalog", "raw_bars", "roll_schedule", "continuous_prices", "features", "model",
             "predictions", "backtests", "parameter_sweep", "strategy_comparison", "portfolio", "risk_report", "tear_sheet",
-            "intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests", "intraday_tear_sheet"}
+            "intraday_raw_bars", "intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests",
+            "intraday_tear_sheet", "intraday_features", "intraday_portfolio"}
 
 
 def free_port() -> int:
@@ -57,7 +58,8 @@ def test_webserver_lists_every_asset_with_its_lineage(fbt_home):
         assert set(nodes) == EXPECTED
         assert nodes["continuous_prices"] == {"roll_schedule"} and nodes["predictions"] == {"model", "features"}
         assert nodes["backtests"] == {"continuous_prices", "predictions", "features"}
-        assert nodes["intraday_roll_schedule"] == {"raw_bars"}  # the intraday group hangs off the stored bars
+        assert nodes["intraday_raw_bars"] == {"market_catalog"}  # minute files from landing/<ROOT>/<interval>/
+        assert nodes["intraday_roll_schedule"] == {"intraday_raw_bars"}
         assert nodes["intraday_backtests"] == {"intraday_continuous_prices"}
     finally:
         proc.terminate()

@@ -40,19 +40,12 @@ def intraday_home(tmp_path_factory, redis_url):
     mp = pytest.MonkeyPatch()
     home = use_private_home(mp, tmp_path_factory.mktemp("intraday") / "home", redis_url)
     from fbt_pipelines.catalog import market_spec
+    from fbt_pipelines.config import paths
     from fbt_pipelines.marketdata.sample_minutes import write_minute_sample
-    from fbt_pipelines.services import warehouse as wh
-    from fbt_pipelines.usecases.market_data import ingest_bar_files
-    from fbt_pipelines.usecases.workspace import Workspace
 
-    folder = home / "minute" / "ES"
+    folder = paths().landing / "ES" / "1m"  # the intraday_raw_bars asset ingests it
     sample = write_minute_sample(folder, market_spec("ES"), START, END, seed=3)
     assert sorted(sample.bars) == ["ESH2024", "ESM2024"]
-    with duckdb.connect(str(home / "warehouse.duckdb")) as conn:
-        wh.ensure_schema(conn)
-        outcome = ingest_bar_files(conn, sorted(folder.glob("*.csv")), Workspace(home), interval="1m",
-                                   keep_going=False)
-    assert outcome.new == 2 and not outcome.failures
     yield home, sample.frame()
     mp.undo()
 
@@ -65,13 +58,13 @@ def materialized(intraday_home):
     home, bars = intraday_home
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("markets", ["ES"])
+    selection = ["intraday_raw_bars", "intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests",
+                 "intraday_tear_sheet"]
     result = materialize(
-        ALL_ASSETS, selection=["intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests",
-                               "intraday_tear_sheet"],
-        partition_key="ES", instance=instance, resources=local_resources(),
+        ALL_ASSETS, selection=selection, partition_key="ES", instance=instance, resources=local_resources(),
         run_config=intraday_run_config("1m", backtests={
             "strategies": [{"name": "sma_crossover", "params": {"fast": FAST, "slow": SLOW}}],
-            "contracts": CONTRACTS}))
+            "contracts": CONTRACTS}, assets=selection))
     assert result.success
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
         tables = {t: conn.execute(f"SELECT * FROM {t} WHERE series = 'ES|1m' ORDER BY ALL").df()
@@ -89,9 +82,44 @@ def materialized(intraday_home):
 def test_checks_pass_and_daily_tables_untouched(materialized):
     _, _, result, tables = materialized
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"roll_gaps_plausible": True, "no_gaps_at_rolls": True, "last_segment_is_raw": True,
-                      "margin_within_equity": True}
+    assert checks == {"ohlc_valid": True, "no_duplicate_bars": True, "no_quarantined_rows": True,
+                      "no_price_spikes": True, "roll_gaps_plausible": True, "no_gaps_at_rolls": True,
+                      "last_segment_is_raw": True, "margin_within_equity": True}
     assert tables["daily_tables"] == 0  # the daily assets' tables were not written
+
+
+def test_raw_bars_ingested_from_the_landing_subfolder(materialized):
+    home, bars, result, _ = materialized
+    [mat] = [m for m in result.get_asset_materialization_events()
+             if m.asset_key.to_user_string() == "intraday_raw_bars"]
+    meta = {k: v.value for k, v in mat.materialization.metadata.items()}
+    assert (meta["files"], meta["files_new"], meta["interval"]) == (2, 2, "1m")
+    assert (meta["rows"], meta["contracts"]) == (len(bars), bars["contract"].nunique())
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+        by_interval = dict(conn.execute("SELECT interval, count(*) FROM bars GROUP BY 1").fetchall())
+    assert by_interval == {"1m": len(bars)}  # all stored as 1m, nothing as daily
+
+
+def test_raw_bars_without_files_or_stored_bars_fail_clearly(tmp_path, redis_url):
+    from dagster import DagsterInstance as Instance
+
+    from fbt_pipelines.location.definitions import ALL_ASSETS, local_resources
+    from tests.conftest import use_private_home
+
+    mp = pytest.MonkeyPatch()
+    try:
+        use_private_home(mp, tmp_path / "home", redis_url)
+        instance = Instance.ephemeral()
+        instance.add_dynamic_partitions("markets", ["ES"])
+        result = materialize(ALL_ASSETS, selection=["intraday_raw_bars"], partition_key="ES", instance=instance,
+                             resources=local_resources(), raise_on_error=False,
+                             run_config={"ops": {"intraday_raw_bars": {"config": {"interval": "1h"}}}})
+    finally:
+        mp.undo()
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message
+    assert "no 1h bars for ES" in message and str(tmp_path / "home" / "landing" / "ES" / "1h") in message
 
 
 def test_roll_at_the_sessions_last_bar(materialized):
