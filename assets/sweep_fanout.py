@@ -18,6 +18,16 @@ pool, reads every chunk's Parquet and replaces each market's partition of
 ``sweep_results`` / ``walk_forward_equity`` in one transaction per table.
 Dagster's default IO manager would pickle every output; this one writes
 Arrow/Parquet, so nothing is pickled across processes.
+
+Run config ``interval`` (``1d`` default; ``1m`` / ``1h``): on intraday bars
+each market's stored series ``ROOT|interval`` is swept
+(:mod:`fbt_pipelines.usecases.intraday_sweep`: a fixed size of ``contracts``,
+Sharpe per bar, P&L per session, the walk-forward in ``train_sessions`` /
+``test_sessions``) and stored in ``intraday_sweep_results`` /
+``intraday_walk_forward_equity``, as the ``intraday_parameter_sweep`` asset
+stores it. A minute series is large (~350,000 bars a year), so the plan
+writes one Parquet file per market beside the run's chunks (``inputs`` then
+lists them) and a chunk step reads its own market's only.
 """
 
 
@@ -42,11 +52,14 @@ from assets._support import WRITER_POOL
 from assets.partitions import MARKETS
 from assets.sweeps import SweepConfig
 from fbt_pipelines.config import code_version, executor_mode
-from fbt_pipelines.errors import DataError
+from fbt_pipelines.errors import DataError, FbtError
 from fbt_pipelines.primitives.versioning import frame_version
 from fbt_pipelines.services import warehouse as wh
+from fbt_pipelines.usecases import intraday as uc
+from fbt_pipelines.usecases import intraday_sweep as isw
 from fbt_pipelines.usecases.backtest import MarketData, read_market_data
 from fbt_pipelines.usecases.fanout import COMPUTE_TO_OVERHEAD, STEP_OVERHEAD_S, chunk_size_for, seconds_per_backtest
+from fbt_pipelines.usecases.spec import BacktestSpec
 from fbt_pipelines.usecases.sweep import SweepResult, run_sweep, store_sweep
 from resources import FilesResource, TrackingResource, WarehouseResource
 
@@ -96,29 +109,68 @@ class SweepFanoutConfig(SweepConfig):
                     "figure (in_process 0.05, celery 3, multiprocess 30).")
     track_mlflow: bool = Field(default=True, description="MLflow parent run + one child per set, per market.")
     keep_chunks: bool = Field(default=False, description="Keep the run's Parquet chunk files after the write.")
+    interval: str = Field(default="1d", description="1d: the daily continuous series; 1m / 1h: each market's "
+                          "intraday series ROOT|interval (intraday_continuous_prices).")
+    contracts: int = Field(default=1, description="Intraday: contracts held in the signal's direction (a fixed "
+                                                  "size); the grid may sweep contracts.")
+    train_sessions: int = Field(default=isw.DEFAULT_TRAIN_SESSIONS,
+                                description="Intraday walk-forward in-sample window (sessions).")
+    test_sessions: int = Field(default=isw.DEFAULT_TEST_SESSIONS,
+                               description="Intraday walk-forward out-of-sample window (sessions).")
+
+    @property
+    def intraday(self) -> bool:
+        """True for 1m / 1h (ValueError naming any interval other than 1d, 1m, 1h)."""
+        if self.interval == "1d":
+            return False
+        try:
+            uc.check_interval(self.interval)
+        except FbtError as exc:
+            raise ValueError(f"sweep_fanout interval {self.interval!r}: 1d, 1m or 1h ({exc})") from None
+        return True
+
+    def base_spec(self, library) -> BacktestSpec:
+        """The spec every set shares: the daily one, or intraday's fixed size (``contracts``)."""
+        if self.intraday:
+            return isw.intraday_sweep_spec(self.strategy, library, capital=self.capital, contracts=self.contracts)
+        return super().base_spec(library)
+
+    def sweep(self, base, data: MarketData, sets: list[dict], workers: int) -> SweepResult:
+        """``run_sweep``, or the intraday sweep of this interval."""
+        if self.intraday:
+            return isw.run_intraday_sweep(base, data, sets, self.interval, workers=workers)
+        return run_sweep(base, data, sets, workers=workers)
+
+    def intraday_settings(self, chunk_size: int | None = None) -> isw.IntradaySweepSettings:
+        return isw.IntradaySweepSettings(self.strategy, self.grid, self.interval, self.mode, self.train_sessions,
+                                         self.test_sessions, self.capital, self.contracts, chunk_size)
 
 
 @op(out={"inputs": Out(pd.DataFrame, io_manager_key=IO_KEY), "settings": Out(pd.DataFrame, io_manager_key=IO_KEY),
          "chunks": DynamicOut(pd.DataFrame, io_manager_key=IO_KEY)})
 def plan_sweep_chunks(context: OpExecutionContext, config: SweepFanoutConfig, warehouse: WarehouseResource,
-                      files: FilesResource):
+                      files: FilesResource, sweep_io: ResourceParam[ChunkParquetIOManager]):
     """Reads each market's strategy inputs (prices, prob_up, roll yield, margin per bar) once and cuts the parameter sets into chunks."""
     workspace = files.workspace()
     workspace.strategies()
-    with warehouse.connect() as conn:
-        roots = list(config.markets) or sorted(
-            r[0] for r in conn.execute("SELECT DISTINCT root FROM continuous_prices").fetchall()) \
-            if config.markets or wh.table_exists(conn, "continuous_prices") else []
-        frames, read_first = [], None
-        for root in roots:
-            try:
-                data = read_market_data(conn, root, workspace)
-                read_first = read_first or data
-            except DataError:
-                raise ValueError(f"sweep_fanout: no continuous prices for market {root!r}; run ingest_market first") from None
-            frames.append(chunk_inputs(data))
+    if config.intraday:
+        roots, frames, read_first = _plan_intraday(context, config, warehouse, workspace, sweep_io)
+    else:
+        with warehouse.connect() as conn:
+            roots = list(config.markets) or sorted(
+                r[0] for r in conn.execute("SELECT DISTINCT root FROM continuous_prices").fetchall()) \
+                if config.markets or wh.table_exists(conn, "continuous_prices") else []
+            frames, read_first = [], None
+            for root in roots:
+                try:
+                    data = read_market_data(conn, root, workspace)
+                    read_first = read_first or data
+                except DataError:
+                    raise ValueError(f"sweep_fanout: no continuous prices for market {root!r}; run ingest_market first") from None
+                frames.append(chunk_inputs(data))
     if not frames:
-        raise ValueError("sweep_fanout: no market has continuous prices in the warehouse")
+        raise ValueError(f"sweep_fanout: no market has a {config.interval} intraday series in the warehouse"
+                         if config.intraday else "sweep_fanout: no market has continuous prices in the warehouse")
     sets = config.sets()
     params = [json.dumps(p, sort_keys=True) for p in sets]
     chunk_size = config.chunk_size or _auto_chunk_size(context, config, read_first, sets, workspace)
@@ -135,6 +187,37 @@ def plan_sweep_chunks(context: OpExecutionContext, config: SweepFanoutConfig, wa
                      f"of <= {chunk_size}")
 
 
+def _plan_intraday(context: OpExecutionContext, config: SweepFanoutConfig, warehouse: WarehouseResource, workspace,
+                   sweep_io: ChunkParquetIOManager) -> tuple[list[str], list[pd.DataFrame], MarketData | None]:
+    """(roots, ``inputs`` rows, the first market's data): each market's intraday series to its own Parquet file.
+
+    The file (:func:`chunk_inputs` of the series) goes under the run's chunk
+    folder, ``inputs/<ROOT>.parquet``, written under a temporary name and
+    renamed; ``inputs`` lists root, path, data version and bars.
+    """
+    folder = sweep_io.run_dir(context.run_id) / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, first = [], None
+    with warehouse.connect() as conn:
+        roots = list(config.markets) or isw.intraday_roots(conn, config.interval)
+        for root in roots:
+            key = uc.series_key(root, config.interval)
+            prices = uc.read_intraday_prices(conn, key)
+            if prices.empty:
+                raise ValueError(f"sweep_fanout: no intraday series {key}; materialize intraday_continuous_prices "
+                                 f"(job intraday_market, interval {config.interval}) first")
+            data = uc.intraday_market_data(root, workspace, prices)
+            first = first or data
+            path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', root)}.parquet"
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            pq.write_table(pa.Table.from_pandas(chunk_inputs(data), preserve_index=False), tmp)
+            os.replace(tmp, path)
+            rows.append(pd.DataFrame({"root": [root], "path": [str(path)], "data_version": [data.data_version],
+                                      "bars": [len(data.frame)]}))
+            context.log.info(f"{key}: {len(data.frame):,} bars, {int(prices['session'].nunique())} sessions")
+    return roots, rows, first
+
+
 def _auto_chunk_size(context: OpExecutionContext, config: "SweepFanoutConfig", data: MarketData,
                      sets: list[dict], workspace) -> int:
     """Sets per step from the executor's per-step overhead and one market's measured backtest time."""
@@ -142,7 +225,7 @@ def _auto_chunk_size(context: OpExecutionContext, config: "SweepFanoutConfig", d
     mode = next(iter(execution), None) or executor_mode()
     overhead = config.step_overhead_s if config.step_overhead_s is not None else STEP_OVERHEAD_S.get(mode, 3.0)
     base = config.base_spec(workspace.strategies())
-    per_backtest = seconds_per_backtest(lambda some: run_sweep(base, data, some, workers=1), sets)
+    per_backtest = seconds_per_backtest(lambda some: config.sweep(base, data, some, workers=1), sets)
     size = chunk_size_for(per_backtest, overhead, len(sets))
     context.log.info(f"chunk size {size}: {per_backtest * 1e3:.2f} ms per backtest on {data.root}, "
                      f"{overhead:g} s overhead per {mode} step, compute >= {COMPUTE_TO_OVERHEAD:g}x overhead")
@@ -176,17 +259,24 @@ def run_sweep_chunk(context: OpExecutionContext, inputs: pd.DataFrame, settings:
     """Backtests one chunk of parameter sets on one market (threads inside; no warehouse access).
 
     Outputs: ``table`` (one row per set: net P&L USD, Sharpe, drawdown,
-    trades, rolls) and ``pnl`` (daily P&L in USD, one column per set id, ``ts`` UTC)."""
+    trades, rolls) and ``pnl`` (daily P&L in USD, one column per set id, ``ts`` UTC;
+    intraday: P&L per trading session, ``ts`` the session's day)."""
     cfg = _settings(settings)
     root = str(chunk["root"].iat[0])
     workspace = files.workspace()
-    data = market_data_from_inputs(inputs, root, workspace)
+    if cfg.intraday:  # the market's own file (plan_sweep_chunks: _plan_intraday)
+        entry = inputs[inputs["root"] == root].iloc[0]
+        data = market_data_from_inputs(pq.read_table(str(entry["path"])).to_pandas(), root, workspace)
+        data_version = str(entry["data_version"])
+    else:
+        data = market_data_from_inputs(inputs, root, workspace)
+        data_version = data.data_version
     sets = [json.loads(p) for p in chunk["params"]]
     t0 = time.perf_counter()
-    result = run_sweep(cfg.base_spec(workspace.strategies()), data, sets, workers=cfg.workers)
+    result = cfg.sweep(cfg.base_spec(workspace.strategies()), data, sets, workers=cfg.workers)
     seconds = time.perf_counter() - t0
     ids = chunk["set"].to_numpy()
-    table = result.table.assign(set=ids, root=root, data_version=data.data_version)
+    table = result.table.assign(set=ids, root=root, data_version=data_version)
     pnl = result.pnl.set_axis([str(i) for i in ids], axis=1).rename_axis("ts").reset_index()
     yield Output(table, "table", metadata={
         "pid": os.getpid(), "host": socket.gethostname(), "root": root, "sets": len(sets),
@@ -218,10 +308,18 @@ def write_sweep_results(context: OpExecutionContext, tables: list[pd.DataFrame],
             raise ValueError(f"sweep_fanout {root}: chunks incomplete or duplicated "
                              f"({len(table)} rows, sets {table['set'].min()}..{table['set'].max()})")
         sweep = SweepResult(table, pnl)
+        chunk_size = max(len(t) for t in t_list)
+        tracker = tracking.get() if cfg.track_mlflow else None
         with warehouse.connect() as conn:
-            stored = store_sweep(conn, tracking.get() if cfg.track_mlflow else None, root, sweep,
-                                 cfg.settings(chunk_size=max(len(t) for t in t_list)), data_version=data_version,
-                                 code_version=code_version(), extra_tags={"dagster_run": context.run_id})
+            if cfg.intraday:
+                key = uc.series_key(root, cfg.interval)
+                stored = isw.store_intraday_sweep(conn, tracker, key, sweep, cfg.intraday_settings(chunk_size),
+                                                  data_version=data_version, code_version=code_version(),
+                                                  extra_tags={"dagster_run": context.run_id})
+            else:
+                stored = store_sweep(conn, tracker, root, sweep, cfg.settings(chunk_size=chunk_size),
+                                     data_version=data_version, code_version=code_version(),
+                                     extra_tags={"dagster_run": context.run_id})
         wf = stored.walk_forward
         best = table.sort_values("sharpe", ascending=False).iloc[0]
         metadata = {"sets": len(table), "chunks": len(t_list), "best_params": best["params"],
@@ -229,9 +327,13 @@ def write_sweep_results(context: OpExecutionContext, tables: list[pd.DataFrame],
                     "walk_forward_windows": int(wf["window"].nunique()), "written_by_run": context.run_id}
         if cfg.track_mlflow:
             metadata["probability_of_backtest_overfitting"] = stored.overfitting["pbo"]
+        owner = "parameter_sweep"
+        if cfg.intraday:
+            metadata.update(series=key, interval=cfg.interval)
+            owner = "intraday_parameter_sweep"
         context.log.info(f"{root}: {len(table)} sets from {len(t_list)} chunks written")
-        if root in known:  # the same rows the parameter_sweep asset owns: record it there too
-            context.log_event(AssetMaterialization(AssetKey("parameter_sweep"), partition=root,
+        if root in known:  # the same rows the (intraday_)parameter_sweep asset owns: record it there too
+            context.log_event(AssetMaterialization(AssetKey(owner), partition=root,
                                                    description="written by job sweep_fanout", metadata=metadata))
     if not cfg.keep_chunks:
         shutil.rmtree(sweep_io.run_dir(context.run_id), ignore_errors=True)

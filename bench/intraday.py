@@ -15,7 +15,9 @@ resources (DuckDB warehouse, Redis, MLflow), median of ``--repeat`` runs:
 (a) minute continuous series: ``intraday_roll_schedule`` then
     ``intraday_continuous_prices`` (read the bars, sessions, daily schedule,
     roll at the session's last bar, Panama series, checks, write every bar);
-    the use case alone (no Dagster, no warehouse) is shown too;
+    the split of ``intraday_continuous_prices`` from its metadata (warehouse
+    read, build, write of every bar with its data version) and the use case
+    alone (no Dagster, no warehouse) are shown too;
 (b) a backtest of the 10-year minute series through ``intraday_backtests``
     (one strategy, ``sma_crossover`` 60/390, fixed 1 contract): end to end, and
     the split from the asset's metadata (warehouse read, engine, writes of
@@ -99,18 +101,20 @@ def main() -> None:
     series = ["intraday_roll_schedule", "intraday_continuous_prices"]
     log("warm-up (one month)")
     run([*series, "intraday_backtests"], f"{end.year}-11-01", f"{end.year}-11-30")
-    series_s, backtest_s, series_cpu, backtest_cpu, splits, rows = [], [], [], [], [], 0
+    series_s, backtest_s, series_cpu, backtest_cpu, splits, series_splits, rows = [], [], [], [], [], [], 0
     for i in range(args.repeat):
         s, cpu, result = run(series)
         series_s.append(s)
         series_cpu.append(cpu)
-        rows = result.asset_materializations_for_node("intraday_continuous_prices")[0].metadata["rows"].value
+        meta = result.asset_materializations_for_node("intraday_continuous_prices")[0].metadata
+        rows = meta["rows"].value
+        series_splits.append({k: meta[f"seconds_{k}"].value for k in ("read", "build", "write")})
         b, cpu, result = run(["intraday_backtests"])
         backtest_s.append(b)
         backtest_cpu.append(cpu)
         meta = result.asset_materializations_for_node("intraday_backtests")[0].metadata
         splits.append({k: meta[f"seconds_{k}"].value for k in ("read_s", "engine_s", "write_s", "tracking_s")})
-        log(f"run {i + 1}: series {s:.2f} s, backtest {b:.2f} s {splits[-1]}")
+        log(f"run {i + 1}: series {s:.2f} s {series_splits[-1]}, backtest {b:.2f} s {splits[-1]}")
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
         raw = uc.read_intraday_bars(conn, "ES", "1m")
     contracts = listed_contracts(spec, start.year - 1, end.year + 2)
@@ -122,6 +126,7 @@ def main() -> None:
     assert built.bad_bars == 0 and len(built.prices) == rows
     med_series, med_bt = statistics.median(series_s), statistics.median(backtest_s)
     split = {k: statistics.median(s[k] for s in splits) for k in splits[0]}
+    series_split = {k: statistics.median(s[k] for s in series_splits) for k in series_splits[0]}
     load1 = os.getloadavg()
     print(f"\nintraday bench: ES 1m, {args.years} years ({start} .. {end}), {len(bars):,} raw bars, "
           f"{rows:,} bars in the series; median of {args.repeat}; load average {load0[0]:.1f} -> {load1[0]:.1f} "
@@ -130,6 +135,9 @@ def main() -> None:
     print(f"{'measure':<62} {'wall s':>7} {'CPU s':>7} {'goal':>5} {'ratio':>6}")
     print(f"{'(a) series: intraday_roll_schedule + intraday_continuous_prices':<62} {med_series:>7.2f} "
           f"{med(series_cpu):>7.2f} {GOAL_SERIES_S:>5.1f} {med_series / GOAL_SERIES_S:>6.2f}")
+    for k, v in series_split.items():
+        print(f"{'    intraday_continuous_prices: ' + k + ' (asset metadata)':<62} {v:>7.2f}")
+    print(f"{'    intraday_roll_schedule, Dagster, checks, metadata':<62} {med_series - sum(series_split.values()):>7.2f}")
     print(f"{'    the use case alone (sessions, schedule, series, checks)':<62} {use_case_s:>7.2f} {use_case_cpu:>7.2f}")
     print(f"{'(b) backtest: intraday_backtests end to end (materialize)':<62} {med_bt:>7.2f} "
           f"{med(backtest_cpu):>7.2f} {GOAL_BACKTEST_S:>5.1f} {med_bt / GOAL_BACKTEST_S:>6.2f}")

@@ -4,7 +4,11 @@ The grid syntax (:func:`parse_grid`) is plain Python; the command reads each
 market's continuous series, sweeps it with the use case's ``run_sweep``
 (the same results as ``fbt backtest`` per set) and stores it as the
 ``parameter_sweep`` asset does (``store_sweep``: ``sweep_results``,
-``walk_forward_equity``, an MLflow parent run, a tear sheet).
+``walk_forward_equity``, an MLflow parent run, a tear sheet). With
+``--interval 1m|1h`` it sweeps the intraday series ``ROOT|interval``
+(:mod:`fbt_pipelines.usecases.intraday_sweep`: a fixed size, Sharpe per bar,
+walk-forward windows in sessions) and stores it as ``intraday_parameter_sweep``
+does (``intraday_sweep_results``, ``intraday_walk_forward_equity``).
 """
 
 from __future__ import annotations
@@ -176,19 +180,22 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(lo, min(n, lo + size)) for lo in range(0, n, size)]
 
 
-def _sweep_market(base, data, sets: list[dict], workers: int, chunk: int, on_chunk) -> tuple[Any, float]:
+def _sweep_market(base, data, sets: list[dict], workers: int, chunk: int, on_chunk, run=None) -> tuple[Any, float]:
     """``run_sweep`` over ``sets`` in slices; returns the result and its compute time (s).
 
     Slices of ``chunk`` sets are the progress bar's steps; their results are
     stitched back into one, numbered 0..n-1 in the order of ``sets``.
+    ``run(base, data, sets, workers=...)`` replaces ``run_sweep`` (the
+    intraday sweep).
     """
     from fbt_pipelines.usecases.sweep import SweepResult, run_sweep
 
+    run = run or run_sweep
     tables, pnls = [], []
     spent = 0.0
     for lo, hi in _chunks(len(sets), chunk):
         t0 = time.perf_counter()
-        part = run_sweep(base, data, sets[lo:hi], workers=workers)
+        part = run(base, data, sets[lo:hi], workers=workers)
         spent += time.perf_counter() - t0
         tables.append(part.table.assign(set=part.table["set"] + lo))
         pnls.append(part.pnl.set_axis(part.pnl.columns + lo, axis=1))
@@ -235,6 +242,58 @@ def _read_markets(roots: list[str], workspace, interval: str) -> dict[str, Any]:
     return out
 
 
+def _read_intraday(roots: list[str], workspace, interval: str) -> dict[str, Any]:
+    """Each root's intraday series ``ROOT|interval``; exit 1 naming a market without one.
+
+    The stored series, else one built from the stored bars.
+    """
+    from fbt_pipelines.usecases.intraday_sweep import NoIntradayData, load_intraday_series
+
+    if not paths().warehouse.exists():
+        raise click.ClickException(f"no warehouse at {paths().warehouse}: run `fbt demo-intraday` first")
+    out = {}
+    conn = connect_warehouse()
+    try:
+        for root in roots:
+            try:
+                out[root] = load_intraday_series(conn, root, interval, workspace)
+            except NoIntradayData as exc:
+                raise click.ClickException(f"{exc} in {paths().warehouse}; the daily series: --interval 1d") from None
+            except FbtError as exc:
+                raise click.ClickException(f"{root} {interval}: {exc}") from None
+    finally:
+        conn.close()
+    return out
+
+
+def _check_session_span(key: str, sessions: int, train_sessions: int) -> None:
+    """Exit 1 unless a series has more sessions than the walk-forward trains on."""
+    if sessions <= train_sessions:
+        hint = (f"use --train-sessions {max(2, sessions * 2 // 3)}" if sessions > 2
+                else "it needs at least 3 sessions")
+        raise click.ClickException(f"{key}: the walk-forward needs more than {train_sessions} sessions "
+                                   f"({sessions} in the series); {hint}")
+
+
+def _check_window_options(intraday: bool) -> None:
+    """Exit 2 when walk-forward windows are given in the other unit.
+
+    Daily windows count years, intraday ones (1m, 1h) sessions.
+    """
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = {name for name in ("train_years", "test_years", "train_sessions", "test_sessions")
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    wrong = sorted(given & ({"train_years", "test_years"} if intraday else {"train_sessions", "test_sessions"}))
+    if wrong:
+        flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
+        raise click.BadParameter(
+            f"{flags}: intraday walk-forward windows count sessions (--train-sessions, --test-sessions)"
+            if intraday else f"{flags}: daily walk-forward windows count years (--train-years, --test-years); "
+            "sessions are for --interval 1m|1h", param_hint=flags)
+
+
 def _check_walk_forward_span(root: str, ts: pd.Series, train_years: int) -> None:
     """Exit 1 unless ``ts`` spans a year after ``train_years`` calendar years (UTC).
 
@@ -279,7 +338,13 @@ def _check_names(strategy: str, grid: Mapping[str, list], library) -> None:
               help="Walk-forward in-sample window (years).")
 @click.option("--test-years", type=click.IntRange(min=1), default=1, show_default=True,
               help="Walk-forward out-of-sample window (years).")
-@click.option("--interval", default="1d", show_default=True, help="Bar interval of the continuous series.")
+@click.option("--train-sessions", type=click.IntRange(min=2), default=63, show_default=True,
+              help="Intraday (--interval 1m|1h) walk-forward in-sample window (sessions).")
+@click.option("--test-sessions", type=click.IntRange(min=1), default=21, show_default=True,
+              help="Intraday walk-forward out-of-sample window (sessions).")
+@click.option("--interval", default="1d", show_default=True,
+              help="Bar interval of the continuous series: 1d, or 1m / 1h (the intraday series ROOT|interval, "
+                   "a fixed size of 1 contract unless the grid sweeps contracts).")
 @click.option("--capital", type=float, default=1_000_000.0, show_default=True, help="USD per market.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows of the best sets table.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
@@ -289,8 +354,8 @@ def _check_names(strategy: str, grid: Mapping[str, list], library) -> None:
                    "alone, with the sweep table as a CSV artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (backtests, elapsed_s, best, ...).")
 def sweep(markets: list[str], strategy: str, grid_items: tuple[str, ...], walk_forward: bool, train_years: int,
-          test_years: int, interval: str, capital: float, top: int, workers: int, mlflow_children: int,
-          as_json: bool) -> None:
+          test_years: int, train_sessions: int, test_sessions: int, interval: str, capital: float, top: int,
+          workers: int, mlflow_children: int, as_json: bool) -> None:
     """Sweep a strategy's parameter grid on each market, with overfitting diagnostics.
 
     \b
@@ -307,16 +372,28 @@ def sweep(markets: list[str], strategy: str, grid_items: tuple[str, ...], walk_f
     start, reading the data, compiling the kernels (warmup_s: one set, once)
     and storing (store_s).
     \b
+    --interval 1m|1h sweeps the intraday series ROOT|interval (stored by the
+    intraday assets, else built from the stored bars): each set as
+    `fbt backtest --interval` (a fixed size, Sharpe of the per-bar returns x
+    sqrt(bars per session x 252)); the walk-forward counts sessions
+    (--train-sessions, --test-sessions); stored in intraday_sweep_results and
+    intraday_walk_forward_equity.
+    \b
     Examples:
       fbt sweep --market ES,NQ --grid fast=5:100:5 --grid slow=110:600:10
       fbt sweep --market CL --strategy bollinger_reversion --grid window=10:40:10 --grid k=1.5,2,2.5 --walk-forward
       fbt sweep --market ES --grid fast=10,20 --grid slow=50,100 --grid stop_loss=2%,3atr --json
+      fbt sweep --market ES --interval 1m --grid fast=30:120:30 --grid slow=240,390,780 --walk-forward
     """
     from fbt_pipelines.config import code_version
     from fbt_pipelines.services.tracking import Tracking
+    from fbt_pipelines.usecases import intraday_sweep as isw
+    from fbt_pipelines.usecases.intraday import INTERVALS
     from fbt_pipelines.usecases.spec import BacktestSpec, MarginSource
     from fbt_pipelines.usecases.sweep import SweepSettings, parameter_sets, run_sweep, store_sweep
 
+    intraday = interval in INTERVALS
+    _check_window_options(intraday)
     try:
         grid = parse_grid(grid_items)
     except GridError as exc:
@@ -326,21 +403,32 @@ def sweep(markets: list[str], strategy: str, grid_items: tuple[str, ...], walk_f
     _check_names(strategy, grid, library)
     try:
         sets = parameter_sets(strategy, grid)
-        base = BacktestSpec.create(strategy, {}, library=library, capital=capital,
-                                   margin_source=MarginSource.HISTORY)
+        base = (isw.intraday_sweep_spec(strategy, library, capital=capital) if intraday else
+                BacktestSpec.create(strategy, {}, library=library, capital=capital, margin_source=MarginSource.HISTORY))
     except (FbtError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="--grid") from None
     markets = list(dict.fromkeys(markets))
-    data = _read_markets(markets, workspace, interval)
-    for root, d in data.items():  # before any compute or storage: a market too short fails the whole sweep
-        _check_walk_forward_span(root, d.prices["ts"], train_years)
+    series: dict[str, Any] = {}
+    if intraday:
+        series = _read_intraday(markets, workspace, interval)
+        data = {root: s.data for root, s in series.items()}
+        for root, s in series.items():  # before any compute or storage, as the daily check below
+            _check_session_span(s.key, int(s.data.frame["session"].nunique()), train_sessions)
+
+        def run(b, d, some, workers):
+            return isw.run_intraday_sweep(b, d, some, interval, workers=workers)
+    else:
+        data = _read_markets(markets, workspace, interval)
+        for root, d in data.items():  # before any compute or storage: a market too short fails the whole sweep
+            _check_walk_forward_span(root, d.prices["ts"], train_years)
+        run = run_sweep
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     chunk = max(64, math.ceil(len(sets) / 10))
     t0 = time.perf_counter()
     try:  # compiles (or loads from Numba's cache) the kernels: process start, not the sweep's compute
-        run_sweep(base, data[markets[0]], sets[:1], workers=1)
+        run(base, data[markets[0]], sets[:1], workers=1)
     except (FbtError, ValueError) as exc:
         raise click.ClickException(f"{markets[0]}: {exc}") from None
     warmup_s = time.perf_counter() - t0
@@ -351,7 +439,7 @@ def sweep(markets: list[str], strategy: str, grid_items: tuple[str, ...], walk_f
         for root in markets:
             try:
                 result, spent = _sweep_market(base, data[root], sets, workers, chunk,
-                                              lambda k, task=tasks[root]: progress.advance(task, k))
+                                              lambda k, task=tasks[root]: progress.advance(task, k), run=run)
             except (FbtError, ValueError) as exc:
                 raise click.ClickException(f"{root}: {exc}") from None
             results.append(MarketSweep(root, result, spent))
@@ -361,15 +449,23 @@ def sweep(markets: list[str], strategy: str, grid_items: tuple[str, ...], walk_f
     tracking = Tracking(os.environ.get("MLFLOW_TRACKING_URI") or paths().mlflow_tracking_uri, paths().mlflow_artifacts)
     tracker = SweepTracker(tracking, mlflow_children)
     settings = SweepSettings(strategy, grid, "grid", train_years, test_years, capital)
+    intraday_settings = isw.IntradaySweepSettings(strategy, grid, interval, "grid", train_sessions, test_sessions,
+                                                  capital, int(base.orders.contracts or 1))
     reports = paths().reports
     reports.mkdir(parents=True, exist_ok=True)
     conn = connect_warehouse()
     try:
         for r in results:
             try:
-                r.stored = store_sweep(conn, tracker, r.root, r.sweep, settings,
-                                       data_version=data[r.root].data_version, code_version=code_version(),
-                                       reports_dir=reports, extra_tags={"source": "fbt sweep"})
+                if intraday:
+                    r.stored = isw.store_intraday_sweep(
+                        conn, tracker, series[r.root].key, r.sweep, intraday_settings,
+                        data_version=data[r.root].data_version, code_version=code_version(), reports_dir=reports,
+                        extra_tags={"source": "fbt sweep"})
+                else:
+                    r.stored = store_sweep(conn, tracker, r.root, r.sweep, settings,
+                                           data_version=data[r.root].data_version, code_version=code_version(),
+                                           reports_dir=reports, extra_tags={"source": "fbt sweep"})
             except FbtError as exc:
                 raise click.ClickException(f"{r.root}: {exc}") from None
             if r.stored.mlflow_parent_run:
@@ -379,6 +475,10 @@ def sweep(markets: list[str], strategy: str, grid_items: tuple[str, ...], walk_f
     store_s = time.perf_counter() - t0
     out = _report(strategy, grid, sets, results, elapsed, store_s, top, walk_forward, tracking.failure)
     out["warmup_s"] = round(warmup_s, 3)
+    if intraday:
+        out.update(interval=interval, series={root: s.key for root, s in series.items()},
+                   sources={root: s.source for root, s in series.items()},
+                   walk_forward_sessions={"train": train_sessions, "test": test_sessions})
     if as_json:
         click.echo(json.dumps(out, default=str))
     else:
@@ -475,6 +575,11 @@ def _print(out: Mapping[str, Any], walk_forward: bool) -> None:
                 wf.add_row(str(w["window"]), f"{w['first']} .. {w['last']}", escape(params_label(w["params"])),
                            _fmt(w["in_sample_sharpe"], ".2f"), f"{w['oos_pnl']:,.0f}")
             console.print(wf)
+    if "walk_forward_sessions" in out:
+        w = out["walk_forward_sessions"]
+        console.print(f"{out['interval']} bars: Sharpe of the per-bar returns x sqrt(bars per session x 252); "
+                      f"walk-forward windows {w['train']} sessions in sample, {w['test']} out of sample; "
+                      "series: " + ", ".join(f"{k} ({out['sources'][r]})" for r, k in out["series"].items()))
     sheets = [d["tear_sheet"] for d in out["diagnostics"].values() if d["tear_sheet"]]
     if sheets:
         console.print("tear sheets: " + ", ".join(escape(s) for s in sheets), soft_wrap=True)

@@ -20,6 +20,9 @@ Workspace(paths().home).strategies()
 import assets.backtests  # noqa: E402
 import assets.catalog
 import assets.intraday
+import assets.intraday_features
+import assets.intraday_portfolio
+import assets.intraday_sweep
 import assets.ml
 import assets.portfolio
 import assets.raw_bars
@@ -60,7 +63,7 @@ def local_resources() -> dict[str, object]:
 
 ALL_ASSETS = load_assets_from_modules(
     [assets.catalog, assets.raw_bars, assets.rolls, assets.ml, assets.backtests, assets.sweeps, assets.portfolio,
-     assets.intraday]
+     assets.intraday, assets.intraday_features, assets.intraday_portfolio, assets.intraday_sweep]
 )
 
 def build_defs() -> Definitions:

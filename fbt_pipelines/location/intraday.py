@@ -12,7 +12,9 @@ from assets.partitions import market_partitions
 INTRADAY_JOB = "intraday_market"
 
 intraday_job = define_asset_job(
-    INTRADAY_JOB, AssetSelection.groups(GROUP), partitions_def=market_partitions,
+    # the sweep is materialized on its own: a job's series may be days long, too short for its walk-forward
+    INTRADAY_JOB, AssetSelection.groups(GROUP) - AssetSelection.assets("intraday_parameter_sweep"),
+    partitions_def=market_partitions,
     description="One market at 1m or 1h (run config `interval`, optional `start`/`end` trading days): bars "
                 "from landing/<ROOT>/<interval>/, intraday roll schedule, continuous series, backtests, tear sheet (`fbt demo-intraday`).",
 )

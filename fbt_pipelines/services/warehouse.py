@@ -15,10 +15,12 @@ import logging
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
+import blake3
 import duckdb
+import numpy as np
 import pandas as pd
-
-from fbt_pipelines.primitives.versioning import frame_version
+import pyarrow as pa
+import pyarrow.compute as pc
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,8 @@ RESULT_TABLES = {
     "intraday_backtest_runs": "series",
     "intraday_backtest_equity": "series",  # every bar, in full
     "intraday_backtest_trades": "series",
+    "intraday_sweep_results": "series",  # one row per parameter set of a sweep on the series
+    "intraday_walk_forward_equity": "series",  # its walk-forward, per session
     "intraday_features": "series",
     "intraday_portfolio_equity": "portfolio",  # per session: ALL|interval[|start..end]
     "intraday_portfolio_pnl": "portfolio",  # per session, market and strategy
@@ -159,12 +163,117 @@ def write_markets(conn: duckdb.DuckDBPyConnection, markets: pd.DataFrame, contra
         conn.execute("INSERT INTO contracts BY NAME SELECT * FROM incoming_contracts")
 
 
+def content_version(frame: pd.DataFrame) -> str:
+    """Content hash of ``frame``: column names, dtypes, values in row order; 16 hex.
+
+    The data version :func:`replace_partition` records: any changed value,
+    name, dtype or row order changes it. BLAKE3 over each column's bytes:
+    numbers and times (int64 ns or us since the epoch, UTC) as held in
+    memory, Arrow-backed strings as null mask, lengths and UTF-8 bytes, any
+    other dtype as ``pandas.util.hash_pandas_object``'s 64-bit value hashes.
+    The index is not part of it.
+    """
+    h = blake3.blake3()
+    _put(h, str(len(frame)).encode())
+    for name, column in frame.items():
+        _put(h, f"{name}\x1f{column.dtype}".encode())
+        for part in _column_bytes(column):
+            _put(h, part)
+    return h.hexdigest()[:16]
+
+
+def _put(h: blake3.blake3, data: bytes | memoryview | np.ndarray) -> None:
+    """Feed ``data`` preceded by its length in bytes (no two inputs read alike)."""
+    view = memoryview(data).cast("B")
+    h.update(len(view).to_bytes(8, "little"))
+    h.update(view)
+
+
+def _raw(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values).view(np.uint8)
+
+
+def _arrow_strings(dtype: object) -> bool:
+    """True for pandas' Arrow-backed string dtypes (``str``, ``string[pyarrow]``, Arrow)."""
+    if isinstance(dtype, pd.StringDtype):
+        return dtype.storage == "pyarrow"
+    return isinstance(dtype, pd.ArrowDtype) and (pa.types.is_string(dtype.pyarrow_dtype)
+                                                 or pa.types.is_large_string(dtype.pyarrow_dtype))
+
+
+def _column_bytes(column: pd.Series) -> list[bytes | memoryview | np.ndarray]:
+    """The byte strings :func:`content_version` hashes for one column."""
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biufcmM":
+        return [_raw(column.to_numpy())]
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return [_raw(column.array.asi8)]
+    if _arrow_strings(dtype):
+        values = column.array.__arrow_array__()
+        arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        if len(arr) == 0:
+            return [b""]
+        nulls = b""
+        if arr.null_count:
+            nulls = _raw(arr.is_null().to_numpy(zero_copy_only=False))
+            arr = pc.fill_null(arr, "")  # a null's slot: no bytes, whatever the buffer held
+        width = np.dtype(np.int64 if pa.types.is_large_string(arr.type) else np.int32)
+        offsets = np.frombuffer(arr.buffers()[1], dtype=width, count=len(arr) + 1, offset=arr.offset * width.itemsize)
+        data = arr.buffers()[2]
+        text = memoryview(data)[int(offsets[0]):int(offsets[-1])] if data is not None else b""
+        return [nulls, _raw(np.diff(offsets).astype(np.int64)), text]
+    return [_raw(pd.util.hash_pandas_object(column, index=False).to_numpy())]
+
+
+def _pandas_str(dtype: object) -> bool:
+    """True for pandas' default ``str`` dtype (Arrow storage, NaN as missing)."""
+    return (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
+            and isinstance(dtype.na_value, float) and np.isnan(dtype.na_value))
+
+
+def _as_scanned(frame: pd.DataFrame) -> pa.Table | None:
+    """``frame`` as Arrow with the values DuckDB's pandas scan reads; None if it cannot.
+
+    Only for frames of unique string column names and numpy numbers or
+    booleans, ns/us times (naive or tz-aware) and ``str`` columns, which that
+    scan reads dtype by dtype: NaN and NaT are NULL, tz-aware ns times are
+    cut to microseconds toward zero (TIMESTAMPTZ), naive ones stay ns. None
+    for any other column (object, categorical, nullable, Arrow dtypes: the
+    caller registers the frame itself). Arrow scans in DuckDB's threads
+    without a Python object per string.
+    """
+    if not frame.columns.is_unique or not all(isinstance(c, str) for c in frame.columns):
+        return None
+    cut = []
+    for name, dtype in frame.dtypes.items():
+        if isinstance(dtype, np.dtype):
+            if not (dtype.kind in "biu" or dtype in (np.float32, np.float64)
+                    or dtype in (np.dtype("datetime64[ns]"), np.dtype("datetime64[us]"))):
+                return None
+        elif isinstance(dtype, pd.DatetimeTZDtype):
+            if dtype.unit not in ("ns", "us"):
+                return None
+            if dtype.unit == "ns":
+                cut.append(name)
+        elif not _pandas_str(dtype):
+            return None
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for name in cut:
+        i = table.schema.get_field_index(name)
+        column = table.column(i)
+        table = table.set_column(i, name, column.cast(pa.timestamp("us", tz=column.type.tz), safe=False))
+    return table.replace_schema_metadata(None)
+
+
 def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, frame: pd.DataFrame) -> str:
     """Atomically replace ``table``'s partition ``key`` with ``frame``; return its version.
 
     Every row of ``table`` whose partition column equals ``key`` is replaced
     with ``frame`` (which must carry that column), and the frame's content
-    hash is recorded in ``data_versions``. Returns that data version.
+    hash (:func:`content_version`) is recorded in ``data_versions``. Returns
+    that data version. Frames of numbers, times and Arrow-backed strings go
+    in as Arrow tables (:func:`_as_scanned`: the same stored values, without
+    pandas' per-row string objects).
 
     The table is created from the frame's schema on first write; a frame with
     a different schema (newer code) migrates the table to it: see ``_migrate_columns``.
@@ -177,8 +286,10 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
     if len(frame) and not (frame[key_col] == key).all():
         raise ValueError(f"frame for {table} holds rows outside partition {key_col}={key!r}")
     ensure_schema(conn)
-    version = frame_version(frame)
-    with transaction(conn, incoming_frame=frame):
+    version = content_version(frame)
+    arrow = _as_scanned(frame)
+    # the frame names the table's column types (as ever); its rows go in through Arrow when they can
+    with transaction(conn, incoming_frame=frame, incoming_rows=frame if arrow is None else arrow):
         if not table_exists(conn, table):
             conn.execute(f"CREATE TABLE {table} AS SELECT * FROM incoming_frame LIMIT 0")
         else:
@@ -188,7 +299,7 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, key: str, fra
             if existing != list(frame.columns):
                 _migrate_columns(conn, table, key_col, key, existing, list(frame.columns))
         conn.execute(f"DELETE FROM {table} WHERE {key_col} = ?", [key])
-        conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_frame")
+        conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
         conn.execute(
             "INSERT OR REPLACE INTO data_versions VALUES (?, ?, ?, ?, ?)",
             [table, key, version, len(frame), dt.datetime.now(dt.UTC)],
@@ -227,7 +338,7 @@ def replace_partitions(conn: duckdb.DuckDBPyConnection, tables: dict[str, pd.Dat
         todo[table] = frame
     now = dt.datetime.now(dt.UTC)
     versions = pd.DataFrame(
-        [(table, str(key), frame_version(part.reset_index(drop=True)), len(part), now)
+        [(table, str(key), content_version(part), len(part), now)
          for table, frame in (todo.items() if versions else ())
          for key, part in frame.groupby(RESULT_TABLES[table], sort=False)],
         columns=["tbl", "key", "data_version", "rows", "updated_at"])

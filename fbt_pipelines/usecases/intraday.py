@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from fbt_pipelines.catalog.contracts import Contract
 from fbt_pipelines.catalog.specs import ContractSpec
@@ -167,7 +168,7 @@ def sessioned_bars(bars: pd.DataFrame, spec: ContractSpec, start: dt.date | None
     if bars.empty:
         raise DataError(f"no intraday bars for {spec.root}")
     assigned = assign_sessions(bars["ts"], spec)
-    keep = assigned.inside.copy()
+    keep = ~np.isnat(assigned.day)  # the bars inside a session (NaT outside): no per-bar string compare
     outside: dict[str, int] = {}
     if (~keep).any():
         reasons, counts = np.unique(assigned.reason[~keep], return_counts=True)
@@ -184,15 +185,11 @@ def sessioned_bars(bars: pd.DataFrame, spec: ContractSpec, start: dt.date | None
     if not keep.any():
         raise DataError(f"no intraday bars of {spec.root} inside its sessions"
                         + (f" between {start} and {end}" if start or end else ""))
-    codes, uniques = pd.factorize(bars["contract"][keep])
-    uniques = np.asarray(uniques, dtype=object)
-    perm = np.argsort(uniques)
-    rank = np.empty(len(perm), dtype=np.int64)
-    rank[perm] = np.arange(len(perm))
-    codes, contracts = rank[codes], uniques[perm]  # contract numbers in name order
-    ts = utc_ns(bars["ts"])[keep]
+    every = bool(keep.all())
+    codes, contracts = _contract_numbers(bars["contract"], keep, every)
+    ts = utc_ns(bars["ts"]) if every else utc_ns(bars["ts"])[keep]
     order = np.lexsort((ts, codes))
-    take = np.flatnonzero(keep)[order]
+    take = order if every else np.flatnonzero(keep)[order]
 
     def col(name: str) -> np.ndarray:
         if name not in bars:
@@ -200,8 +197,32 @@ def sessioned_bars(bars: pd.DataFrame, spec: ContractSpec, start: dt.date | None
         return bars[name].to_numpy(dtype="float64", na_value=np.nan)[take]
 
     return SessionedBars(spec.root, contracts, codes[order], ts[order],
-                         day[keep][order], col("open"), col("high"), col("low"), col("close"), col("volume"),
-                         col("open_interest"), outside)
+                         (day if every else day[keep])[order], col("open"), col("high"), col("low"), col("close"),
+                         col("volume"), col("open_interest"), outside)
+
+
+def _contract_numbers(contract: pd.Series, keep: np.ndarray, every: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(contract number of each kept bar, the kept contracts' names in order): name order.
+
+    A categorical column (:func:`read_intraday_bars`) is numbered from its
+    codes (no hashing of 4M values); any other by ``pd.factorize``.
+    """
+    if isinstance(contract.dtype, pd.CategoricalDtype):
+        cat = contract.cat.codes.to_numpy()
+        kept = cat if every else cat[keep]
+        if len(kept) and kept.min() >= 0:  # a missing contract (-1): factorized below as ever
+            present = np.flatnonzero(np.bincount(kept, minlength=len(contract.cat.categories)))
+            uniques = np.asarray(contract.cat.categories[present], dtype=object)
+            perm = np.argsort(uniques)
+            number = np.full(len(contract.cat.categories), -1, dtype=np.int64)
+            number[present[perm]] = np.arange(len(perm))
+            return number[kept], uniques[perm]
+    codes, uniques = pd.factorize(contract if every else contract[keep])
+    uniques = np.asarray(uniques, dtype=object)
+    perm = np.argsort(uniques)
+    rank = np.empty(len(perm), dtype=np.int64)
+    rank[perm] = np.arange(len(perm))
+    return rank[codes], uniques[perm]
 
 
 # --- roll schedule -------------------------------------------------------------------------------------
@@ -303,46 +324,141 @@ def intraday_continuous(sb: SessionedBars, schedule: pd.DataFrame, start_contrac
 
     ``schedule`` is :func:`intraday_roll_schedule`'s (``roll_date`` the last
     session in ``from_contract``, ``gap`` at ``roll_ts``).
+
+    Built run by run (:func:`_held_runs`: each a slice of ``sb``), every
+    column written once into its own array (no per-bar index arrays: the
+    allocations of 3.5M-bar temporaries cost more than the arithmetic).
     """
     n_rolls = len(schedule)
     chain = [start_contract, *schedule["to_contract"].astype(str)]
     chain_codes = np.array([sb.index_of(c) for c in chain], dtype=np.int64)
     roll_days = (pd.DatetimeIndex(pd.to_datetime(schedule["roll_date"], utc=True)).tz_localize(None)
                  .to_numpy().astype("datetime64[D]"))
-    seg_all = np.searchsorted(roll_days, sb.day, "left")  # sessions up to a roll date stay in the old segment
-    rows = np.flatnonzero(sb.code == chain_codes[seg_all])
-    seg = seg_all[rows]
-    rows = rows[np.argsort(seg, kind="stable")]  # one contract per segment, each in time order
-    seg = seg_all[rows]
-    if len(rows) == 0:
+    runs = _held_runs(sb, chain_codes, roll_days)
+    n = runs.n
+    if n == 0:
         raise DataError(f"{key}: the held contracts have no bars")
     gaps = schedule["gap"].to_numpy(float)
-    shift = np.concatenate([np.cumsum(gaps[::-1])[::-1], [0.0]])[seg]
-    roll = np.zeros(len(rows), dtype=bool)
-    last_of_seg = np.r_[seg[1:] != seg[:-1], True]
-    roll[last_of_seg & (seg < n_rolls)] = True
-    ts = sb.ts[rows]
-    code = sb.code[rows]
+    shifts = np.concatenate([np.cumsum(gaps[::-1])[::-1], [0.0]])  # per segment: the later gaps (points)
+    ts = runs.take(sb.ts)
+    raw_close = runs.take(sb.close)
+    close = runs.take(sb.close, shifts)
     last_trade = {c.contract_id: np.datetime64(c.last_trade, "D") for c in contracts}
-    expiry = np.array([last_trade.get(c, np.datetime64("NaT", "D")) for c in sb.contracts])[code]
-    days_to_expiry = (expiry - (ts // (86_400 * _NS_PER_S)).astype("datetime64[D]")).astype("int64")
-    raw_close = sb.close[rows]
+    expiry = np.array([last_trade.get(c, np.datetime64("NaT", "D")) for c in sb.contracts], dtype="datetime64[D]")
+    days_to_expiry = np.empty(n, dtype=np.int64)
+    for r in range(len(runs.lo)):
+        out = days_to_expiry[runs.at[r]:runs.at[r + 1]]
+        np.floor_divide(sb.ts[runs.lo[r]:runs.hi[r]], 86_400 * _NS_PER_S, out=out)  # the UTC date, days
+        e = expiry[chain_codes[runs.seg[r]]]
+        if np.isnat(e):
+            out[:] = np.timedelta64("NaT", "D").astype(np.int64)
+        else:
+            np.subtract(e.astype(np.int64), out, out=out)
+    roll = np.zeros(n, dtype=bool)  # True on each segment's last bar but the last segment's
+    rolls_out = np.r_[runs.seg[1:] != runs.seg[:-1], True] & (runs.seg < n_rolls)
+    roll[runs.at[1:][rolls_out] - 1] = True
+    names = [str(sb.contracts[chain_codes[g]]) for g in runs.seg]
     prices = pd.DataFrame({
-        "series": key,
-        "session": pd.DatetimeIndex(sb.day[rows].astype("datetime64[ns]")).tz_localize("UTC"),
-        "ts": pd.DatetimeIndex(ts).tz_localize("UTC"), "contract": _strings(sb.contracts, code),
-        "open": sb.open[rows] + shift, "high": sb.high[rows] + shift, "low": sb.low[rows] + shift,
-        "close": raw_close + shift, "raw_close": raw_close, "volume": sb.volume[rows],
-        "open_interest": sb.open_interest[rows], "days_to_expiry": days_to_expiry, "roll": roll,
+        "series": _repeated_strings([key], [n]),
+        "session": pd.DatetimeIndex(runs.take(sb.day, dtype="datetime64[ns]")).tz_localize("UTC"),
+        "ts": pd.DatetimeIndex(ts).tz_localize("UTC"), "contract": _repeated_strings(names, runs.hi - runs.lo),
+        "open": runs.take(sb.open, shifts), "high": runs.take(sb.high, shifts), "low": runs.take(sb.low, shifts),
+        "close": close, "raw_close": raw_close, "volume": runs.take(sb.volume),
+        "open_interest": runs.take(sb.open_interest), "days_to_expiry": days_to_expiry, "roll": roll,
     }, columns=INTRADAY_CONTINUOUS_COLUMNS, copy=False)  # fresh arrays: no 2-D block stacking
-    last = seg == seg[-1]
-    return IntradayContinuous(prices, continuity_errors(prices["close"].to_numpy(float), raw_close, ts, code, sb),
-                              float(np.abs(prices["close"].to_numpy()[last] - raw_close[last]).max()))
+    last = slice(int(runs.at[np.searchsorted(runs.seg, runs.seg[-1], "left")]), n)  # the last segment's bars
+    return IntradayContinuous(prices, _run_continuity_errors(close, raw_close, ts, sb, runs, chain_codes),
+                              float(np.abs(close[last] - raw_close[last]).max()))
 
 
-def _strings(values: np.ndarray, codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """``values[codes]`` as a pandas string array (a take: no per-row Python string work)."""
-    return pd.Series(values, dtype="str").take(codes).array
+@dataclass(frozen=True)
+class _Runs:
+    """The series as runs of consecutive ``sb`` rows, in series order.
+
+    Run r is ``sb`` rows ``[lo[r], hi[r])`` at series positions ``[at[r],
+    at[r + 1])``, all in segment ``seg[r]`` (non-decreasing: segment s holds
+    ``chain_codes[s]`` after roll s - 1, up to and including roll s).
+    """
+
+    lo: np.ndarray
+    hi: np.ndarray
+    seg: np.ndarray
+    at: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.at[-1])
+
+    def take(self, values: np.ndarray, shifts: np.ndarray | None = None, dtype: Any = None) -> np.ndarray:
+        """``values`` at the series' rows (plus the run's segment shift), in one new array."""
+        out = np.empty(self.n, dtype=dtype or values.dtype)
+        for r in range(len(self.lo)):
+            part = out[self.at[r]:self.at[r + 1]]
+            if shifts is None:
+                part[:] = values[self.lo[r]:self.hi[r]]
+            else:
+                np.add(values[self.lo[r]:self.hi[r]], shifts[self.seg[r]], out=part)
+        return out
+
+
+def _held_runs(sb: SessionedBars, chain_codes: np.ndarray, roll_days: np.ndarray) -> _Runs:
+    """The rows of ``sb`` the series holds, as runs (segment s: ``chain_codes[s]``).
+
+    A bar is in segment s when its session is after roll day s - 1 and up to
+    roll day s (``searchsorted(roll_days, day, "left")``: sessions up to a
+    roll date stay in the old segment) and its contract is ``chain_codes[s]``;
+    the series takes segment by segment, each in ``sb`` (time) order. With
+    the roll days in order and each contract's sessions in time order (as
+    :func:`sessioned_bars` gives them), a segment is one slice of its
+    contract's rows, found by two binary searches; otherwise the bars are
+    picked one by one.
+    """
+    n_seg = len(chain_codes)
+    days = sb.day.view(np.int64)
+    in_order = bool((roll_days[1:] >= roll_days[:-1]).all()) and not np.isnat(roll_days).any() and bool(
+        ((days[1:] >= days[:-1]) | (sb.code[1:] != sb.code[:-1])).all())
+    if in_order:
+        lo, hi = np.empty(n_seg, dtype=np.int64), np.empty(n_seg, dtype=np.int64)
+        for s, k in enumerate(chain_codes):
+            b_lo, b_hi = sb.slice_of(int(k))
+            day = sb.day[b_lo:b_hi]
+            lo[s] = b_lo + (int(np.searchsorted(day, roll_days[s - 1], "right")) if s > 0 else 0)
+            hi[s] = b_lo + (int(np.searchsorted(day, roll_days[s], "right")) if s < n_seg - 1 else len(day))
+            hi[s] = max(hi[s], lo[s])
+        seg = np.arange(n_seg, dtype=np.int64)
+    else:
+        seg_all = np.searchsorted(roll_days, sb.day, "left")
+        rows = np.flatnonzero(sb.code == chain_codes[seg_all])
+        rows = rows[np.argsort(seg_all[rows], kind="stable")]
+        seg_rows = seg_all[rows]
+        cut = np.flatnonzero((np.diff(rows) != 1) | (np.diff(seg_rows) != 0)) + 1
+        first = np.r_[0, cut].astype(np.int64) if len(rows) else np.empty(0, dtype=np.int64)
+        last = np.r_[cut - 1, len(rows) - 1].astype(np.int64) if len(rows) else first
+        lo, hi, seg = rows[first], rows[last] + 1, seg_rows[first]
+    used = hi > lo
+    lo, hi, seg = lo[used], hi[used], seg[used]
+    return _Runs(lo, hi, seg, np.r_[0, np.cumsum(hi - lo)].astype(np.int64))
+
+
+def _repeated_strings(names: Sequence[str], counts: Sequence[int] | np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """``names[i]`` repeated ``counts[i]`` times, in order, as a pandas ``str`` array.
+
+    Written straight into an Arrow string array (lengths and UTF-8 bytes):
+    no Python string per row.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    raw = [name.encode() for name in names]
+    width = np.array([len(b) for b in raw], dtype=np.int64)
+    offsets = np.zeros(int(counts.sum()) + 1, dtype=np.int64)
+    data = np.empty(int((counts * width).sum()), dtype=np.uint8)
+    row, byte = 0, 0
+    for b, w, c in zip(raw, width, counts):
+        offsets[row + 1:row + 1 + c] = w
+        data[byte:byte + w * c].reshape(c, w)[:] = np.frombuffer(b, dtype=np.uint8)
+        row, byte = row + c, byte + w * c
+    np.cumsum(offsets, out=offsets)
+    array = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    return pd.array(array, dtype="str")
 
 
 def continuity_errors(close: np.ndarray, raw_close: np.ndarray, ts: np.ndarray, code: np.ndarray,
@@ -364,6 +480,44 @@ def continuity_errors(close: np.ndarray, raw_close: np.ndarray, ts: np.ndarray, 
     found = (pos >= 0) & (sb.code[np.maximum(pos, 0)] == held)
     expected = raw_close[1:] - np.where(found, sb.close[np.maximum(pos, 0)], np.nan)
     ok = found & (np.abs(np.diff(close) - expected) <= tolerance)
+    return int((~ok).sum())
+
+
+def _run_continuity_errors(close: np.ndarray, raw_close: np.ndarray, ts: np.ndarray, sb: SessionedBars,
+                           runs: _Runs, chain_codes: np.ndarray, tolerance: float = CONTINUITY_TOLERANCE) -> int:
+    """:func:`continuity_errors` of a series made of ``runs``: the same count, less work.
+
+    Inside a run, bar t - 1 is the row of ``sb`` just before bar t's, in the
+    same contract: when bar t is in a later second, that row is the contract's
+    last at or before bar t - 1's second, so the expected change is
+    ``raw_close[t] - raw_close[t - 1]``. Only the other bars (a run's first,
+    a repeated second) are searched for, within their contract's rows.
+    """
+    n = len(close)
+    if n < 2:
+        return 0
+    if len(sb.ts) and not (sb.ts.min() >= 0 and sb.ts.max() // _NS_PER_S < _KEY_SCALE):
+        code = np.repeat(chain_codes[runs.seg], runs.hi - runs.lo)  # keys beyond (contract, second): the search
+        return continuity_errors(close, raw_close, ts, code, sb, tolerance)
+    sec = ts // _NS_PER_S
+    direct = sec[1:] > sec[:-1]  # index t - 1 for bar t
+    direct[runs.at[1:-1] - 1] = False  # a run's first bar
+    change = np.diff(close)
+    expected = np.diff(raw_close)
+    other = np.flatnonzero(~direct) + 1  # the bars t searched for
+    if len(other):
+        held = chain_codes[runs.seg[np.searchsorted(runs.at, other, "right") - 1]]
+        pos = np.empty(len(other), dtype=np.int64)
+        found = np.empty(len(other), dtype=bool)
+        for k in np.unique(held):
+            pick = np.flatnonzero(held == k)
+            lo, hi = sb.slice_of(int(k))
+            pos[pick] = lo + np.searchsorted(sb.ts[lo:hi] // _NS_PER_S, sec[other[pick] - 1], "right") - 1
+            found[pick] = pos[pick] >= lo
+        # no bar to move from: NaN, which never compares within the tolerance (an error, as in the search)
+        expected[other - 1] = raw_close[other] - np.where(found, sb.close[np.maximum(pos, 0)], np.nan)
+    np.subtract(change, expected, out=change)
+    ok = np.abs(change, out=change) <= tolerance
     return int((~ok).sum())
 
 
@@ -394,8 +548,8 @@ def read_intraday_bars(conn, root: str, interval: str, start: dt.date | None = N
                                                  contract.dictionary.to_pylist()),
            "ts": pd.DatetimeIndex(table.column("ts_ns").to_numpy()).tz_localize("UTC")}
     for name in ("open", "high", "low", "close", "volume", "open_interest"):
-        out[name] = table.column(name).to_numpy(zero_copy_only=False).astype("float64")
-    return pd.DataFrame(out)
+        out[name] = table.column(name).to_numpy(zero_copy_only=False).astype("float64", copy=False)
+    return pd.DataFrame(out, copy=False)  # one block per column: no 2-D stacking copy
 
 
 # --- backtests -----------------------------------------------------------------------------------------
@@ -452,7 +606,6 @@ def read_intraday_prices(conn, key: str) -> pd.DataFrame:
         return pd.DataFrame(columns=_PRICE_COLUMNS)
     cols = ", ".join(_PRICE_COLUMNS)  # fixed names from this module
     table = conn.sql(f"SELECT {cols} FROM intraday_continuous_prices WHERE series = ?", params=[key]).to_arrow_table()
-    import pyarrow as pa
 
     frame = table.to_pandas(types_mapper={pa.string(): pd.ArrowDtype(pa.string())}.get, split_blocks=True)
     ts = pd.DatetimeIndex(frame["ts"]).asi8  # not .to_numpy(): tz-aware gives objects

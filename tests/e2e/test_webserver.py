@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"market_catalog", "raw_bars", "roll_schedule", "continuous_prices", "features", "model",
             "predictions", "backtests", "parameter_sweep", "strategy_comparison", "portfolio", "risk_report", "tear_sheet",
             "intraday_raw_bars", "intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests",
-            "intraday_tear_sheet", "intraday_features", "intraday_portfolio"}
+            "intraday_tear_sheet", "intraday_features", "intraday_portfolio", "intraday_parameter_sweep"}
 
 
 def free_port() -> int:

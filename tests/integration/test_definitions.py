@@ -40,8 +40,8 @@ def test_definitions_resolve_every_job_schedule_and_sensor(fbt_home):
     assert keys == {"market_catalog", "raw_bars", "roll_schedule", "continuous_prices", "features", "model",
                     "predictions", "backtests", "parameter_sweep", "strategy_comparison", "portfolio", "risk_report", "tear_sheet",
                     "intraday_raw_bars", "intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests",
-                    "intraday_tear_sheet", "intraday_features", "intraday_portfolio"}
-    intraday = defs.resolve_job_def("intraday_market")
+                    "intraday_tear_sheet", "intraday_features", "intraday_portfolio", "intraday_parameter_sweep"}
+    intraday = defs.resolve_job_def("intraday_market")  # the sweep is materialized on its own
     assert {k.to_user_string() for k in intraday.asset_layer.executable_asset_keys} == {
         "intraday_raw_bars", "intraday_roll_schedule", "intraday_continuous_prices", "intraday_backtests",
         "intraday_tear_sheet", "intraday_features", "intraday_portfolio"}

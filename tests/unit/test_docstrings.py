@@ -101,10 +101,14 @@ MODULES = [
     "fbt_pipelines/ingest/presets.py",
     "fbt_pipelines/ingest/bulk_arrays.py",
     "fbt_pipelines/usecases/intraday.py",
+    "fbt_pipelines/usecases/intraday_features.py",
+    "fbt_pipelines/usecases/intraday_portfolio.py",
     "fbt_pipelines/marketdata/sample_minutes.py",
     "fbt_pipelines/location/intraday.py",
     "fbt_pipelines/cli/intraday.py",
     "fbt_pipelines/engine/sweep_kernel.py",
+    "fbt_pipelines/engine/intraday_sweep_kernel.py",
+    "fbt_pipelines/usecases/intraday_sweep.py",
 ]
 
 _DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
