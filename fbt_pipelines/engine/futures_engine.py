@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from fbt_pipelines.catalog.specs import ContractSpec
-from fbt_pipelines.engine.kernel import backtest_nb, bar_state_nb
+from fbt_pipelines.engine.kernel import backtest_nb, bar_state_nb, margin_runs_nb
 from fbt_pipelines.engine.rules import Distance, DistanceUnit, FillRule, TradeKind, TradeReason
 from fbt_pipelines.futures.margin import MarginSchedule
 from fbt_pipelines.primitives.indicators import wilder_atr
@@ -294,9 +294,11 @@ def _whole_contracts(target, n: int) -> np.ndarray:
     return target.astype(np.int64)
 
 
-def _margin_per_bar(margins, spec: ContractSpec, n: int, name: str = "margins") -> np.ndarray:
-    """float64[1] (the catalogue initial margin on every bar, or one number
-    given) or the validated float64[n]."""
+def _margin_per_bar(margins, spec: ContractSpec, n: int, name: str = "margins", check: bool = True) -> np.ndarray:
+    """Margins per contract as float64[1] (one for every bar) or float64[n].
+
+    float64[1]: the catalogue initial margin, or the one number given; else
+    the float64[n] given. Its values are validated unless not ``check``."""
     if margins is None:
         return np.array([float(spec.initial_margin)])
     per_contract = np.asarray(margins)
@@ -307,31 +309,60 @@ def _margin_per_bar(margins, spec: ContractSpec, n: int, name: str = "margins") 
     if per_contract.dtype.kind not in "iuf":
         raise ValueError(f"{name} must be numbers (currency per contract), got dtype {per_contract.dtype}")
     per_contract = np.ascontiguousarray(per_contract, dtype=np.float64)
+    if check:
+        _check_margin_values(per_contract, name)
+    return per_contract
+
+
+def _check_margin_values(per_contract: np.ndarray, name: str) -> None:
+    """``ValueError`` unless every margin (currency per contract) is finite and >= 0."""
     # one reduction for both tests (min is NaN if any value is NaN; inf fails the sum)
     low, total = float(per_contract.min()) if len(per_contract) else 0.0, float(per_contract.sum())
     if not (low >= 0 and math.isfinite(total)):
         raise ValueError(f"{name} must be finite and >= 0 (currency per contract)")
-    return per_contract
 
 
 def margin_schedule_of(margins, maintenance_margins, spec: ContractSpec, n: int) -> MarginSchedule:
-    """The engine's :class:`MarginSchedule` from :func:`run_backtest`'s
-    ``margins`` and ``maintenance_margins`` (validated; see there)."""
+    """The engine's :class:`MarginSchedule` from :func:`run_backtest`'s margin arguments.
+
+    ``margins`` and ``maintenance_margins``, validated (see there). Per-bar arrays are checked and cut into segments by one compiled pass
+    (:func:`~fbt_pipelines.engine.kernel.margin_runs_nb`); a value it doubts
+    goes to the exact checks, which raise as before (and in the same order)."""
     if isinstance(margins, MarginSchedule):
         if maintenance_margins is not None:
             raise ValueError("maintenance_margins must be None when margins is a MarginSchedule (it holds both)")
         if margins.n != n:
             raise ValueError(f"the margin schedule covers {margins.n} bars, prices have {n} rows")
         return margins
-    initial = _margin_per_bar(margins, spec, n)
-    maint = None if maintenance_margins is None else _margin_per_bar(maintenance_margins, spec, n,
-                                                                     "maintenance_margins")
+    initial = _margin_per_bar(margins, spec, n, check=False)
+
+    def check_values() -> None:
+        if margins is not None:
+            _check_margin_values(initial, "margins")
+        if maint is not None:
+            _check_margin_values(maint, "maintenance_margins")
+
+    maint = None
+    try:
+        if maintenance_margins is not None:
+            maint = _margin_per_bar(maintenance_margins, spec, n, "maintenance_margins", check=False)
+    except ValueError:
+        check_values()  # the margins' values are checked before the maintenance margins' shape
+        raise
     if len(initial) == 1 and (maint is None or len(maint) == 1):
+        check_values()
         return MarginSchedule.constant(n, float(initial[0]), np.nan if maint is None else float(maint[0]))
-    full = initial if len(initial) == n else np.full(n, initial[0])
-    if maint is not None and len(maint) != n:
-        maint = np.full(n, maint[0])
-    return MarginSchedule.from_per_bar(full, maint)
+    starts = margin_runs_nb(initial, np.zeros(0) if maint is None else maint, n)
+    if len(starts) == 0:  # a value NaN, infinite, negative or huge: the exact checks
+        check_values()
+        full = initial if len(initial) == n else np.full(n, initial[0])
+        if maint is not None and len(maint) != n:
+            maint = np.full(n, maint[0])
+        return MarginSchedule.from_per_bar(full, maint)
+    k = len(starts)
+    return MarginSchedule(starts, initial[starts] if len(initial) == n else np.full(k, initial[0]),
+                          np.full(k, np.nan) if maint is None else (maint[starts] if len(maint) == n
+                                                                     else np.full(k, maint[0])), n)
 
 
 def order_arguments(config: EngineConfig, prices: pd.DataFrame) -> tuple:

@@ -254,10 +254,12 @@ class MarginSchedule:
         n = len(initial)
         if n == 0:
             return cls.constant(0, 0.0)
-        mnt = np.full(n, np.nan) if maintenance is None else maintenance
-        change = np.flatnonzero((initial[1:] != initial[:-1]) | (mnt[1:] != mnt[:-1])) + 1
-        starts = np.r_[0, change].astype(np.int64)
-        return cls(starts, initial[starts], mnt[starts], n)
+        changed = initial[1:] != initial[:-1]
+        if maintenance is not None:  # NaN (no maintenance) equals NaN here: one segment, not one per bar
+            changed |= (maintenance[1:] != maintenance[:-1]) & ~(np.isnan(maintenance[1:]) & np.isnan(maintenance[:-1]))
+        starts = np.r_[0, np.flatnonzero(changed) + 1].astype(np.int64)
+        mnt = np.full(len(starts), np.nan) if maintenance is None else maintenance[starts]
+        return cls(starts, initial[starts], mnt, n)
 
     @property
     def has_maintenance(self) -> bool:
