@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MetadataValue
 
 from fbt_pipelines.reports.numbers import format_number, kind_of, metadata_number
 from fbt_pipelines.services.bus import Bus
+
+if TYPE_CHECKING:
+    from fbt_pipelines.usecases.portfolio import LimitCheck
 
 # Assets that write the warehouse run in this pool (dagster.yaml limits it), so
 # DuckDB's single writer is never contended for long.
@@ -80,3 +83,23 @@ def announce(context: AssetExecutionContext, bus: Bus, **payload: Any) -> None:
     key = context.asset_key.to_user_string()
     partition = context.partition_key if context.has_partition_key else None
     bus.publish("materialized", {"asset": key, "partition": partition, "run_id": context.run_id, **payload})
+
+
+def limit_check_specs(asset: str, at_any: str, at_every: str) -> list[AssetCheckSpec]:
+    """A portfolio asset's blocking ``market_exposure_limit`` and ``leverage_limit`` checks.
+
+    The names of the use case's :class:`~fbt_pipelines.usecases.portfolio.LimitCheck`
+    results (:func:`limit_check_result`); ``at_any`` / ``at_every`` say where
+    the limits hold (``"on any session"`` / ``"on every session"``).
+    """
+    return [
+        AssetCheckSpec("market_exposure_limit", asset=asset, blocking=True,
+                       description=f"No market's |notional| / equity above max_market_exposure {at_any}."),
+        AssetCheckSpec("leverage_limit", asset=asset, blocking=True,
+                       description=f"Gross notional / equity at most max_leverage {at_every}."),
+    ]
+
+
+def limit_check_result(check: LimitCheck) -> AssetCheckResult:
+    """The Dagster result of a use case's limit check: its name, verdict and metadata."""
+    return AssetCheckResult(check_name=check.name, passed=check.passed, metadata=check.metadata())

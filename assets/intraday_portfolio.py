@@ -6,11 +6,11 @@ for the run config's ``interval`` (and window), per session, stored under
 :mod:`fbt_pipelines.usecases.intraday_portfolio`, docs/guide.md "Intraday bars".
 """
 
-from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, DataVersion, Failure,
-                     MaterializeResult, MetadataValue, asset)
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets._support import WRITER_POOL, announce, date_range, md_table, number
+from assets._support import (WRITER_POOL, announce, date_range, limit_check_result, limit_check_specs, md_table,
+                             number)
 from assets.intraday import GROUP, intraday_backtests
 from fbt_pipelines.errors import FbtError
 from fbt_pipelines.reports.charts import equity_drawdown_svg
@@ -46,12 +46,7 @@ class IntradayPortfolioConfig(Config):
 
 @asset(
     group_name=GROUP, kinds={"duckdb"}, deps=[intraday_backtests], pool=WRITER_POOL,
-    check_specs=[
-        AssetCheckSpec("market_exposure_limit", asset="intraday_portfolio", blocking=True,
-                       description="No market's |notional| / equity above max_market_exposure at any bar."),
-        AssetCheckSpec("leverage_limit", asset="intraday_portfolio", blocking=True,
-                       description="Gross notional / equity at most max_leverage at every bar."),
-    ],
+    check_specs=limit_check_specs("intraday_portfolio", "at any bar", "at every bar"),
 )
 def intraday_portfolio(context: AssetExecutionContext, config: IntradayPortfolioConfig, warehouse: WarehouseResource,
                        bus: BusResource, files: FilesResource) -> MaterializeResult:
@@ -86,6 +81,5 @@ def intraday_portfolio(context: AssetExecutionContext, config: IntradayPortfolio
             "data_version": MetadataValue.text(version),
         },
         data_version=DataVersion(version),
-        check_results=[AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.metadata())
-                       for c in book.checks],
+        check_results=[limit_check_result(c) for c in book.checks],
     )

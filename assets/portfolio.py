@@ -7,11 +7,10 @@ Each body reads through a resource, calls one use case
 
 
 import pandas as pd
-from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult,
-                     MetadataValue, asset)
+from dagster import AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets._support import WRITER_POOL, announce, md_table, number, numbers
+from assets._support import WRITER_POOL, announce, limit_check_result, limit_check_specs, md_table, number, numbers
 from assets.backtests import backtests
 from fbt_pipelines.config import alert_webhook, code_version
 from fbt_pipelines.engine.strategies import strategies_help
@@ -20,7 +19,7 @@ from fbt_pipelines.reports.numbers import format_number, kind_of
 from fbt_pipelines.reports.sparkline import markdown_image
 from fbt_pipelines.services import warehouse as wh
 from fbt_pipelines.services.alerts import send_alert
-from fbt_pipelines.usecases.portfolio import (PORTFOLIO, LimitCheck, PortfolioSpec, breaches, build_portfolio,
+from fbt_pipelines.usecases.portfolio import (PORTFOLIO, PortfolioSpec, breaches, build_portfolio,
                                               read_portfolio_inputs, store_portfolio)
 from fbt_pipelines.usecases.report import read_portfolio_sheet, write_portfolio_tear_sheet
 from fbt_pipelines.usecases.risk import (RISK_EXPERIMENT, RiskSettings, compare_backtests, parse_replay_windows,
@@ -50,10 +49,6 @@ def _comparison_kinds(table: pd.DataFrame) -> dict[str, str]:
 def _equity_chart(ts, equity, title: str) -> MetadataValue:
     """The portfolio's equity (USD) and drawdown on dated axes, as a Markdown image."""
     return MetadataValue.md(markdown_image(equity_drawdown_svg(ts, equity, title=title), title))
-
-
-def _check(check: LimitCheck) -> AssetCheckResult:
-    return AssetCheckResult(check_name=check.name, passed=check.passed, metadata=check.metadata())
 
 
 @asset(group_name="portfolio", kinds={"duckdb", "mlflow"}, deps=[backtests], pool=WRITER_POOL)
@@ -97,12 +92,7 @@ class PortfolioConfig(Config):
 
 @asset(
     group_name="portfolio", kinds={"duckdb"}, deps=[backtests], pool=WRITER_POOL,
-    check_specs=[
-        AssetCheckSpec("market_exposure_limit", asset="portfolio", blocking=True,
-                       description="No market's |notional| / equity above max_market_exposure on any session."),
-        AssetCheckSpec("leverage_limit", asset="portfolio", blocking=True,
-                       description="Gross notional / equity at most max_leverage on every session."),
-    ],
+    check_specs=limit_check_specs("portfolio", "on any session", "on every session"),
 )
 def portfolio(context: AssetExecutionContext, config: PortfolioConfig, warehouse: WarehouseResource,
               bus: BusResource, files: FilesResource) -> MaterializeResult:
@@ -135,7 +125,7 @@ def portfolio(context: AssetExecutionContext, config: PortfolioConfig, warehouse
             "data_version": MetadataValue.text(version),
             "margin_sources": MetadataValue.json(dict(book.margin_sources)),
         },
-        check_results=[_check(c) for c in book.checks],
+        check_results=[limit_check_result(c) for c in book.checks],
     )
 
 
@@ -202,7 +192,7 @@ def risk_report(context: AssetExecutionContext, config: RiskLimits, warehouse: W
                                                 f"{report.portfolio}: portfolio equity and drawdown (USD, UTC dates)"),
                   "scenario_chart": MetadataValue.md(markdown_image(report.scenario_svg(), "scenario P&L (USD)")),
                   "mlflow_run": MetadataValue.text(run_id)},
-        check_results=[_check(c) for c in report.checks],
+        check_results=[limit_check_result(c) for c in report.checks],
     )
 
 

@@ -31,14 +31,10 @@ from numba import njit
 
 from fbt_pipelines.engine import kernel, rules, sweep_kernel
 from fbt_pipelines.engine.kernel import backtest_nb
-from fbt_pipelines.engine.rules import TradeKind, TradeReason
-from fbt_pipelines.engine.sweep_kernel import cache_depends_on, targets_nb
+from fbt_pipelines.engine.sweep_kernel import cache_depends_on, record_stats_nb, sma_signal_nb, targets_nb
 from fbt_pipelines.primitives import performance
 from fbt_pipelines.primitives.performance import ZERO_VOL
 
-_TRADE = int(TradeKind.TRADE)
-_ROLL = int(TradeKind.ROLL)
-_CALL = int(TradeReason.MARGIN_CALL)
 _ZERO_VOL = ZERO_VOL
 _DEPENDS = (kernel, rules, performance, sweep_kernel)  # compiled into the functions below
 
@@ -223,26 +219,7 @@ def session_set_nb(s, target, open_, high, low, close, roll, multiplier, commiss
         prev = e
     st = stats_out[s]
     equity_stats_nb(equity, capital, annual, scratch, st)
-    trades = 0
-    rolls = 0
-    calls = 0
-    roll_comm = 0.0
-    roll_slip = 0.0
-    for j in range(len(r.t_kind)):
-        kind = r.t_kind[j]
-        if kind == _TRADE and r.t_qty[j] != 0:
-            trades += 1
-        elif kind == _ROLL:
-            rolls += 1
-            roll_comm += r.t_comm[j]
-            roll_slip += r.t_slip[j]
-        if r.t_reason[j] == _CALL:
-            calls += 1
-    st[3] = trades
-    st[4] = rolls
-    st[5] = roll_comm + roll_slip
-    st[6] = calls
-    st[7] = 1.0 if r.stopped_bar >= 0 else 0.0
+    record_stats_nb(r, st)
 
 
 @cache_depends_on(*_DEPENDS)
@@ -261,11 +238,7 @@ def sma_sessions_nb(idx, lo, hi, means, fast_row, slow_row, fixed, cash_vol, bud
     scratch = np.empty(n)
     for j in range(lo, hi):
         s = idx[j]
-        f = means[fast_row[s]]
-        w = means[slow_row[s]]
-        for i in range(n):
-            d = f[i] - w[i]
-            signal[i] = 1.0 if d > 0.0 else (-1.0 if d < 0.0 else 0.0)  # NaN: 0
+        sma_signal_nb(means[fast_row[s]], means[slow_row[s]], signal)
         targets_nb(signal, fixed[s], cash_vol, budget, width, buffered, target)
         session_set_nb(s, target, open_, high, low, close, roll, multiplier, commission, slippage, m_start, m_init,
                        m_maint, capital, fill_rule, orders, ends, annual, scratch, pnl_out, stats_out, bad_out)

@@ -195,26 +195,12 @@ def equity_stats_nb(equity, capital, out):
 
 @cache_depends_on(*_DEPENDS)
 @njit(cache=True, nogil=True)
-def run_set_nb(s, target, open_, high, low, close, roll, multiplier, commission, slippage, m_start, m_init, m_maint,
-               capital, fill_rule, orders, pnl_out, stats_out, bad_out):
-    """One set ``s``: the engine's pass on ``target``, then its rows of the outputs.
+def record_stats_nb(r, st):
+    """``st[3:8]`` from a pass's trade records: trades, rolls, roll costs, calls, stopped.
 
-    Arguments as :func:`~fbt_pipelines.engine.kernel.backtest_nb` (``orders`` the tuple of
-    its order arguments, :func:`~fbt_pipelines.engine.futures_engine.order_arguments`),
-    then row ``s`` of ``pnl_out`` (USD per bar), ``stats_out`` (:data:`STATS`)
-    and ``bad_out`` (-1, or the first row with a non-finite price).
-    """
-    r = backtest_nb(target, open_, high, low, close, roll, multiplier, commission, slippage, m_start, m_init,
-                    m_maint, capital, fill_rule, *orders)
-    bad_out[s] = r.bad_row
-    equity = r.equity
-    prev = capital
-    row = pnl_out[s]
-    for i in range(len(equity)):
-        row[i] = equity[i] - prev
-        prev = equity[i]
-    st = stats_out[s]
-    equity_stats_nb(equity, capital, st)
+    ``r``: :func:`~fbt_pipelines.engine.kernel.backtest_nb`'s result; the
+    columns of :data:`STATS` (``trades``: fills with contracts; ``roll_costs``:
+    the rolls' commission + slippage, USD; ``account_stopped``: 1.0 / 0.0)."""
     trades = 0
     rolls = 0
     calls = 0
@@ -239,6 +225,42 @@ def run_set_nb(s, target, open_, high, low, close, roll, multiplier, commission,
 
 @cache_depends_on(*_DEPENDS)
 @njit(cache=True, nogil=True)
+def sma_signal_nb(fast, slow, signal):
+    """``signal[i]``: the sign of ``fast[i] - slow[i]`` (0 where either is NaN).
+
+    ``sma_crossover``'s signal from its two moving averages (float64[n])."""
+    for i in range(len(signal)):
+        d = fast[i] - slow[i]
+        signal[i] = 1.0 if d > 0.0 else (-1.0 if d < 0.0 else 0.0)  # NaN: 0
+
+
+@cache_depends_on(*_DEPENDS)
+@njit(cache=True, nogil=True)
+def run_set_nb(s, target, open_, high, low, close, roll, multiplier, commission, slippage, m_start, m_init, m_maint,
+               capital, fill_rule, orders, pnl_out, stats_out, bad_out):
+    """One set ``s``: the engine's pass on ``target``, then its rows of the outputs.
+
+    Arguments as :func:`~fbt_pipelines.engine.kernel.backtest_nb` (``orders`` the tuple of
+    its order arguments, :func:`~fbt_pipelines.engine.futures_engine.order_arguments`),
+    then row ``s`` of ``pnl_out`` (USD per bar), ``stats_out`` (:data:`STATS`)
+    and ``bad_out`` (-1, or the first row with a non-finite price).
+    """
+    r = backtest_nb(target, open_, high, low, close, roll, multiplier, commission, slippage, m_start, m_init,
+                    m_maint, capital, fill_rule, *orders)
+    bad_out[s] = r.bad_row
+    equity = r.equity
+    prev = capital
+    row = pnl_out[s]
+    for i in range(len(equity)):
+        row[i] = equity[i] - prev
+        prev = equity[i]
+    st = stats_out[s]
+    equity_stats_nb(equity, capital, st)
+    record_stats_nb(r, st)
+
+
+@cache_depends_on(*_DEPENDS)
+@njit(cache=True, nogil=True)
 def sma_sweep_nb(idx, lo, hi, means, fast_row, slow_row, fixed, cash_vol, budget, width, buffered,
                  open_, high, low, close, roll, multiplier, commission, slippage, m_start, m_init, m_maint,
                  capital, fill_rule, orders, pnl_out, stats_out, bad_out):
@@ -253,11 +275,7 @@ def sma_sweep_nb(idx, lo, hi, means, fast_row, slow_row, fixed, cash_vol, budget
     target = np.empty(n, dtype=np.int64)
     for j in range(lo, hi):
         s = idx[j]
-        f = means[fast_row[s]]
-        w = means[slow_row[s]]
-        for i in range(n):
-            d = f[i] - w[i]
-            signal[i] = 1.0 if d > 0.0 else (-1.0 if d < 0.0 else 0.0)  # NaN: 0
+        sma_signal_nb(means[fast_row[s]], means[slow_row[s]], signal)
         targets_nb(signal, fixed[s], cash_vol, budget, width, buffered, target)
         run_set_nb(s, target, open_, high, low, close, roll, multiplier, commission, slippage, m_start, m_init,
                    m_maint, capital, fill_rule, orders, pnl_out, stats_out, bad_out)

@@ -53,7 +53,7 @@ from fbt_pipelines.services import warehouse as wh
 from fbt_pipelines.services.tracking import Tracking
 from fbt_pipelines.usecases.backtest import (MarketBacktest, MarketData, _event_tags, backtest_market, backtest_row,
                                              market_data, run_name, store_backtests)
-from fbt_pipelines.usecases.continuous import RollGapCheck
+from fbt_pipelines.usecases.continuous import ContinuousCheck, RollGapCheck
 from fbt_pipelines.usecases.spec import BacktestSpec
 from fbt_pipelines.usecases.workspace import Workspace
 
@@ -299,23 +299,16 @@ def start_contract_for(sb: SessionedBars, schedule: pd.DataFrame, contracts: Seq
 
 
 @dataclass(frozen=True)
-class IntradayContinuous:
+class IntradayContinuous(ContinuousCheck):
     """The Panama series of a key with the numbers its checks read.
 
-    ``prices``: :data:`INTRADAY_CONTINUOUS_COLUMNS`, one row per bar of the
-    held contract (``session``: trading day; ``roll``: True on the old
+    The daily :class:`~fbt_pipelines.usecases.continuous.ContinuousCheck`'s
+    fields: ``prices``: :data:`INTRADAY_CONTINUOUS_COLUMNS`, one row per bar
+    of the held contract (``session``: trading day; ``roll``: True on the old
     contract's last bar of each roll session); ``bad_bars``: bars whose point
     change differs from the held contract's own (``no_gaps_at_rolls``);
     ``last_segment_diff``: largest |adjusted - raw| on the last segment, points.
     """
-
-    prices: pd.DataFrame
-    bad_bars: int
-    last_segment_diff: float
-
-    @property
-    def non_positive(self) -> bool:
-        return bool((self.prices["low"] <= 0).any())
 
 
 def intraday_continuous(sb: SessionedBars, schedule: pd.DataFrame, start_contract: str,

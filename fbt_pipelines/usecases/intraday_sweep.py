@@ -48,8 +48,8 @@ from fbt_pipelines.services.tracking import Tracking
 from fbt_pipelines.usecases import intraday as uc
 from fbt_pipelines.usecases.backtest import MarketData
 from fbt_pipelines.usecases.spec import BacktestSpec, OrderSettings
-from fbt_pipelines.usecases.sweep import (StoredSweep, SweepResult, _CompiledSweep, _own, _sma_set_plan,
-                                          overfitting_report, split_set)
+from fbt_pipelines.usecases.sweep import (StoredSweep, SweepResult, _CompiledSweep, _sma_set_plan, overfitting_report,
+                                          split_set)
 from fbt_pipelines.usecases.workspace import Workspace
 
 DEFAULT_TRAIN_SESSIONS = 63  # a quarter of sessions in sample
@@ -100,47 +100,28 @@ class _SessionSweep(_CompiledSweep):
 
     :class:`~fbt_pipelines.usecases.sweep._CompiledSweep`'s inputs with every
     set at a fixed size, its :meth:`run` (sets grouped by order distances,
-    slices on threads); outputs (session P&L, stats, bad row) per set.
+    slices on threads) and :meth:`result`; outputs (session P&L, stats, bad
+    row) per set.
     """
 
     def __init__(self, base: BacktestSpec, data: MarketData, set_orders: Sequence[OrderSettings],
                  interval: str) -> None:
         self.base, self.data, self.set_orders = base, data, list(set_orders)
-        frame, spec = data.frame, data.spec
         fixed = [o.contracts or base.orders.contracts or 0 for o in self.set_orders]
         if min(fixed, default=1) < 1:
             raise StrategyError("an intraday sweep holds a fixed size: give contracts >= 1 "
                                 "(volatility targeting sizes on daily volatility)")
         self.fixed = np.array(fixed, dtype=np.int64)
         self.sizing = (self.fixed, np.zeros(1), 0.0, np.zeros(1), False)
-        engine = base.engine_config()
-        self.open_ = _own(frame["open"].to_numpy(float))
-        self.close = _own(frame["close"].to_numpy(float))
-        self.roll = _own(frame["roll"].to_numpy(bool))
-        margins = data.margin_schedule_for(base)
-        commission = spec.commission if engine.commission is None else engine.commission
-        self.costs = (float(spec.multiplier), float(commission), float(engine.slippage_ticks * spec.tick_size))
-        self.account = (_own(margins.starts), _own(margins.initial), _own(margins.maintenance),
-                        float(engine.initial_capital), int(engine.fill_rule))
-        self.ends, self.days = session_ends(frame)
-        self.annual = annualisation(uc.periods_per_year(spec, interval))
+        self._set_prices()
+        self.ends, self.days = session_ends(data.frame)
+        self.annual = annualisation(uc.periods_per_year(data.spec, interval))
         m = len(self.set_orders)
         self.outputs = (np.empty((m, len(self.ends))), np.empty((m, len(STATS))), np.full(m, -1, dtype=np.int64))
 
-    def result(self, labels: list[str]) -> SweepResult:
-        """The :class:`SweepResult`, P&L per session.
-
-        ValueError naming the first row with a non-finite price.
-        """
-        pnl, stats, bad = self.outputs
-        if (bad >= 0).any():
-            row = int(bad[bad >= 0].min())
-            raise ValueError(f"{self.data.root}: non-finite price at row {row} ({self.data.frame['ts'].iloc[row]})")
-        m = len(labels)
-        table = pd.DataFrame({"set": np.arange(m, dtype=np.int64), "params": labels,
-                              **{name: stats[:, j] for j, name in enumerate(STATS)}})
-        return SweepResult(table, pd.DataFrame(pnl.T, index=self.days.rename("ts"),
-                                               columns=pd.Index(np.arange(m, dtype=np.int64)), copy=False))
+    def _pnl_index(self) -> pd.DatetimeIndex:
+        """The index of the result's P&L rows: the trading days, named ts."""
+        return self.days.rename("ts")
 
 
 def run_intraday_sweep(base: BacktestSpec, data: MarketData, sets: Sequence[Mapping[str, Any]], interval: str,

@@ -307,8 +307,7 @@ class _CompiledSweep:
 
     def __init__(self, base: BacktestSpec, data: MarketData, set_orders: Sequence[OrderSettings]) -> None:
         self.base, self.data, self.set_orders = base, data, list(set_orders)
-        frame, spec = data.frame, data.spec
-        engine = base.engine_config()
+        frame = data.frame
         sizer = Sizer(data, base)
         self.fixed = np.array([o.contracts or sizer.fixed or 0 for o in self.set_orders], dtype=np.int64)
         cash_vol, budget, width, buffered = np.zeros(1), 0.0, np.zeros(1), False
@@ -319,16 +318,27 @@ class _CompiledSweep:
                 buffered = True
                 width = np.nan_to_num(buffer_width(cash_vol, budget, sizer.buffer_fraction), nan=0.0, posinf=0.0)
         self.sizing = (self.fixed, cash_vol, budget, width, buffered)
+        self._set_prices()
+        m, n = len(self.set_orders), len(frame)
+        self.outputs = (np.empty((m, n)), np.empty((m, len(STATS))), np.full(m, -1, dtype=np.int64))
+
+    def _set_prices(self) -> None:
+        """``open_``, ``close``, ``roll``, ``costs`` and ``account`` of ``data`` under ``base``.
+
+        As the compiled functions take them: writable C-contiguous columns,
+        (multiplier, commission USD, slippage points) and (margin starts,
+        initial, maintenance, capital USD, fill rule).
+        """
+        frame, spec = self.data.frame, self.data.spec
+        engine = self.base.engine_config()
         self.open_ = _own(frame["open"].to_numpy(float))
         self.close = _own(frame["close"].to_numpy(float))
         self.roll = _own(frame["roll"].to_numpy(bool))
-        margins = data.margin_schedule_for(base)
+        margins = self.data.margin_schedule_for(self.base)
         commission = spec.commission if engine.commission is None else engine.commission
         self.costs = (float(spec.multiplier), float(commission), float(engine.slippage_ticks * spec.tick_size))
         self.account = (_own(margins.starts), _own(margins.initial), _own(margins.maintenance),
                         float(engine.initial_capital), int(engine.fill_rule))
-        m, n = len(self.set_orders), len(frame)
-        self.outputs = (np.empty((m, n)), np.empty((m, len(STATS))), np.full(m, -1, dtype=np.int64))
 
     def run(self, members: np.ndarray, workers: int, call) -> None:
         """Run sets ``members`` (indices) on threads, ``call`` once per slice.
@@ -371,8 +381,12 @@ class _CompiledSweep:
         m = len(labels)
         table = pd.DataFrame({"set": np.arange(m, dtype=np.int64), "params": labels,
                               **{name: stats[:, j] for j, name in enumerate(STATS)}})
-        return SweepResult(table, pd.DataFrame(pnl.T, index=pd.DatetimeIndex(frame["ts"]),
+        return SweepResult(table, pd.DataFrame(pnl.T, index=self._pnl_index(),
                                                columns=pd.Index(np.arange(m, dtype=np.int64)), copy=False))
+
+    def _pnl_index(self) -> pd.DatetimeIndex:
+        """The index of the result's P&L rows: the bars' ts."""
+        return pd.DatetimeIndex(self.data.frame["ts"])
 
 
 def walk_forward(sweep: SweepResult, capital: float, train_years: int = 3, test_years: int = 1) -> pd.DataFrame:
