@@ -1,18 +1,22 @@
 """How many parameter sets one fan-out step should backtest.
 
-A step handed to another process or worker costs a fixed overhead (process
-start or task hand-off, Parquet in/out, Dagster's event writes) whatever it
-computes. The rule: a chunk step's compute must be at least
-``COMPUTE_TO_OVERHEAD`` (10) times that overhead, so the overhead is at most
-~10 % of a step. With ``s`` seconds of compute per backtest and ``o``
-seconds of overhead per step::
+A step handed to another process or worker costs a fixed overhead ``o``
+(process start or task hand-off, Parquet in/out, Dagster's event writes)
+whatever it computes, and each step also repeats work its sets share: the
+market's inputs made ready and each distinct moving average computed once
+per step, not once per sweep (``f`` seconds). Cutting a market's sets into
+more steps pays both again. The rule: a chunk step's backtesting must be at
+least ``COMPUTE_TO_OVERHEAD`` (10) times what the step costs besides, so
+that is at most ~10 % of a step. With ``s`` seconds per backtest::
 
-    chunk = ceil(10 * o / s), at least 1, at most the number of sets
+    chunk = ceil(10 * (o + f) / s), at least 1, at most the number of sets
 
 ``o`` per executor comes from bench/scaleout.py (2-core machine, under load:
-docs/scale-out.md): in process ~0.05 s (no hand-off), Celery ~3 s,
-multiprocess ~30 s (a code-location import per step). ``s`` is measured on
-the market being swept, after one warm-up backtest (Numba's first call).
+docs/scale-out.md): Celery ~3 s, multiprocess ~30 s (a code-location
+import per step). ``s`` and ``f`` are measured on the market being swept
+(:func:`step_costs`). In process (``sweep_fanout``'s plan step), steps run
+one after another and each sweep threads inside, so cutting a market only
+repeats work: one step per market there, whatever the rule gives.
 """
 
 from __future__ import annotations
@@ -22,26 +26,55 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 COMPUTE_TO_OVERHEAD = 10.0
 STEP_OVERHEAD_S = {"in_process": 0.05, "celery": 3.0, "multiprocess": 30.0}
 
 
-def chunk_size_for(seconds_per_backtest: float, step_overhead_s: float, n_sets: int) -> int:
-    """Parameter sets per step so a step computes >= 10x its overhead (module docstring)."""
+def chunk_size_for(seconds_per_backtest: float, step_overhead_s: float, n_sets: int,
+                   step_fixed_s: float = 0.0) -> int:
+    """Parameter sets per step so a step computes >= 10x its overhead (module docstring).
+
+    ``step_fixed_s``: the work each step repeats (``f``), added to the executor's ``o``.
+    """
     if n_sets < 1:
         raise ValueError("no parameter sets to chunk")
-    if not (seconds_per_backtest > 0 and step_overhead_s >= 0):
-        raise ValueError(f"need seconds_per_backtest > 0 and step_overhead_s >= 0, got "
-                         f"{seconds_per_backtest!r} and {step_overhead_s!r}")
-    return max(1, min(n_sets, math.ceil(COMPUTE_TO_OVERHEAD * step_overhead_s / seconds_per_backtest)))
+    if not (seconds_per_backtest > 0 and step_overhead_s >= 0 and step_fixed_s >= 0):
+        raise ValueError(f"need seconds_per_backtest > 0 and step_overhead_s, step_fixed_s >= 0, got "
+                         f"{seconds_per_backtest!r}, {step_overhead_s!r} and {step_fixed_s!r}")
+    cost = step_overhead_s + step_fixed_s
+    return max(1, min(n_sets, math.ceil(COMPUTE_TO_OVERHEAD * cost / seconds_per_backtest)))
 
 
-def seconds_per_backtest(run: Callable[[Sequence[Mapping[str, Any]]], Any], sets: Sequence[Mapping[str, Any]],
-                         sample: int = 8) -> float:
-    """Wall seconds per backtest of ``run(sets)`` over up to ``sample`` sets, after a warm-up
-    call on the first set (so Numba's compile is not counted)."""
-    run(sets[:1])
-    probe = sets[:max(1, min(sample, len(sets)))]
-    t0 = time.perf_counter()
-    run(probe)
-    return max((time.perf_counter() - t0) / len(probe), 1e-9)
+def step_costs(run: Callable[[Sequence[Mapping[str, Any]]], Any], sets: Sequence[Mapping[str, Any]],
+               sample: int = 8) -> tuple[float, float]:
+    """(seconds per backtest ``s``, seconds a step repeats ``f``) of ``run(sets)``, wall.
+
+    ``k`` sets (up to ``sample``), the middle one of each of ``k`` equal
+    runs of ``sets`` (costs differ over a grid: short moving averages trade
+    far more, so a sample spread over it, not its first sets) are timed, best
+    of 2 after a warm-up call (Numba's compile not counted), once as they are
+    (``t1``) and each twice in one call (``t2``): the doubled call computes
+    the same shared work (inputs, one moving average per distinct window)
+    and twice the backtests, so ``s = (t2 - t1) / k`` and ``f = t1 - k s``
+    (at least 0).
+    """
+    k = max(1, min(sample, len(sets)))
+    probe = [sets[int(i)] for i in (np.arange(k) + 0.5) * len(sets) // k]
+    run(probe[:1])
+    t1 = _best_of(run, probe)
+    t2 = _best_of(run, probe + probe)
+    per = max((t2 - t1) / k, 1e-9)
+    return per, max(t1 - k * per, 0.0)
+
+
+def _best_of(run: Callable[[Sequence[Mapping[str, Any]]], Any], sets: Sequence[Mapping[str, Any]],
+             repeat: int = 2) -> float:
+    """The shortest of ``repeat`` timings of ``run(sets)`` (seconds, wall): the least disturbed."""
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run(sets)
+        best = min(best, time.perf_counter() - t0)
+    return best

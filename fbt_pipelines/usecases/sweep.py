@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from fbt_pipelines.engine.allocator import keep_freed_memory
 from fbt_pipelines.engine.futures_engine import ORDER_FIELDS, order_arguments, price_columns
 from fbt_pipelines.engine.kernel import simulate_futures_nb
 from fbt_pipelines.engine.rules import TradeKind, TradeReason
@@ -349,6 +350,7 @@ class _CompiledSweep:
         is (open, high, low, close, roll, multiplier, commission, slippage,
         margin starts, initial, maintenance, capital, fill rule).
         """
+        keep_freed_memory()  # else each set's per-bar arrays are faulted in afresh (engine/allocator.py)
         frame = self.data.frame
         groups: dict[tuple, list[int]] = {}
         for i in members:

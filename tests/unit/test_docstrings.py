@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 MAX_SUMMARY = 84
 
 MODULES = [
+    "fbt_pipelines/engine/allocator.py",
     "fbt_pipelines/catalog/__init__.py",
     "fbt_pipelines/catalog/contracts.py",
     "fbt_pipelines/catalog/expiry.py",

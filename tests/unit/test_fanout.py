@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fbt_pipelines.usecases.fanout import chunk_size_for, seconds_per_backtest
+from fbt_pipelines.usecases.fanout import chunk_size_for, step_costs
 
 
 @pytest.mark.parametrize("per_backtest, overhead, n_sets, expected", [
@@ -27,7 +27,28 @@ def test_chunk_rule_rejects_nonsense(args):
         chunk_size_for(*args)
 
 
-def test_seconds_per_backtest_warms_up_then_times_a_sample():
-    calls: list[int] = []
-    per = seconds_per_backtest(lambda some: calls.append(len(some)), [{"a": i} for i in range(20)], sample=8)
-    assert calls == [1, 8] and per > 0
+def test_work_each_step_repeats_counts_as_overhead():
+    # 125 ms a backtest, 1 s of inputs and moving averages per step, 0.25 s of hand-off (binary-exact values):
+    # 10 x 1.25 / 0.125 = 100 sets, where the hand-off alone would give 20
+    assert chunk_size_for(0.125, 0.25, 1000, step_fixed_s=1.0) == 100
+    assert chunk_size_for(0.125, 0.25, 1000) == 20
+    with pytest.raises(ValueError):
+        chunk_size_for(0.125, 0.25, 1000, step_fixed_s=-0.5)
+
+
+def test_step_costs_split_per_backtest_from_per_step():
+    """A run costing 0.02 s + 0.005 s per set: s ~5 ms, f ~20 ms (sleep-timed, so bounds, not equality)."""
+    import time
+
+    seen: list[list[int]] = []
+
+    def run(some):
+        seen.append([s["a"] for s in some])
+        time.sleep(0.02 + 0.005 * len(some))
+
+    per, fixed = step_costs(run, [{"a": i} for i in range(20)], sample=8)
+    spread = [1, 3, 6, 8, 11, 13, 16, 18]  # the middle of each eighth of the grid
+    assert seen == [spread[:1], spread, spread, spread + spread, spread + spread]  # a warm-up, then best of 2 of each
+    assert 0.004 <= per <= 0.008 and 0.012 <= fixed <= 0.03
+    per_one, fixed_one = step_costs(run, [{"a": 0}])
+    assert 0.004 <= per_one <= 0.008 and 0.012 <= fixed_one <= 0.03
