@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 COMPUTE_TO_OVERHEAD = 10.0
-STEP_OVERHEAD_S = {"in_process": 0.05, "celery": 3.0, "multiprocess": 30.0}
+STEP_OVERHEAD_S = {"celery": 3.0, "multiprocess": 30.0}  # in process: one step per market (no hand-off)
 
 
 def chunk_size_for(seconds_per_backtest: float, step_overhead_s: float, n_sets: int,
