@@ -58,7 +58,7 @@ from fbt_pipelines.services import warehouse as wh
 from fbt_pipelines.usecases import intraday as uc
 from fbt_pipelines.usecases import intraday_sweep as isw
 from fbt_pipelines.usecases.backtest import MarketData, read_market_data
-from fbt_pipelines.usecases.fanout import COMPUTE_TO_OVERHEAD, STEP_OVERHEAD_S, chunk_size_for, step_costs
+from fbt_pipelines.usecases.fanout import executor_chunk_size, step_costs
 from fbt_pipelines.usecases.spec import BacktestSpec
 from fbt_pipelines.usecases.sweep import SweepResult, run_sweep, store_sweep
 from resources import FilesResource, TrackingResource, WarehouseResource
@@ -223,17 +223,11 @@ def _auto_chunk_size(context: OpExecutionContext, config: "SweepFanoutConfig", d
     """Sets per step from the executor's per-step overhead and one market's measured costs."""
     execution = (context.run.run_config or {}).get("execution", {}).get("config") or {}
     mode = next(iter(execution), None) or executor_mode()
-    if mode == "in_process" and config.step_overhead_s is None:
-        context.log.info(f"chunk size {len(sets)}: in process, one step per market (steps run one after another "
-                         f"and the sweep threads inside; cutting a market would repeat its shared work)")
-        return len(sets)
-    overhead = config.step_overhead_s if config.step_overhead_s is not None else STEP_OVERHEAD_S.get(mode, 3.0)
     base = config.base_spec(workspace.strategies())
-    per_backtest, fixed = step_costs(lambda some: config.sweep(base, data, some, workers=1), sets)
-    size = chunk_size_for(per_backtest, overhead, len(sets), fixed)
-    context.log.info(f"chunk size {size}: {per_backtest * 1e3:.2f} ms per backtest and {fixed * 1e3:.0f} ms "
-                     f"repeated per step on {data.root}, {overhead:g} s overhead per {mode} step, compute >= "
-                     f"{COMPUTE_TO_OVERHEAD:g}x overhead")
+    size, why = executor_chunk_size(
+        mode, len(sets), lambda: step_costs(lambda some: config.sweep(base, data, some, workers=1), sets),
+        config.step_overhead_s)
+    context.log.info(f"chunk size {size} ({data.root}): {why}")
     return size
 
 

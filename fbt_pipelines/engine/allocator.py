@@ -1,6 +1,6 @@
-"""Keep freed memory in the process while sweeps run on threads (glibc's malloc).
+"""Keep freed memory in the process for the next backtest of a sweep (glibc's malloc).
 
-A compiled sweep backtests one set after another on each thread, and each
+A compiled sweep backtests one set after another on each of its threads, and each
 backtest allocates its per-bar equity (8 bytes a bar: 2.8 MB for a year of
 minute bars) and its trade records, and frees them at the end. With glibc's
 defaults a freed block of that size is often handed back to the kernel at

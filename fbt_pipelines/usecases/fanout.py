@@ -29,7 +29,28 @@ from typing import Any
 import numpy as np
 
 COMPUTE_TO_OVERHEAD = 10.0
-STEP_OVERHEAD_S = {"celery": 3.0, "multiprocess": 30.0}  # in process: one step per market (no hand-off)
+STEP_OVERHEAD_S = {"celery": 3.0, "multiprocess": 30.0}
+SERIAL_EXECUTORS = frozenset({"in_process"})  # steps one after another: a market is one step
+DEFAULT_OVERHEAD_S = 3.0  # an executor not measured: as Celery
+
+
+def executor_chunk_size(mode: str, n_sets: int, measure: Callable[[], tuple[float, float]],
+                        step_overhead_s: float | None = None) -> tuple[int, str]:
+    """(sets per step, why) for executor ``mode``: the module docstring's rule.
+
+    ``measure()`` gives (seconds per backtest, seconds a step repeats), e.g.
+    :func:`step_costs` on one market; it is not called on an executor of
+    :data:`SERIAL_EXECUTORS` without an explicit ``step_overhead_s`` (then
+    every set is one step). ``step_overhead_s`` None: :data:`STEP_OVERHEAD_S`.
+    """
+    if mode in SERIAL_EXECUTORS and step_overhead_s is None:
+        return n_sets, (f"{mode}: one step per market (steps run one after another and the sweep threads "
+                        f"inside; cutting a market would repeat its shared work)")
+    overhead = step_overhead_s if step_overhead_s is not None else STEP_OVERHEAD_S.get(mode, DEFAULT_OVERHEAD_S)
+    per_backtest, fixed = measure()
+    size = chunk_size_for(per_backtest, overhead, n_sets, fixed)
+    return size, (f"{per_backtest * 1e3:.2f} ms per backtest and {fixed * 1e3:.0f} ms repeated per step, "
+                  f"{overhead:g} s overhead per {mode} step, compute >= {COMPUTE_TO_OVERHEAD:g}x overhead")
 
 
 def chunk_size_for(seconds_per_backtest: float, step_overhead_s: float, n_sets: int,

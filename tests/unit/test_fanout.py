@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fbt_pipelines.usecases.fanout import chunk_size_for, step_costs
+from fbt_pipelines.usecases.fanout import STEP_OVERHEAD_S, chunk_size_for, executor_chunk_size, step_costs
 
 
 @pytest.mark.parametrize("per_backtest, overhead, n_sets, expected", [
@@ -52,3 +52,20 @@ def test_step_costs_split_per_backtest_from_per_step():
     assert 0.004 <= per <= 0.008 and 0.012 <= fixed <= 0.03
     per_one, fixed_one = step_costs(run, [{"a": 0}])
     assert 0.004 <= per_one <= 0.008 and 0.012 <= fixed_one <= 0.03
+
+
+def test_executor_rule_in_process_is_one_step_per_market_without_measuring():
+    def measure():
+        raise AssertionError("in process needs no measurement")
+
+    assert executor_chunk_size("in_process", 1000, measure)[0] == 1000
+    # an explicit overhead applies the rule in process too: 10 x (0.25 + 1.0) / 0.125 = 100
+    assert executor_chunk_size("in_process", 1000, lambda: (0.125, 1.0), step_overhead_s=0.25)[0] == 100
+
+
+def test_executor_rule_uses_the_measured_overhead_of_its_executor():
+    measure = lambda: (0.125, 0.0)  # noqa: E731
+    assert STEP_OVERHEAD_S["celery"] == 3.0
+    assert executor_chunk_size("celery", 1000, measure)[0] == 240  # 10 x 3 / 0.125
+    assert executor_chunk_size("multiprocess", 1000, measure)[0] == 1000  # 10 x 30 / 0.125 = 2,400 -> all 1,000
+    assert executor_chunk_size("k8s", 1000, measure)[0] == 240  # not measured: as Celery
